@@ -1,0 +1,36 @@
+# The README's two commands are `make run` and `make test`; each sets up the environment first
+# (infra/bootstrap.sh: a venv keyed by requirements.lock's hash, created once, reused after).
+SHELL := /bin/bash
+.ONESHELL:
+.SHELLFLAGS := -eu -o pipefail -c
+export PYTHONPATH := $(CURDIR)
+export PYTHONDONTWRITEBYTECODE := 1
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: run test compile lint bench summary env
+
+env:
+	@infra/bootstrap.sh
+
+run:  ## set up if needed, get MNIST, run the whole pipeline locally, print the decision
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines.cli run $(ARGS)
+
+test:  ## lint, then the whole test suite (real TFX, Beam, TF, PyTorch, MLflow, KFP compile)
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/ruff" check .
+	"$$venv/bin/python" -m pytest $(PYTEST_ARGS)
+
+compile:  ## regenerate pipeline.yaml (KFP v2 IR) from the code
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines.cli compile $(ARGS)
+
+summary:  ## the latest local run's decision, accuracies and output locations
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines.cli summary $(ARGS)
+
+lint:
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/ruff" check .

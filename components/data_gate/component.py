@@ -1,0 +1,29 @@
+"""DataGate: stops the pipeline before training when the data has anomalies."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec
+
+from components.data_gate import executor
+
+
+class DataGateSpec(ComponentSpec):
+    PARAMETERS: dict = {}
+    INPUTS = {
+        executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+        executor.SCHEMA: ChannelParameter(type=standard_artifacts.Schema),
+    }
+    OUTPUTS = {executor.VALIDATED_SCHEMA: ChannelParameter(type=standard_artifacts.Schema)}
+
+
+class DataGate(base_component.BaseComponent):
+    SPEC_CLASS = DataGateSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, anomalies: types.BaseChannel, schema: types.BaseChannel) -> None:
+        super().__init__(spec=DataGateSpec(
+            anomalies=anomalies, schema=schema,
+            validated_schema=types.Channel(type=standard_artifacts.Schema)))

@@ -1,0 +1,64 @@
+"""DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any.
+
+On success it passes the schema through; the trainers take the gate's schema, so they cannot
+start before the gate has passed.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import tensorflow as tf
+from tensorflow_metadata.proto.v0 import anomalies_pb2
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+ANOMALIES = "anomalies"
+SCHEMA = "schema"
+VALIDATED_SCHEMA = "validated_schema"
+
+
+class DataAnomaliesError(RuntimeError):
+    """The data failed validation; training must not start."""
+
+
+def read_anomalies(anomalies: types.Artifact) -> dict[str, anomalies_pb2.Anomalies]:
+    """Each split's Anomalies proto, from the binary files ExampleValidator writes."""
+    result = {}
+    for split in artifact_utils.decode_split_names(anomalies.split_names):
+        split_dir = artifact_utils.get_split_uri([anomalies], split)
+        for name in tf.io.gfile.listdir(split_dir):
+            result[split] = anomalies_pb2.Anomalies.FromString(
+                io_utils.read_bytes_file(os.path.join(split_dir, name)))
+    return result
+
+
+def describe(per_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
+    """One plain sentence per anomaly: split, feature, what is wrong."""
+    lines = []
+    for split, anomalies in sorted(per_split.items()):
+        for feature, info in sorted(anomalies.anomaly_info.items()):
+            lines.append(f"[{split}] feature '{feature}': {info.short_description} - {info.description}")
+        if anomalies.HasField("dataset_anomaly_info"):
+            info = anomalies.dataset_anomaly_info
+            lines.append(f"[{split}] dataset: {info.short_description} - {info.description}")
+        for info in anomalies.drift_skew_info:
+            lines.append(f"[{split}] drift/skew on '{info.path}': {info}")
+    return lines
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES])
+        problems = describe(read_anomalies(anomalies))
+        if problems:
+            raise DataAnomaliesError(
+                f"data validation found {len(problems)} anomalies (details in {anomalies.uri}); "
+                "training will not run:\n  " + "\n  ".join(problems))
+        schema_in = artifact_utils.get_single_uri(input_dict[SCHEMA])
+        schema_out = artifact_utils.get_single_uri(output_dict[VALIDATED_SCHEMA])
+        io_utils.copy_dir(schema_in, schema_out)

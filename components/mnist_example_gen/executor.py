@@ -1,0 +1,141 @@
+"""MnistExampleGen's executor: verified IDX files -> sharded GZIP TFRecords of tf.Examples.
+
+The Beam pipeline works on ranges of records: each element names a file pair and a range, a
+worker reads only that range from disk, so no step holds the dataset in one worker's memory.
+`eval` is held out of the training file by a stable hash of the record index: the same records
+every run, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from typing import Any, Iterator
+
+import apache_beam as beam
+import numpy as np
+import tensorflow as tf
+from tfx import types
+from tfx.components.util import examples_utils
+from tfx.dsl.components.base import base_beam_executor
+from tfx.proto import example_gen_pb2
+from tfx.types import artifact_utils, standard_component_specs
+
+from components.mnist_example_gen import idx, sources
+
+SPLITS = ("train", "eval", "test")
+RECORDS_PER_SHARD = 5000
+_HASH_BUCKETS = 10_000
+
+# Parameter names (also used by component.py).
+SOURCE = "source"
+CACHE_DIR = "cache_dir"
+EVAL_RATIO = "eval_ratio"
+TRAIN_LIMIT = "train_limit"
+TEST_LIMIT = "test_limit"
+VERIFY_CHECKSUMS = "verify_checksums"
+
+
+def is_eval(index: int, eval_ratio: float) -> bool:
+    """Stable hold-out: a record's membership depends only on its index in the training file."""
+    return zlib.crc32(b"mnist-train-%d" % index) % _HASH_BUCKETS < eval_ratio * _HASH_BUCKETS
+
+
+def split_counts(n_train: int, n_test: int, eval_ratio: float) -> dict[str, int]:
+    n_eval = sum(is_eval(i, eval_ratio) for i in range(n_train))
+    return {"train": n_train - n_eval, "eval": n_eval, "test": n_test}
+
+
+def to_example(image: np.ndarray, label: int) -> bytes:
+    """One record: raw pixels plus cheap summaries that let TFDV see pixel statistics."""
+    pixels = image.tobytes()
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "pixel_mean": tf.train.Feature(float_list=tf.train.FloatList(value=[float(image.mean())])),
+        "ink_fraction": tf.train.Feature(
+            float_list=tf.train.FloatList(value=[float(np.count_nonzero(image)) / image.size])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+class _ReadRange(beam.DoFn):
+    """(part, start, stop) -> (split, serialized tf.Example) for every record in the range."""
+
+    def __init__(self, headers: dict[str, idx.IdxHeader], eval_ratio: float) -> None:
+        self._headers = headers
+        self._eval_ratio = eval_ratio
+
+    def process(self, shard: tuple[str, int, int]) -> Iterator[tuple[str, bytes]]:
+        part, start, stop = shard
+        images = idx.read_records(self._headers[f"{part}_images"], start, stop)
+        labels_header = self._headers[f"{part}_labels"]
+        labels = idx.read_records(labels_header, start, stop)
+        idx.check_labels(labels_header.path, labels, start)
+        for offset, (image, label) in enumerate(zip(images, labels, strict=True)):
+            index = start + offset
+            if part == "test":
+                split = "test"
+            else:
+                split = "eval" if is_eval(index, self._eval_ratio) else "train"
+            yield split, to_example(image, label)
+
+
+def _shards(part: str, count: int) -> list[tuple[str, int, int]]:
+    return [(part, s, min(s + RECORDS_PER_SHARD, count)) for s in range(0, count, RECORDS_PER_SHARD)]
+
+
+def read_headers(paths: dict[str, str]) -> dict[str, idx.IdxHeader]:
+    headers = {key: idx.read_header(path, key.split("_")[1]) for key, path in paths.items()}
+    idx.check_pair(headers["train_images"], headers["train_labels"])
+    idx.check_pair(headers["test_images"], headers["test_labels"])
+    return headers
+
+
+def _limited(count: int, limit: int) -> int:
+    return min(count, limit) if limit > 0 else count
+
+
+class Executor(base_beam_executor.BaseBeamExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        examples = artifact_utils.get_single_instance(
+            output_dict[standard_component_specs.EXAMPLES_KEY])
+        eval_ratio = float(exec_properties[EVAL_RATIO])
+        verify = bool(exec_properties.get(VERIFY_CHECKSUMS, 1))
+        paths = sources.resolve_mnist(exec_properties.get(SOURCE) or "",
+                                      os.path.expanduser(exec_properties[CACHE_DIR]), verify)
+        headers = read_headers(paths)
+        n_train = _limited(headers["train_images"].count, int(exec_properties.get(TRAIN_LIMIT) or 0))
+        n_test = _limited(headers["test_images"].count, int(exec_properties.get(TEST_LIMIT) or 0))
+        shards = _shards("train", n_train) + _shards("test", n_test)
+        logging.info("MnistExampleGen: %d train-file and %d test-file records in %d shards",
+                     n_train, n_test, len(shards))
+
+        examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+        with self._make_beam_pipeline() as pipeline:
+            records = (pipeline
+                       | "Shards" >> beam.Create(shards)
+                       | "Redistribute" >> beam.Reshuffle()
+                       | "ReadRanges" >> beam.ParDo(_ReadRange(headers, eval_ratio)))
+            by_split = records | "BySplit" >> beam.Partition(
+                lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
+            for split, pcoll in zip(SPLITS, by_split, strict=True):
+                prefix = os.path.join(artifact_utils.get_split_uri([examples], split), "data_tfrecord")
+                _ = (pcoll
+                     | f"Values[{split}]" >> beam.Values()
+                     | f"Write[{split}]" >> beam.io.WriteToTFRecord(
+                         prefix, file_name_suffix=".gz",
+                         compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+
+        examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
+        examples_utils.set_file_format(examples, "tfrecords_gzip")
+        counts = split_counts(n_train, n_test, eval_ratio)
+        examples.set_string_custom_property("split_counts", json.dumps(counts, sort_keys=True))
+        examples.set_string_custom_property(
+            "source_sha256", json.dumps({sources.MNIST_FILES[k].name: sources.file_digest(p, "sha256")
+                                         for k, p in sorted(paths.items())}, sort_keys=True))
+        examples.set_int_custom_property("checksums_verified", int(verify))
+        logging.info("MnistExampleGen wrote %s to %s", counts, examples.uri)

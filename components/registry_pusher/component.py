@@ -1,0 +1,38 @@
+"""RegistryPusher: the blessed winner -> a new version in the model registry, alias `champion`."""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.bakeoff_evaluator.executor import CANDIDATES
+from components.registry_pusher import executor
+
+
+class RegistryPusherSpec(ComponentSpec):
+    PARAMETERS = {
+        executor.REGISTRY_URI: ExecutionParameter(type=str),
+        executor.MODEL_NAME: ExecutionParameter(type=str),
+    }
+    INPUTS = {
+        executor.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
+        executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        **{name: ChannelParameter(type=standard_artifacts.Model) for name in CANDIDATES},
+    }
+    OUTPUTS = {executor.PUSHED_MODEL: ChannelParameter(type=standard_artifacts.PushedModel)}
+
+
+class RegistryPusher(base_component.BaseComponent):
+    SPEC_CLASS = RegistryPusherSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, evaluation: types.BaseChannel, blessing: types.BaseChannel,
+                 keras_model: types.BaseChannel, pytorch_model: types.BaseChannel,
+                 registry_uri: str, registered_model_name: str) -> None:
+        super().__init__(spec=RegistryPusherSpec(
+            evaluation=evaluation, blessing=blessing, keras_model=keras_model,
+            pytorch_model=pytorch_model, registry_uri=registry_uri,
+            registered_model_name=registered_model_name,
+            pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

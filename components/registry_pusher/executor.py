@@ -1,0 +1,90 @@
+"""RegistryPusher's executor: registers the blessed winner and moves the `champion` alias.
+
+Not blessed: nothing is registered, and the PushedModel artifact records why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from typing import Any
+
+import tensorflow as tf
+from tfx import types
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+
+from components.bakeoff_evaluator import executor as evaluator
+from components.registry_pusher import registry as registry_lib
+
+EVALUATION = "evaluation"
+BLESSING = "blessing"
+PUSHED_MODEL = "pushed_model"
+REGISTRY_URI = "registry_uri"
+MODEL_NAME = "registered_model_name"
+
+
+def code_revision() -> str:
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if os.environ.get("CODE_REVISION"):
+        return os.environ["CODE_REVISION"]
+    try:
+        return subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str) -> dict[str, str]:
+    d = evaluation["decision"]
+    winner = evaluation["candidates"][d["winner"]]
+    return {
+        "framework": winner["framework"], "candidate": d["winner"], "model": winner["model"],
+        "accuracy": f"{winner['metrics']['accuracy']:.6f}",
+        "pipeline_run_id": run_id, "code_revision": code_revision(),
+        "data_sha256": evaluation["data"]["sha256"],
+        "source_sha256": json.dumps(evaluation["data"]["source_sha256"], sort_keys=True),
+        "decision_rule": json.dumps(d["rule"], sort_keys=True),
+        "decision_reasons": " | ".join(d["reasons"]),
+        "replaced_version": replaced,
+    }
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        blessing = artifact_utils.get_single_instance(input_dict[BLESSING])
+        pushed = artifact_utils.get_single_instance(output_dict[PUSHED_MODEL])
+        eval_dir = artifact_utils.get_single_uri(input_dict[EVALUATION])
+        with tf.io.gfile.GFile(os.path.join(eval_dir, evaluator.EVALUATION_FILE)) as f:
+            evaluation = json.load(f)
+        if not blessing.get_int_custom_property("blessed"):
+            reasons = evaluation["decision"]["reasons"]
+            logging.warning("RegistryPusher: not blessed, nothing pushed: %s", "; ".join(reasons))
+            pushed.set_int_custom_property("pushed", 0)
+            pushed.set_string_custom_property("reason", reasons[-1])
+            return
+
+        registry = registry_lib.MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
+        winner = evaluation["decision"]["winner"]
+        # The winner's own input channel, so lineage in the metadata store names the pushed model.
+        model_dir = os.path.join(artifact_utils.get_single_uri(input_dict[winner]), "Format-Serving")
+        current = registry.champion()
+        run_id = self._context.pipeline_run_id if self._context else ""
+        version = registry.register(
+            model_dir, evaluation["candidates"][winner]["framework"],
+            tags=decision_tags(evaluation, run_id or "", current.version if current else ""),
+            metrics=registry_lib.flatten_metrics(evaluation))
+        registry.promote(version.version)
+        logging.info("RegistryPusher: %s version %s is now %s", version.name, version.version,
+                     registry_lib.CHAMPION_ALIAS)
+        pushed.set_int_custom_property("pushed", 1)
+        pushed.set_string_custom_property("registry_uri", registry.uri)
+        pushed.set_string_custom_property("registered_model", version.name)
+        pushed.set_string_custom_property("registered_version", version.version)
+        pushed.set_string_custom_property("pushed_destination", registry.champion_uri())
+        with tf.io.gfile.GFile(os.path.join(pushed.uri, "registered.json"), "w") as f:
+            f.write(json.dumps({"name": version.name, "version": version.version,
+                                "alias": registry_lib.CHAMPION_ALIAS, "registry_uri": registry.uri}))

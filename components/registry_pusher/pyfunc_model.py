@@ -1,0 +1,22 @@
+"""The registered model as an MLflow pyfunc (models-from-code: nothing is pickled).
+
+predict takes raw uint8 images [N, 28, 28] and returns probabilities [N, 10], whichever
+framework trained the model; the trainers package travels with the model (code_paths).
+"""
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class MnistDigitModel(PythonModel):
+    def load_context(self, context):
+        from trainers.serving import load_predictor
+
+        self._predict, self.meta = load_predictor(context.artifacts["model_dir"])
+
+    def predict(self, context, model_input, params=None):
+        return self._predict(np.asarray(model_input))
+
+
+mlflow.models.set_model(MnistDigitModel())

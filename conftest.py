@@ -1,0 +1,116 @@
+"""Shared fixtures: the real MNIST files from ../shared (never downloaded) and a small real
+Examples artifact written once per session by the real MnistExampleGen executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pipelines.config import REPO_ROOT
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+MNIST_DIR = Path(os.environ.get("MNIST_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+SMALL = {"train_limit": 3000, "test_limit": 1000, "eval_ratio": 0.1}
+
+
+@pytest.fixture(scope="session")
+def mnist_dir() -> Path:
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"MNIST test data not found in {MNIST_DIR} (set MNIST_TEST_DATA); tests never download")
+    return MNIST_DIR
+
+
+@pytest.fixture(scope="session")
+def mnist_cache(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A verified, uncompressed copy of the four files, as the ingest caches them."""
+    from components.mnist_example_gen import sources
+
+    cache = tmp_path_factory.mktemp("mnist-cache")
+    sources.resolve_mnist(str(mnist_dir), str(cache))
+    return cache
+
+
+def run_example_gen(output_dir: Path, cache_dir: Path, source: str = "", **params):
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.types import standard_artifacts
+
+    from components.mnist_example_gen import executor
+
+    examples = standard_artifacts.Examples()
+    examples.uri = str(output_dir)
+    props = {executor.SOURCE: source, executor.CACHE_DIR: str(cache_dir), **SMALL, **params}
+    context = base_beam_executor.BaseBeamExecutor.Context(
+        beam_pipeline_args=["--direct_running_mode=in_memory"])
+    executor.Executor(context).Do({}, {"examples": [examples]}, props)
+    return examples
+
+
+@pytest.fixture(scope="session")
+def small_examples(mnist_cache: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Examples artifact: train ~2,700 / eval ~300 / test 1,000 real MNIST records."""
+    return run_example_gen(tmp_path_factory.mktemp("examples"), mnist_cache)
+
+
+def train(run_fn, examples, out_dir: Path, epochs: int = 1, **config):
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    fn_args = FnArgs(
+        train_files=[os.path.join(examples.uri, "Split-train", "*")],
+        eval_files=[os.path.join(examples.uri, "Split-eval", "*")],
+        serving_model_dir=str(out_dir / "Format-Serving"),
+        model_run_dir=str(out_dir / "run"),
+        custom_config={"epochs": epochs, "batch_size": 32, "seed": 1, "accelerator": "cpu", **config},
+    )
+    run_fn(fn_args)
+    return out_dir
+
+
+@pytest.fixture(scope="session")
+def small_models(small_examples, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Both trainers' real run_fn on the small examples, one epoch: {candidate: model uri}."""
+    from trainers import keras_trainer, torch_trainer
+
+    return {
+        "keras_model": train(keras_trainer.run_fn, small_examples, tmp_path_factory.mktemp("keras")),
+        "pytorch_model": train(torch_trainer.run_fn, small_examples, tmp_path_factory.mktemp("torch")),
+    }
+
+
+def run_evaluator(small_examples, small_models, tmp_path, min_accuracy):
+    """The real BakeoffEvaluator executor; returns (evaluation.json content, blessing artifact)."""
+    from tfx.types import standard_artifacts
+
+    from components.bakeoff_evaluator import executor
+
+    inputs = {"examples": [small_examples]}
+    for name, uri in small_models.items():
+        model = standard_artifacts.Model()
+        model.uri = str(uri)
+        inputs[name] = [model]
+    evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
+    evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "blessing").mkdir()
+    executor.Executor().Do(inputs, {"evaluation": [evaluation], "blessing": [blessing]},
+                           {"min_accuracy": min_accuracy, "split": "test"})
+    with open(tmp_path / "evaluation" / "evaluation.json") as f:
+        return json.load(f), blessing
+
+
+@pytest.fixture
+def corrupt_source(mnist_dir: Path, tmp_path: Path):
+    """Factory: a copy of the shared files with one file replaced by given bytes."""
+    def make(name: str, content: bytes) -> Path:
+        folder = tmp_path / "source"
+        folder.mkdir(exist_ok=True)
+        for f in mnist_dir.glob("*.gz"):
+            shutil.copy(f, folder / f.name)
+        (folder / f"{name}.gz").unlink(missing_ok=True)
+        (folder / name).write_bytes(content)
+        return folder
+    return make

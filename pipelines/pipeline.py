@@ -1,0 +1,53 @@
+"""The DAG: ingest -> validate -> gate -> Keras + PyTorch trainers -> bake-off -> registry."""
+
+from __future__ import annotations
+
+from tfx import v1 as tfx
+
+from components.bakeoff_evaluator.component import BakeoffEvaluator
+from components.data_gate.component import DataGate
+from components.mnist_example_gen.component import MnistExampleGen
+from components.registry_pusher.component import RegistryPusher
+from pipelines.config import PipelineConfig
+
+TRAINERS = {"keras": "trainers.keras_trainer.run_fn", "pytorch": "trainers.torch_trainer.run_fn"}
+TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)
+
+
+def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
+                    metadata_path: str | None = None,
+                    beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
+    example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
+                                  train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+    examples = example_gen.outputs["examples"]
+    statistics_gen = tfx.components.StatisticsGen(examples=examples)
+    schema_importer = tfx.components.ImportSchemaGen(schema_file=cfg.schema_path)
+    example_validator = tfx.components.ExampleValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
+    data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
+                         schema=schema_importer.outputs["schema"])
+
+    # Two independent trainers: neither depends on the other, so orchestrators run them in parallel.
+    trainers = {framework: tfx.components.Trainer(
+        run_fn=run_fn, examples=examples, schema=data_gate.outputs["validated_schema"],
+        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+        custom_config=cfg.trainer_config()).with_id(f"{framework}_trainer")
+        for framework, run_fn in TRAINERS.items()}
+
+    models = {f"{framework}_model": t.outputs["model"] for framework, t in trainers.items()}
+    evaluator = BakeoffEvaluator(examples=examples, min_accuracy=cfg.min_accuracy, **models)
+    pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"],
+                            blessing=evaluator.outputs["blessing"], registry_uri=registry_uri,
+                            registered_model_name=cfg.registered_model_name, **models)
+
+    return tfx.dsl.Pipeline(
+        pipeline_name=cfg.pipeline_name,
+        pipeline_root=pipeline_root,
+        components=[example_gen, statistics_gen, schema_importer, example_validator, data_gate,
+                    *trainers.values(), evaluator, pusher],
+        enable_cache=True,
+        metadata_connection_config=(
+            tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
+            if metadata_path else None),
+        beam_pipeline_args=beam_pipeline_args or [],
+    )

@@ -1,0 +1,45 @@
+"""pipeline.yaml is what the code compiles to, kfp loads it, and only trainers request GPUs."""
+
+from __future__ import annotations
+
+import yaml
+from kfp import components
+
+from pipelines import cli
+from pipelines.config import REPO_ROOT
+from pipelines.pipeline import TRAINER_IDS
+
+COMMITTED = REPO_ROOT / "pipeline.yaml"
+
+
+def _compile(tmp_path, *args):
+    out = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "--output", str(out), *args]) == 0
+    return out
+
+
+def test_committed_pipeline_yaml_is_in_sync(tmp_path):
+    regenerated = _compile(tmp_path).read_text()
+    assert COMMITTED.read_text() == regenerated, "pipeline.yaml is stale: run `make compile` and commit it"
+
+
+def test_kfp_loads_the_package_and_trainers_request_one_gpu():
+    components.load_component_from_file(str(COMMITTED))
+    spec = yaml.safe_load(COMMITTED.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(TRAINER_IDS) <= set(tasks)
+    assert not set(tasks["keras_trainer"].get("dependentTasks", [])) & set(TRAINER_IDS)
+    assert not set(tasks["pytorch_trainer"].get("dependentTasks", [])) & set(TRAINER_IDS)
+    executors = spec["deploymentSpec"]["executors"]
+    for task_id, task in tasks.items():
+        executor_label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
+        resources = executors[executor_label]["container"].get("resources", {})
+        if task_id in TRAINER_IDS:
+            assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
+        else:
+            assert "accelerator" not in resources
+
+
+def test_package_holds_no_path_of_this_machine():
+    text = COMMITTED.read_text()
+    assert str(REPO_ROOT) not in text and "/root/" not in text and "/tmp/mnist-cache" in text

@@ -1,0 +1,92 @@
+"""The whole DAG under LocalDagRunner on a real MNIST subset, then runs that must stop early.
+
+One pipeline root and metadata store serve all three runs, so the later runs take ExampleGen
+and StatisticsGen from the cache, exactly as a user's reruns would.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import mlflow
+import numpy as np
+import pytest
+
+from components.bakeoff_evaluator import executor as evaluator
+from components.data_gate.executor import DataAnomaliesError
+from components.mnist_example_gen.idx import IdxFormatError
+from components.registry_pusher.registry import MlflowRegistry
+from pipelines import runners
+from pipelines.config import PipelineConfig
+from pipelines.pipeline import TRAINER_IDS
+
+SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def e2e(mnist_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("e2e")
+    cfg = PipelineConfig(output_root=str(root / "out"), source=str(mnist_dir),
+                         cache_dir=str(root / "cache"), min_accuracy=0.5,
+                         registered_model_name="mnist-e2e", beam_direct_running_mode="in_memory", **SUBSET)
+    summary = runners.run_local(cfg)
+    return cfg, summary, root
+
+
+def _trainer_executions(cfg) -> int:
+    store = runners._store(cfg)
+    return sum(1 for e in store.get_executions()
+               for c in store.get_contexts_by_execution(e.id)
+               if c.type == "node" and c.name.split(".")[-1] in TRAINER_IDS)
+
+
+def test_run_registers_the_winner_as_champion(e2e):
+    cfg, summary, _ = e2e
+    registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
+    versions = registry.versions()
+    assert [v.version for v in versions] == ["1"] == [summary["registered_version"]]
+    assert registry.champion().version == "1"
+    with open(summary["evaluation"]) as f:
+        evaluation = json.load(f)
+    assert evaluation["data"]["examples"] == SUBSET["test_limit"]
+    assert set(summary["accuracy"]) == {"keras_model", "pytorch_model"}
+    assert summary["winner"] == evaluation["decision"]["winner"]
+    assert set(summary["stage_seconds"]) >= {"MnistExampleGen", "StatisticsGen", *TRAINER_IDS,
+                                             "BakeoffEvaluator", "RegistryPusher"}
+
+    # Serving check: the champion, loaded by alias, scores what the evaluator recorded.
+    model = mlflow.pyfunc.load_model(registry.champion_uri())
+    examples_uri = evaluation["data"]["examples_uri"]
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_uri
+    examples.split_names = '["train", "eval", "test"]'
+    images, labels = evaluator.load_split(examples, "test")
+    accuracy = float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
+    assert accuracy == summary["accuracy"][summary["winner"]]
+
+
+def test_anomalies_stop_the_run_before_training(e2e):
+    cfg, _, root = e2e
+    # A schema that allows digits 0-8 only: the real label 9 is an anomaly.
+    schema = (root / "schema.pbtxt")
+    schema.write_text(open(cfg.schema_path).read().replace("max: 9", "max: 8"))
+    trainers_before = _trainer_executions(cfg)
+    with pytest.raises(DataAnomaliesError, match=r"feature 'label'.*[Oo]ut-of-range"):
+        runners.run_local(cfg.replace(schema_path=str(schema)))
+    assert _trainer_executions(cfg) == trainers_before
+    assert [v.version for v in MlflowRegistry(cfg.resolved_registry_uri(),
+                                              cfg.registered_model_name).versions()] == ["1"]
+
+
+def test_corrupted_idx_fails_ingest_and_pushes_nothing(e2e, corrupt_source):
+    cfg, _, root = e2e
+    name = "train-labels-idx1-ubyte"
+    folder = corrupt_source(name, struct.pack(">II", 0x00000803, 60000) + bytes(60000))
+    with pytest.raises(Exception, match=rf"{name}") as err:
+        runners.run_local(cfg.replace(source=str(folder), cache_dir=str(root / "cache-corrupt")))
+    assert "checksum mismatch" in str(err.value) or isinstance(err.value, IdxFormatError)
+    assert [v.version for v in MlflowRegistry(cfg.resolved_registry_uri(),
+                                              cfg.registered_model_name).versions()] == ["1"]

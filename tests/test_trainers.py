@@ -1,0 +1,70 @@
+"""Both trainers' real run_fn on small real data; their exports agree on interface and size."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from trainers import common, keras_trainer, serving, torch_trainer
+
+
+def test_same_architecture_same_parameter_count():
+    keras_params = keras_trainer.build_model("seed_cnn").count_params()
+    torch_params = torch_trainer.count_parameters(torch_trainer.build_model("seed_cnn"))
+    assert keras_params == torch_params == 54_410
+
+
+@pytest.mark.parametrize("candidate", ["keras_model", "pytorch_model"])
+def test_export_serves_raw_uint8_and_records_metadata(small_models, small_examples, candidate):
+    model_dir = str(small_models[candidate] / "Format-Serving")
+    predict, meta = serving.load_predictor(model_dir)
+    assert meta["framework"] == {"keras_model": "keras", "pytorch_model": "pytorch"}[candidate]
+    assert meta["device"] == "cpu" and meta["parameters"] == 54_410
+    images, labels = next(common.make_dataset(
+        [str(small_examples.uri) + "/Split-test/*"], 500, shuffle=False, seed=0).as_numpy_iterator())
+    probs = predict(images)
+    assert probs.shape == (500, 10) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    # One epoch on ~2,700 images is far from converged but clearly learned something.
+    assert (probs.argmax(axis=1) == labels).mean() > 0.6
+    with open(f"{model_dir}/{common.HISTORY_FILE}") as f:
+        history = json.load(f)
+    assert len(history["loss"]) == 1 and len(history["val_accuracy"]) == 1
+    with pytest.raises(ValueError, match="expected uint8 images"):
+        predict(images.astype(np.float32))
+
+
+def test_tensorboard_logs_are_written(small_models):
+    for model_dir in small_models.values():
+        assert list((model_dir / "run").rglob("events.out.tfevents.*"))
+
+
+def test_normalization_is_identical_in_both_frameworks():
+    import torch
+
+    raw = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
+    keras_model = keras_trainer.build_model("seed_cnn")
+    keras_norm = keras_model.layers[1](raw).numpy()
+    torch_norm = torch_trainer.Normalize()(torch.from_numpy(raw)).numpy()[:, 0]
+    np.testing.assert_allclose(keras_norm, torch_norm, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("accelerator", ["gpu", "tpu"])
+def test_asking_for_a_missing_accelerator_is_an_error(accelerator):
+    # These machines have neither a GPU nor a TPU: both trainers must refuse, not fall back to CPU.
+    with pytest.raises(RuntimeError, match=f"accelerator={accelerator}"):
+        torch_trainer.choose_device(accelerator)
+    with pytest.raises(RuntimeError, match=f"accelerator={accelerator}"):
+        keras_trainer.choose_strategy(accelerator)
+
+
+def test_cpu_placement_uses_the_container_cores():
+    import os
+
+    import torch
+
+    assert torch_trainer.choose_device("auto") == (torch.device("cpu"), "cpu")
+    assert torch_trainer.use_container_cores() == len(os.sched_getaffinity(0)) == torch.get_num_threads()
+    assert keras_trainer.choose_strategy("cpu")[1] == "cpu"

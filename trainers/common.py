@@ -1,0 +1,66 @@
+"""What both trainers share: their config, the TFRecord input pipeline, and the model's metadata.
+
+Both frameworks read the same TFRecords through the same tf.data code (whole batches parsed and
+decoded at once), so any accuracy difference comes from the model and the training, not the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import tensorflow as tf
+
+from trainers.spec import HISTORY_FILE, IMAGE_SHAPE, MODEL_META_FILE, NUM_CLASSES, PIXEL_MEAN, PIXEL_STD  # noqa: F401  (re-exported for the trainer modules)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    model: str = "seed_cnn"
+    epochs: int = 5
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    seed: int = 42
+    accelerator: str = "auto"
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict[str, Any] | None) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
+
+
+def expand_patterns(patterns: list[str]) -> list[str]:
+    """The Trainer's train_files/eval_files are glob patterns; the readers need file names."""
+    files = sorted(f for p in patterns for f in tf.io.gfile.glob(p))
+    if not files:
+        raise FileNotFoundError(f"no TFRecord files match {patterns}")
+    return files
+
+
+def _parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    features = tf.io.parse_example(serialized, {
+        "image": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    })
+    images = tf.reshape(tf.io.decode_raw(features["image"], tf.uint8), (-1, *IMAGE_SHAPE))
+    return images, features["label"]
+
+
+def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int,
+                 cache: bool = True) -> tf.data.Dataset:
+    """(images uint8 [B, 28, 28], labels int64 [B]) batches from GZIP TFRecords of tf.Examples."""
+    files = expand_patterns(file_patterns)
+    ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+    if cache:  # serialized MNIST is ~50 MB: decompress once, not every epoch
+        ds = ds.cache()
+    if shuffle:
+        ds = ds.shuffle(buffer_size=20_000, seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def write_json(path: str, payload: dict[str, Any]) -> None:
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(payload, indent=2, sort_keys=True))

@@ -1,0 +1,162 @@
+"""The PyTorch challenger: a TFX Trainer run_fn that reads top to bottom.
+
+data (the same tf.data batches as Keras, handed over as tensors) -> model (normalization
+inside) -> placement -> train loop -> export TorchScript that takes raw uint8 images
+[N, 28, 28] and returns probabilities [N, 10], plus the state_dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+
+import torch
+from tfx.components.trainer.fn_args_utils import FnArgs
+from torch import nn
+from torch.utils.tensorboard import SummaryWriter
+
+from trainers import common
+
+TORCHSCRIPT_FILE = "model.pt"
+STATE_DICT_FILE = "state_dict.pt"
+
+
+# --- data ----------------------------------------------------------------------------------
+def batches(dataset, device: torch.device):
+    """Streams (uint8 images, int64 labels) tensor batches; whole batches, no per-pixel objects."""
+    for images, labels in dataset.as_numpy_iterator():
+        yield (torch.from_numpy(images).to(device, non_blocking=True),
+               torch.from_numpy(labels).to(device, non_blocking=True))
+
+
+# --- model ---------------------------------------------------------------------------------
+class Normalize(nn.Module):
+    """uint8 [N, 28, 28] -> normalized float [N, 1, 28, 28], as the Keras model does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32).unsqueeze(1) / 255.0
+        return (x - common.PIXEL_MEAN) / common.PIXEL_STD
+
+
+def build_model(name: str) -> nn.Module:
+    """Logits model. Same layers and parameter count as keras_trainer.build_model."""
+    if name != "seed_cnn":
+        raise ValueError(f"unknown model {name!r}")
+    # The seed's SimpleCNN, with the article's shape bug fixed: 28 -> conv 26 -> pool 13.
+    return nn.Sequential(
+        Normalize(),
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(32 * 13 * 13, common.NUM_CLASSES),
+    )
+
+
+class Probabilities(nn.Module):
+    """The served form: softmax over the logits model."""
+
+    def __init__(self, logits_model: nn.Module) -> None:
+        super().__init__()
+        self.model = logits_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- placement -----------------------------------------------------------------------------
+def choose_device(accelerator: str) -> tuple[torch.device, str]:
+    if accelerator in ("auto", "tpu"):
+        try:
+            import torch_xla.core.xla_model as xm  # present only in TPU images
+            return xm.xla_device(), "tpu"
+        except ImportError:
+            if accelerator == "tpu":
+                raise RuntimeError("accelerator=tpu but torch_xla is not installed") from None
+    if accelerator in ("auto", "gpu") and torch.cuda.is_available():
+        return torch.device("cuda"), f"gpu {torch.cuda.get_device_name(0)}"
+    if accelerator == "gpu":
+        raise RuntimeError("accelerator=gpu but torch.cuda.is_available() is False")
+    return torch.device("cpu"), "cpu"
+
+
+def use_container_cores() -> int:
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(cores)
+    return cores
+
+
+# --- train loop ----------------------------------------------------------------------------
+def train_epoch(model: nn.Module, data, optimizer: torch.optim.Optimizer) -> tuple[float, float]:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in data:
+        optimizer.zero_grad(set_to_none=True)
+        logits = model(images)
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data) -> tuple[float, float]:
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in data:
+        logits = model(images)
+        total_loss += loss_fn(logits, labels).item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+
+
+# --- export --------------------------------------------------------------------------------
+def export(model: nn.Module, serving_dir: str) -> None:
+    served = Probabilities(model).to("cpu").eval()
+    example = torch.zeros((2, *common.IMAGE_SHAPE), dtype=torch.uint8)
+    os.makedirs(serving_dir, exist_ok=True)
+    torch.jit.save(torch.jit.trace(served, example), os.path.join(serving_dir, TORCHSCRIPT_FILE))
+    torch.save(model.to("cpu").state_dict(), os.path.join(serving_dir, STATE_DICT_FILE))
+
+
+def run_fn(fn_args: FnArgs) -> None:
+    cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
+    torch.manual_seed(cfg.seed)
+    cores = use_container_cores()
+    device, device_name = choose_device(cfg.accelerator)
+
+    model = build_model(cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    writer = SummaryWriter(log_dir=fn_args.model_run_dir)
+    # Each pass over train_ds reshuffles (seeded), as Keras' fit does.
+    train_ds = common.make_dataset(fn_args.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    started = time.monotonic()
+    for epoch in range(cfg.epochs):
+        loss, acc = train_epoch(model, batches(train_ds, device), optimizer)
+        val_loss, val_acc = evaluate(model, batches(eval_ds, device))
+        for key, value in zip(history, (loss, acc, val_loss, val_acc), strict=True):
+            history[key].append(value)
+            writer.add_scalar(f"epoch_{key}", value, epoch)
+        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
+              f"val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}", flush=True)
+    writer.close()
+    train_seconds = time.monotonic() - started
+
+    export(model, fn_args.serving_model_dir)
+    common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE), history)
+    common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
+        "framework": "pytorch", "format": "torchscript", "file": TORCHSCRIPT_FILE,
+        "state_dict": STATE_DICT_FILE, "model": cfg.model, "parameters": count_parameters(model),
+        "device": device_name, "threads": cores, "train_seconds": round(train_seconds, 2),
+        "config": dataclasses.asdict(cfg), "torch_version": torch.__version__,
+    })
