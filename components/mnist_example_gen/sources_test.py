@@ -56,15 +56,15 @@ def test_uncompressed_file_with_wrong_content(corrupt_source, tmp_path):
         sources.resolve_mnist(str(folder), str(tmp_path / "cache"))
 
 
-@pytest.mark.parametrize("content, problem", [
-    (b"this is not gzip at all", "not a readable gzip file"),
-    (gzip.compress(bytes(5000))[:200], "not a readable gzip file"),  # truncated gzip
-])
-def test_unreadable_gzip_without_verification(corrupt_source, tmp_path, content, problem):
+@pytest.mark.parametrize("content", [
+    b"this is not gzip at all",
+    gzip.compress(os.urandom(5000))[:2000],  # a truncated gzip stream
+], ids=["not-gzip", "truncated-gzip"])
+def test_unreadable_gzip_without_verification(corrupt_source, tmp_path, content):
     folder = corrupt_source("t10k-images-idx3-ubyte", b"")
     (folder / "t10k-images-idx3-ubyte").unlink()
     (folder / "t10k-images-idx3-ubyte.gz").write_bytes(content)
-    with pytest.raises(sources.SourceError, match=rf"t10k-images-idx3-ubyte\.gz: {problem}"):
+    with pytest.raises(sources.SourceError, match=r"t10k-images-idx3-ubyte\.gz: not a readable gzip file"):
         sources.resolve_mnist(str(folder), str(tmp_path / "cache"), verify=False)
 
 
