@@ -39,6 +39,7 @@ class PipelineConfig:
     learning_rate: float = 1e-3
     seed: int = 42
     accelerator: Accelerator = "auto"
+    steps_per_execution: int = 50  # Keras: training steps per compiled call
 
     min_accuracy: float = 0.98
     # Empty: an embedded SQLite registry under output_root (MLFLOW_TRACKING_URI wins if set).
@@ -92,6 +93,7 @@ class PipelineConfig:
             "learning_rate": self.learning_rate,
             "seed": self.seed,
             "accelerator": self.accelerator,
+            "steps_per_execution": self.steps_per_execution,
         }
 
     def replace(self, **changes: Any) -> PipelineConfig:

@@ -23,6 +23,8 @@ class TrainConfig:
     learning_rate: float = 1e-3
     seed: int = 42
     accelerator: str = "auto"
+    # Keras runs this many steps per tf.function call: ~1.5x faster for a model this small on CPU.
+    steps_per_execution: int = 50
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any] | None) -> TrainConfig:

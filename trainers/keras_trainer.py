@@ -71,7 +71,8 @@ def run_fn(fn_args: FnArgs) -> None:
     with strategy.scope():
         model = build_model(cfg.model)
         model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                      steps_per_execution=cfg.steps_per_execution)
     started = time.monotonic()
     history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
                         callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
