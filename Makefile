@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test compile lint bench summary env
+.PHONY: run test compile lint bench summary show env
 
 env:
 	@infra/bootstrap.sh
@@ -20,6 +20,7 @@ run:  ## set up if needed, get MNIST, run the whole pipeline locally, print the 
 
 test:  ## lint, then the whole test suite (real TFX, Beam, TF, PyTorch, MLflow, KFP compile)
 	venv=$$(infra/bootstrap.sh)
+	infra/test_deps.sh
 	"$$venv/bin/ruff" check .
 	"$$venv/bin/python" -m pytest $(PYTEST_ARGS)
 
@@ -34,3 +35,7 @@ summary:  ## the latest local run's decision, accuracies and output locations
 lint:
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/ruff" check .
+
+show:  ## the latest run's comparison table, paired tests and decision (ARGS="--run ID" for another)
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines.cli show $(ARGS)

@@ -16,6 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MNIST_DIR = Path(os.environ.get("MNIST_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "mnist"))
 SMALL = {"train_limit": 3000, "test_limit": 1000, "eval_ratio": 0.1}
+# Naming an SDK image (which the in-process DirectRunner never uses) stops TFX from building an
+# sdist of itself for remote Beam workers on every executor start: about 4 s per call.
+TEST_BEAM_ARGS = ["--direct_running_mode=in_memory", "--sdk_container_image=unused-by-the-direct-runner"]
 
 
 @pytest.fixture(scope="session")
@@ -44,8 +47,7 @@ def run_example_gen(output_dir: Path, cache_dir: Path, source: str = "", **param
     examples = standard_artifacts.Examples()
     examples.uri = str(output_dir)
     props = {executor.SOURCE: source, executor.CACHE_DIR: str(cache_dir), **SMALL, **params}
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--direct_running_mode=in_memory"])
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=TEST_BEAM_ARGS)
     executor.Executor(context).Do({}, {"examples": [examples]}, props)
     return examples
 
@@ -81,8 +83,9 @@ def small_models(small_examples, tmp_path_factory: pytest.TempPathFactory) -> di
     }
 
 
-def run_evaluator(small_examples, small_models, tmp_path, min_accuracy):
+def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry_uri="", model_name=""):
     """The real BakeoffEvaluator executor; returns (evaluation.json content, blessing artifact)."""
+    from tfx.dsl.components.base import base_beam_executor
     from tfx.types import standard_artifacts
 
     from components.bakeoff_evaluator import executor
@@ -96,8 +99,11 @@ def run_evaluator(small_examples, small_models, tmp_path, min_accuracy):
     evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "blessing").mkdir()
-    executor.Executor().Do(inputs, {"evaluation": [evaluation], "blessing": [blessing]},
-                           {"min_accuracy": min_accuracy, "split": "test"})
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
+    executor.Executor(context).Do(
+        inputs, {"evaluation": [evaluation], "blessing": [blessing]},
+        {"min_value": min_accuracy, "split": "test", "registry_uri": registry_uri,
+         "registered_model_name": model_name})
     with open(tmp_path / "evaluation" / "evaluation.json") as f:
         return json.load(f), blessing
 

@@ -1,4 +1,4 @@
-"""The DAG: ingest -> validate -> gate -> Keras + PyTorch trainers -> bake-off -> registry."""
+"""The DAG: ingest -> validate (schema, drift, skew) -> gate -> Keras + PyTorch trainers -> bake-off -> registry."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from tfx import v1 as tfx
 
 from components.bakeoff_evaluator.component import BakeoffEvaluator
 from components.data_gate.component import DataGate
+from components.drift_validator.baseline import resolve_baseline
+from components.drift_validator.component import DriftValidator
 from components.mnist_example_gen.component import MnistExampleGen
 from components.registry_pusher.component import RegistryPusher
 from pipelines.config import PipelineConfig
@@ -18,14 +20,23 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
-                                  train_limit=cfg.train_limit, test_limit=cfg.test_limit)
+                                  train_limit=cfg.train_limit, test_limit=cfg.test_limit,
+                                  verify_checksums=cfg.verify_checksums, class_names=cfg.class_names)
     examples = example_gen.outputs["examples"]
-    statistics_gen = tfx.components.StatisticsGen(examples=examples)
     schema_importer = tfx.components.ImportSchemaGen(schema_file=cfg.schema_path)
+    # With the schema, the categorical label gets a value distribution (for the L-infinity check).
+    statistics_gen = tfx.components.StatisticsGen(examples=examples, schema=schema_importer.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
+    drift_validator = DriftValidator(
+        statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
+        anomalies=example_validator.outputs["anomalies"],
+        baseline_statistics=resolve_baseline(metadata_path, cfg.resolved_baseline_statistics(),
+                                             cfg.baseline_from_champion),
+        label_linf=cfg.drift_label_linf, pixel_js=cfg.drift_pixel_js)
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
-                         schema=schema_importer.outputs["schema"])
+                         schema=schema_importer.outputs["schema"],
+                         drift_anomalies=drift_validator.outputs["drift_anomalies"])
 
     # Two independent trainers: neither depends on the other, so orchestrators run them in parallel.
     trainers = {framework: tfx.components.Trainer(
@@ -35,15 +46,17 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
         for framework, run_fn in TRAINERS.items()}
 
     models = {f"{framework}_model": t.outputs["model"] for framework, t in trainers.items()}
-    evaluator = BakeoffEvaluator(examples=examples, min_accuracy=cfg.min_accuracy, **models)
-    pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"],
-                            blessing=evaluator.outputs["blessing"], registry_uri=registry_uri,
-                            registered_model_name=cfg.registered_model_name, **models)
+    # One evaluation for all candidates and the registry's current champion; one decision.
+    evaluator = BakeoffEvaluator(examples=examples, candidates=models, rule=cfg.decision_rule(),
+                                 registry_uri=registry_uri, registered_model_name=cfg.registered_model_name)
+    pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
+                            candidates=models, registry_uri=registry_uri,
+                            registered_model_name=cfg.registered_model_name)
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, statistics_gen, schema_importer, example_validator, data_gate,
+        components=[example_gen, schema_importer, statistics_gen, example_validator, drift_validator, data_gate,
                     *trainers.values(), evaluator, pusher],
         enable_cache=True,
         metadata_connection_config=(

@@ -25,7 +25,7 @@ def test_committed_pipeline_yaml_is_in_sync(tmp_path):
 
 def test_kfp_loads_the_package_and_trainers_request_one_gpu():
     components.load_component_from_file(str(COMMITTED))
-    spec = yaml.safe_load(COMMITTED.read_text())
+    spec, platform = yaml.safe_load_all(COMMITTED.read_text())
     tasks = spec["root"]["dag"]["tasks"]
     assert set(TRAINER_IDS) <= set(tasks)
     assert not set(tasks["keras_trainer"].get("dependentTasks", [])) & set(TRAINER_IDS)
@@ -34,10 +34,15 @@ def test_kfp_loads_the_package_and_trainers_request_one_gpu():
     for task_id, task in tasks.items():
         executor_label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         resources = executors[executor_label]["container"].get("resources", {})
+        placement = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"].get(executor_label)
         if task_id in TRAINER_IDS:
             assert resources["accelerator"] == {"type": "nvidia.com/gpu", "count": "1"}
+            # The default GPU lands on GKE's L4 nodes and tolerates their taint (pipelines/kubeflow.py).
+            assert placement == {"nodeSelector": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}},
+                                 "tolerations": [{"effect": "NoSchedule", "key": "nvidia.com/gpu",
+                                                  "operator": "Exists"}]}
         else:
-            assert "accelerator" not in resources
+            assert "accelerator" not in resources and placement is None
 
 
 def test_package_holds_no_path_of_this_machine():

@@ -28,7 +28,7 @@ SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 
 def e2e(mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     cfg = PipelineConfig(output_root=str(root / "out"), source=str(mnist_dir),
-                         cache_dir=str(root / "cache"), min_accuracy=0.5,
+                         cache_dir=str(root / "cache"), min_metric=0.5,
                          registered_model_name="mnist-e2e", beam_direct_running_mode="in_memory", **SUBSET)
     summary = runners.run_local(cfg)
     return cfg, summary, root
@@ -90,3 +90,25 @@ def test_corrupted_idx_fails_ingest_and_pushes_nothing(e2e, corrupt_source):
     assert "checksum mismatch" in str(err.value) or isinstance(err.value, IdxFormatError)
     assert [v.version for v in MlflowRegistry(cfg.resolved_registry_uri(),
                                               cfg.registered_model_name).versions()] == ["1"]
+
+
+def test_second_run_is_judged_against_the_champion(e2e):
+    cfg, first, _ = e2e
+    registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
+    before = registry.champion()
+    # New training seed: the trainers, the evaluator and the pusher run again; data steps are cached.
+    summary = runners.run_local(cfg.replace(seed=7))
+    with open(summary["evaluation"]) as f:
+        evaluation = json.load(f)
+    assert evaluation["decision"]["champion"] == "champion"
+    assert evaluation["candidates"]["champion"]["version"] == before.version
+    # The champion is re-scored on the same examples and reproduces its recorded accuracy.
+    assert evaluation["candidates"]["champion"]["metrics"]["accuracy"] == first["accuracy"][first["winner"]]
+    assert any("champion" in t["second"] or "champion" in t["first"] for t in evaluation["comparisons"])
+    champion_after = registry.champion()
+    if evaluation["decision"]["blessed"]:
+        assert champion_after.version == str(int(before.version) + 1)
+        assert champion_after.tags["replaced_version"] == before.version
+    else:
+        assert champion_after.version == before.version
+        assert len(registry.versions()) == 1

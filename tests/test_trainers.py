@@ -10,10 +10,11 @@ import pytest
 from trainers import common, keras_trainer, serving, torch_trainer
 
 
-def test_same_architecture_same_parameter_count():
-    keras_params = keras_trainer.build_model("seed_cnn").count_params()
-    torch_params = torch_trainer.count_parameters(torch_trainer.build_model("seed_cnn"))
-    assert keras_params == torch_params == 54_410
+@pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 34_922)])
+def test_same_architecture_same_parameter_count(name, expected):
+    keras_params = keras_trainer.count_trainable(keras_trainer.build_model(name))
+    torch_params = torch_trainer.count_parameters(torch_trainer.build_model(name))
+    assert keras_params == torch_params == expected
 
 
 @pytest.mark.parametrize("candidate", ["keras_model", "pytorch_model"])

@@ -11,6 +11,7 @@ import os
 import time
 
 import keras
+import numpy as np
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
@@ -18,19 +19,37 @@ from trainers import common
 
 
 # --- model -------------------------------------------------------------------------------
+def _conv_bn_relu(x, filters: int):
+    x = keras.layers.Conv2D(filters, (3, 3), use_bias=False)(x)
+    x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)  # torch's BatchNorm2d defaults
+    return keras.layers.ReLU()(x)
+
+
 def build_model(name: str) -> keras.Model:
-    if name != "seed_cnn":
+    """Same layers, order and trainable parameter count as torch_trainer.build_model(name)."""
+    if name not in ("seed_cnn", "bn_cnn"):
         raise ValueError(f"unknown model {name!r}")
     inputs = keras.Input(shape=common.IMAGE_SHAPE, dtype="uint8", name="image")
     x = keras.layers.Rescaling(scale=1.0 / (255.0 * common.PIXEL_STD),
                                offset=-common.PIXEL_MEAN / common.PIXEL_STD)(inputs)
     x = keras.layers.Reshape((*common.IMAGE_SHAPE, 1))(x)
-    # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense 10.
-    x = keras.layers.Conv2D(32, (3, 3), activation="relu")(x)
-    x = keras.layers.MaxPooling2D((2, 2))(x)
+    if name == "seed_cnn":
+        # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense 10.
+        x = keras.layers.Conv2D(32, (3, 3), activation="relu")(x)
+        x = keras.layers.MaxPooling2D((2, 2))(x)
+    else:
+        # Two conv blocks with batch norm, pooling and dropout: 28 -> 26 -> 13 -> 11 -> 5.
+        x = keras.layers.MaxPooling2D((2, 2))(_conv_bn_relu(x, 32))
+        x = keras.layers.MaxPooling2D((2, 2))(_conv_bn_relu(x, 64))
+        x = keras.layers.Dropout(0.25)(x)
     x = keras.layers.Flatten()(x)
     outputs = keras.layers.Dense(common.NUM_CLASSES, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+def count_trainable(model: keras.Model) -> int:
+    # Keras counts batch-norm moving statistics as weights; torch keeps them as buffers.
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
 
 
 # --- placement ---------------------------------------------------------------------------
@@ -83,7 +102,7 @@ def run_fn(fn_args: FnArgs) -> None:
                       {k: [float(v) for v in vs] for k, vs in history.history.items()})
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
         "framework": "keras", "format": "tf_saved_model", "model": cfg.model,
-        "parameters": int(model.count_params()), "device": device,
+        "parameters": count_trainable(model), "device": device,
         "train_seconds": round(train_seconds, 2), "config": dataclasses.asdict(cfg),
         "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
     })

@@ -1,38 +1,52 @@
-"""BakeoffEvaluator: scores the Keras and PyTorch models on the same test examples, decides."""
+"""BakeoffEvaluator: N candidate models (and the registry's champion) on the same test examples."""
 
 from __future__ import annotations
 
 from tfx import types
-from tfx.dsl.components.base import base_component, executor_spec
+from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.bakeoff_evaluator import executor
+from components.bakeoff_evaluator import executor, kfp_artifacts
+from components.bakeoff_evaluator.metrics import DecisionRule
+from components.candidates import spec_with_candidates
 
 
 class BakeoffEvaluatorSpec(ComponentSpec):
+    """Base spec; each instance adds one Model input per candidate (components/candidates.py)."""
+
     PARAMETERS = {
-        executor.MIN_ACCURACY: ExecutionParameter(type=float),
         executor.SPLIT: ExecutionParameter(type=str, optional=True),
+        executor.REGISTRY_URI: ExecutionParameter(type=str, optional=True),
+        executor.MODEL_NAME: ExecutionParameter(type=str, optional=True),
+        "primary_metric": ExecutionParameter(type=str),
+        "min_value": ExecutionParameter(type=float),
+        "champion_policy": ExecutionParameter(type=str),
+        "min_delta": ExecutionParameter(type=float),
+        "alpha": ExecutionParameter(type=float),
     }
-    INPUTS = {
-        executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
-        **{name: ChannelParameter(type=standard_artifacts.Model) for name in executor.CANDIDATES},
-    }
+    INPUTS = {executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
         executor.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        executor.REPORT: ChannelParameter(type=kfp_artifacts.HTML),
+        executor.SUMMARY: ChannelParameter(type=kfp_artifacts.Markdown),
+        executor.METRICS: ChannelParameter(type=kfp_artifacts.Metrics),
+        executor.CLASSIFICATION_METRICS: ChannelParameter(type=kfp_artifacts.ClassificationMetrics),
     }
 
 
-class BakeoffEvaluator(base_component.BaseComponent):
+class BakeoffEvaluator(base_beam_component.BaseBeamComponent):
     SPEC_CLASS = BakeoffEvaluatorSpec
-    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+    EXECUTOR_SPEC = executor_spec.BeamExecutorSpec(executor.Executor)
 
-    def __init__(self, examples: types.BaseChannel, keras_model: types.BaseChannel,
-                 pytorch_model: types.BaseChannel, min_accuracy: float, split: str = "test") -> None:
-        super().__init__(spec=BakeoffEvaluatorSpec(
-            examples=examples, keras_model=keras_model, pytorch_model=pytorch_model,
-            min_accuracy=min_accuracy, split=split,
-            evaluation=types.Channel(type=standard_artifacts.ModelEvaluation),
-            blessing=types.Channel(type=standard_artifacts.ModelBlessing)))
+    def __init__(self, examples: types.BaseChannel, candidates: dict[str, types.BaseChannel],
+                 rule: DecisionRule, registry_uri: str = "", registered_model_name: str = "",
+                 split: str = "test") -> None:
+        spec_class = spec_with_candidates(BakeoffEvaluatorSpec, sorted(candidates), minimum=2)
+        outputs = {key: types.Channel(type=param.type) for key, param in BakeoffEvaluatorSpec.OUTPUTS.items()}
+        super().__init__(spec=spec_class(
+            examples=examples, split=split, registry_uri=registry_uri,
+            registered_model_name=registered_model_name, primary_metric=rule.primary_metric,
+            min_value=rule.min_value, champion_policy=rule.champion_policy, min_delta=rule.min_delta,
+            alpha=rule.alpha, **candidates, **outputs))

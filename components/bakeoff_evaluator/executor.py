@@ -1,120 +1,156 @@
-"""BakeoffEvaluator's executor: every candidate scored on the same examples by the same code.
-
-Writes evaluation.json, report.html and summary.md into the evaluation artifact, and the
-decision (winner, blessed, reasons) into the blessing artifact the pusher reads.
+"""BakeoffEvaluator's executor: every candidate, and the registry's champion, scored on the same
+examples by the same code, in one Beam pipeline; then one decision, and the reviewer's artifacts.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from typing import Any
 
-import jinja2
 import numpy as np
 import tensorflow as tf
 from tfx import types
-from tfx.dsl.components.base import base_executor
+from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components.bakeoff_evaluator import metrics
+from components.bakeoff_evaluator import metrics, report, scoring
+from components.registry_pusher import registry as registry_lib
 from trainers import common, serving
 
 EXAMPLES = "examples"
-CANDIDATES = ("keras_model", "pytorch_model")
 EVALUATION = "evaluation"
 BLESSING = "blessing"
-MIN_ACCURACY = "min_accuracy"
+REPORT = "report"
+SUMMARY = "summary"
+METRICS = "metrics"
+CLASSIFICATION_METRICS = "classification_metrics"
 SPLIT = "split"
+REGISTRY_URI = "registry_uri"
+MODEL_NAME = "registered_model_name"
+RULE_PARAMETERS = ("primary_metric", "min_value", "champion_policy", "min_delta", "alpha")
+CHAMPION = "champion"
 EVALUATION_FILE = "evaluation.json"
 REPORT_FILE = "report.html"
 SUMMARY_FILE = "summary.md"
-FORMAT_VERSION = 1
+SCORES_FILE = "scores.npz"
+FORMAT_VERSION = 2
 
 
-def load_split(examples: types.Artifact, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """All (images, labels) of one split, in file order."""
-    pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
-    images, labels = [], []
-    for x, y in common.make_dataset([pattern], 1024, shuffle=False, seed=0, cache=False).as_numpy_iterator():
+def split_pattern(examples: types.Artifact, split: str) -> str:
+    return os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+
+
+def load_split(examples: types.Artifact, split: str, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(images, labels) of one split, in file order; the first `limit` examples if given."""
+    ds = common.make_dataset([split_pattern(examples, split)], 1024, shuffle=False, seed=0, cache=False)
+    images, labels, seen = [], [], 0
+    for x, y in ds.as_numpy_iterator():
         images.append(x)
         labels.append(y)
-    return np.concatenate(images), np.concatenate(labels)
+        seen += len(y)
+        if limit and seen >= limit:
+            break
+    images_, labels_ = np.concatenate(images), np.concatenate(labels)
+    return (images_[:limit], labels_[:limit]) if limit else (images_, labels_)
 
 
-def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
-    return hashlib.sha256(images.tobytes() + labels.astype(np.int64).tobytes()).hexdigest()
+def size_on_disk(model_dir: str) -> int:
+    return sum(tf.io.gfile.stat(os.path.join(root, f)).length
+               for root, _, files in tf.io.gfile.walk(model_dir) for f in files)
 
 
-def render_report(evaluation: dict[str, Any]) -> str:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(__file__)),
-                             autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.get_template("report.html.j2").render(**evaluation)
+def describe_candidate(model_dir: str, labels: np.ndarray, probs: np.ndarray,
+                       sample: np.ndarray) -> dict[str, Any]:
+    predict, meta = serving.load_predictor(model_dir)
+    return {"framework": meta["framework"], "model": meta["model"], "parameters": meta["parameters"],
+            "device": meta["device"], "uri": model_dir, "size_bytes": size_on_disk(model_dir),
+            "metrics": metrics.score(labels, probs),
+            "performance": metrics.latency_and_throughput(predict, sample)}
 
 
-def render_summary(evaluation: dict[str, Any]) -> str:
-    d = evaluation["decision"]
-    lines = [f"# MNIST bake-off: **{d['winner']}** {'blessed' if d['blessed'] else 'not blessed'}", "",
-             "| candidate | framework | accuracy | 95 % CI | log loss |", "|---|---|---|---|---|"]
-    for name in d["ranking"]:
-        c = evaluation["candidates"][name]
-        m = c["metrics"]
-        lines.append(f"| {name} | {c['framework']} | {m['accuracy']:.4f} | "
-                     f"{m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f} | {m['log_loss']:.4f} |")
-    lines += [""] + [f"- {r}" for r in d["reasons"]]
-    return "\n".join(lines) + "\n"
+def kfp_classification_metrics(confusion: list[list[int]]) -> dict[str, Any]:
+    """The confusion matrix in the form the KFP v2 UI reads from system.ClassificationMetrics."""
+    return {"annotationSpecs": [{"displayName": str(d)} for d in range(len(confusion))],
+            "rows": [{"row": row} for row in confusion]}
 
 
-def evaluate_candidates(model_dirs: dict[str, str], images: np.ndarray, labels: np.ndarray,
-                        min_accuracy: float) -> dict[str, Any]:
-    candidates, predictions = {}, {}
-    for name, model_dir in sorted(model_dirs.items()):
-        predict, meta = serving.load_predictor(model_dir)
-        probs = serving.predict_in_batches(predict, images)
-        predictions[name] = probs.argmax(axis=1)
-        candidates[name] = {"framework": meta["framework"], "model": meta["model"],
-                            "parameters": meta["parameters"], "device": meta["device"],
-                            "uri": model_dir, "metrics": metrics.score(labels, probs)}
-        logging.info("BakeoffEvaluator: %s accuracy %.4f", name, candidates[name]["metrics"]["accuracy"])
-    results = {name: c["metrics"] for name, c in candidates.items()}
-    return {"candidates": candidates,
-            "comparisons": metrics.pairwise_mcnemar(labels, predictions),
-            "decision": metrics.decide(results, min_accuracy)}
-
-
-class Executor(base_executor.BaseExecutor):
+class Executor(base_beam_executor.BaseBeamExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES])
         split = exec_properties.get(SPLIT) or "test"
-        images, labels = load_split(examples, split)
-        model_dirs = {name: os.path.join(artifact_utils.get_single_uri(input_dict[name]), "Format-Serving")
-                      for name in CANDIDATES if input_dict.get(name)}
-        evaluation = evaluate_candidates(model_dirs, images, labels, float(exec_properties[MIN_ACCURACY]))
-        evaluation["version"] = FORMAT_VERSION
-        evaluation["data"] = {
-            "split": split, "examples": int(len(labels)), "sha256": fingerprint(images, labels),
-            "examples_uri": examples.uri,
-            "source_sha256": json.loads(examples.get_string_custom_property("source_sha256") or "{}"),
-        }
-
+        rule = metrics.DecisionRule(**{k: exec_properties[k] for k in RULE_PARAMETERS if k in exec_properties})
         out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
-        for name, text in ((EVALUATION_FILE, json.dumps(evaluation, indent=2, sort_keys=True)),
-                           (REPORT_FILE, render_report(evaluation)),
-                           (SUMMARY_FILE, render_summary(evaluation))):
+        model_dirs = {name: os.path.join(artifact_utils.get_single_uri(artifacts), "Format-Serving")
+                      for name, artifacts in sorted(input_dict.items()) if name != EXAMPLES}
+        if CHAMPION in model_dirs:
+            raise ValueError(f"'{CHAMPION}' is reserved for the registry's champion; rename that candidate")
+
+        champion_version = None
+        if exec_properties.get(REGISTRY_URI):
+            registry = registry_lib.MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
+            found = registry.download_champion(os.path.join(out_dir, "champion_model"))
+            if found:
+                champion_version, model_dirs[CHAMPION] = found
+                logging.info("BakeoffEvaluator: champion is version %s", champion_version.version)
+
+        scores_path = os.path.join(out_dir, SCORES_FILE)
+        with self._make_beam_pipeline() as pipeline:
+            scoring.score_all(pipeline, split_pattern(examples, split), model_dirs, scores_path)
+        scores = scoring.load(scores_path)
+
+        sample, _ = load_split(examples, split, limit=512)  # for latency and throughput
+        candidates = {name: describe_candidate(d, scores.labels, scores.probs[name], sample)
+                      for name, d in model_dirs.items()}
+        if champion_version is not None:
+            candidates[CHAMPION]["version"] = champion_version.version
+        comparisons = metrics.pairwise_mcnemar(
+            scores.labels, {n: p.argmax(axis=1) for n, p in scores.probs.items()})
+        decision = metrics.decide({n: c["metrics"] for n, c in candidates.items()}, rule,
+                                  CHAMPION if champion_version else None, comparisons)
+        evaluation = {
+            "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
+            "decision": decision,
+            "data": {"split": split, "examples": int(len(scores.labels)),
+                     "examples_sha256": scores.examples_sha256, "examples_uri": examples.uri,
+                     "source_sha256": json.loads(examples.get_string_custom_property("source_sha256") or "{}")},
+        }
+        self._write_outputs(evaluation, scores, output_dict)
+
+    @staticmethod
+    def _write_outputs(evaluation: dict[str, Any], scores: scoring.Scores,
+                       output_dict: dict[str, list[types.Artifact]]) -> None:
+        out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
+        html = report.render_html(evaluation, report.figures(evaluation, scores))
+        markdown = report.render_markdown(evaluation)
+        files = {EVALUATION_FILE: json.dumps(evaluation, indent=2, sort_keys=True),
+                 REPORT_FILE: html, SUMMARY_FILE: markdown}
+        for name, text in files.items():
             with tf.io.gfile.GFile(os.path.join(out_dir, name), "w") as f:
                 f.write(text)
+        for key, text in ((REPORT, html), (SUMMARY, markdown)):
+            if output_dict.get(key):  # KFP UI: the file at the artifact's URI
+                with tf.io.gfile.GFile(artifact_utils.get_single_uri(output_dict[key]), "w") as f:
+                    f.write(text)
 
         decision = evaluation["decision"]
+        winner = evaluation["candidates"][decision["winner"]]
+        if output_dict.get(METRICS):
+            kfp_metrics = artifact_utils.get_single_instance(output_dict[METRICS])
+            for name, c in evaluation["candidates"].items():
+                for key in ("accuracy", "log_loss", "expected_calibration_error"):
+                    kfp_metrics.set_float_custom_property(f"{name}.{key}", c["metrics"][key])
+        if output_dict.get(CLASSIFICATION_METRICS):
+            artifact_utils.get_single_instance(output_dict[CLASSIFICATION_METRICS]).set_json_value_custom_property(
+                "confusionMatrix", kfp_classification_metrics(winner["metrics"]["confusion_matrix"]))
+
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING])
         blessing.set_int_custom_property("blessed", int(decision["blessed"]))
         blessing.set_string_custom_property("winner", decision["winner"])
-        blessing.set_string_custom_property(
-            "winner_framework", evaluation["candidates"][decision["winner"]]["framework"])
-        blessing.set_float_custom_property(
-            "winner_accuracy", evaluation["candidates"][decision["winner"]]["metrics"]["accuracy"])
-        with tf.io.gfile.GFile(os.path.join(blessing.uri, "BLESSED" if decision["blessed"] else "NOT_BLESSED"),
-                               "w") as f:
+        blessing.set_string_custom_property("winner_framework", winner["framework"])
+        blessing.set_float_custom_property("winner_accuracy", winner["metrics"]["accuracy"])
+        marker = "BLESSED" if decision["blessed"] else "NOT_BLESSED"
+        with tf.io.gfile.GFile(os.path.join(blessing.uri, marker), "w") as f:
             f.write("\n".join(decision["reasons"]) + "\n")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import time
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ def score(labels: np.ndarray, probs: np.ndarray) -> dict[str, Any]:
         "correct": correct,
         "accuracy": correct / n,
         "accuracy_ci95": [float(ci.low), float(ci.high)],
+        "macro_f1": float(np.mean(f1)),
         "log_loss": float(skm.log_loss(labels, np.clip(probs, 1e-7, 1.0), labels=classes)),
         "expected_calibration_error": expected_calibration_error(labels, probs),
         "per_class": {str(c): {"precision": float(precision[c]), "recall": float(recall[c]),
@@ -63,25 +66,93 @@ def pairwise_mcnemar(labels: np.ndarray, predictions: dict[str, np.ndarray]) -> 
             for a, b in itertools.combinations(sorted(predictions), 2)]
 
 
-def decide(results: dict[str, dict[str, Any]], min_accuracy: float) -> dict[str, Any]:
-    """Winner: highest accuracy; ties go to the lower log loss, then to the name in order.
+@dataclasses.dataclass(frozen=True)
+class DecisionRule:
+    """How the winner is chosen and when it is blessed (documented in the README)."""
 
-    Blessed when the winner's accuracy reaches `min_accuracy`.
+    primary_metric: str = "accuracy"  # higher is better: accuracy | macro_f1
+    min_value: float = 0.98  # the winner's primary metric must reach this to be blessed
+    # Against the registry's champion: "better_by" (must beat it by at least min_delta) or
+    # "not_significantly_worse" (blessed unless McNemar finds it worse at level alpha).
+    champion_policy: str = "better_by"
+    min_delta: float = 0.0
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        if self.primary_metric not in ("accuracy", "macro_f1"):
+            raise ValueError(f"primary_metric must be accuracy or macro_f1, got {self.primary_metric!r}")
+        if self.champion_policy not in ("better_by", "not_significantly_worse"):
+            raise ValueError(f"champion_policy must be better_by or not_significantly_worse, "
+                             f"got {self.champion_policy!r}")
+
+
+def _pair(comparisons: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+    for t in comparisons:
+        if {t["first"], t["second"]} == {a, b}:
+            return t
+    raise KeyError(f"no comparison between {a} and {b}")
+
+
+def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str | None = None,
+           comparisons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The winner among the challengers (every result but `champion`), and whether it is blessed.
+
+    Ranking: higher primary metric, then lower log loss, then name. Blessed when the winner
+    reaches rule.min_value and, if a champion exists, passes rule.champion_policy against it.
     """
-    ranked = sorted(results, key=lambda k: (-results[k]["accuracy"], results[k]["log_loss"], k))
+    key = rule.primary_metric
+    challengers = [n for n in results if n != champion]
+    ranked = sorted(challengers, key=lambda n: (-results[n][key], results[n]["log_loss"], n))
     winner = ranked[0]
-    acc = results[winner]["accuracy"]
+    value = results[winner][key]
     reasons = []
     for other in ranked[1:]:
         o = results[other]
-        if o["accuracy"] == acc:
-            reasons.append(f"{winner} ties {other} on accuracy ({acc:.4f}) and wins on log loss "
+        if o[key] == value:
+            reasons.append(f"{winner} ties {other} on {key} ({value:.4f}) and wins on log loss "
                            f"({results[winner]['log_loss']:.4f} vs {o['log_loss']:.4f})")
         else:
-            reasons.append(f"{winner} has the higher test accuracy: {acc:.4f} vs {other} {o['accuracy']:.4f}")
-    blessed = acc >= min_accuracy
-    reasons.append(f"{winner} accuracy {acc:.4f} {'reaches' if blessed else 'is below'} "
-                   f"the minimum {min_accuracy:.4f}: {'blessed' if blessed else 'not blessed'}")
-    return {"winner": winner, "blessed": blessed, "ranking": ranked, "reasons": reasons,
-            "rule": {"primary_metric": "accuracy", "tie_break": ["log_loss", "name"],
-                     "min_accuracy": min_accuracy}}
+            reasons.append(f"{winner} has the higher test {key}: {value:.4f} vs {other} {o[key]:.4f}")
+    blessed = value >= rule.min_value
+    reasons.append(f"{winner} {key} {value:.4f} {'reaches' if blessed else 'is below'} "
+                   f"the minimum {rule.min_value:.4f}")
+    if champion is not None:
+        c_value = results[champion][key]
+        delta = value - c_value
+        if rule.champion_policy == "better_by":
+            passes = delta >= rule.min_delta
+            reasons.append(f"{winner} {'beats' if passes else 'does not beat'} the champion by the required "
+                           f"{rule.min_delta:.4f}: {value:.4f} vs {c_value:.4f} (difference {delta:+.4f})")
+        else:
+            test = _pair(comparisons or [], winner, champion)
+            worse = delta < 0 and test["p_value"] < rule.alpha
+            passes = not worse
+            reasons.append(f"{winner} is {'significantly worse than' if worse else 'not significantly worse than'}"
+                           f" the champion: {value:.4f} vs {c_value:.4f}, McNemar p = {test['p_value']:.4g}"
+                           f" (alpha {rule.alpha})")
+        blessed = blessed and passes
+    else:
+        reasons.append("no champion in the registry: the winner is compared with the minimum only")
+    reasons.append(f"decision: {winner} is {'blessed' if blessed else 'NOT blessed'}")
+    return {"winner": winner, "blessed": blessed, "ranking": ranked, "champion": champion,
+            "reasons": reasons, "rule": dataclasses.asdict(rule)}
+
+
+def latency_and_throughput(predict, images: np.ndarray, single_calls: int = 100,
+                           batch: int = 256, batches: int = 8) -> dict[str, float]:
+    """Latency at batch 1 (p50/p95, ms) and throughput at batch 256 (examples/s), after warm-up."""
+    for _ in range(5):
+        predict(images[:1])
+        predict(images[:batch])
+    times = []
+    for i in range(single_calls):
+        start = time.perf_counter()
+        predict(images[i % len(images):i % len(images) + 1])
+        times.append(time.perf_counter() - start)
+    start = time.perf_counter()
+    for i in range(batches):
+        predict(images[(i * batch) % max(1, len(images) - batch):][:batch])
+    elapsed = time.perf_counter() - start
+    return {"latency_ms_p50": float(np.percentile(times, 50) * 1000),
+            "latency_ms_p95": float(np.percentile(times, 95) * 1000),
+            "throughput_per_s": float(batches * min(batch, len(images)) / elapsed)}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from components.bakeoff_evaluator import metrics
 
@@ -44,16 +45,78 @@ def test_mcnemar_exact_against_scipy_binomial():
     t = metrics.mcnemar_exact(labels, a, b)
     assert (t["only_first_correct"], t["only_second_correct"]) == (10, 2)
     assert t["p_value"] == pytest.approx(0.03857421875)  # 2 * P(X <= 2), X ~ Bin(12, 0.5)
+    assert t["p_value"] == pytest.approx(stats.binomtest(2, 12, 0.5, alternative="two-sided").pvalue)
     assert metrics.mcnemar_exact(labels, a, a)["p_value"] == 1.0
 
 
-def test_decision_rule_and_tie_break():
+def _results(**accuracies):
+    return {name: {"accuracy": acc, "macro_f1": acc, "log_loss": 0.1} for name, acc in accuracies.items()}
+
+
+def _comparison(first, second, p):
+    return [{"first": first, "second": second, "only_first_correct": 0, "only_second_correct": 0, "p_value": p}]
+
+
+# (case, results, champion, comparisons, rule, expected winner, expected blessed, phrase in reasons)
+DECISIONS = [
+    ("clear win, no champion", _results(a=0.99, b=0.97), None, [], metrics.DecisionRule(min_value=0.98),
+     "a", True, "no champion in the registry"),
+    ("below the minimum", _results(a=0.97, b=0.96), None, [], metrics.DecisionRule(min_value=0.98),
+     "a", False, "is below the minimum 0.9800"),
+    ("beats the champion", _results(a=0.99, b=0.97, champion=0.985), "champion", [],
+     metrics.DecisionRule(min_value=0.98, min_delta=0.001), "a", True, "beats the champion"),
+    ("worse than the champion", _results(a=0.99, b=0.97, champion=0.995), "champion", [],
+     metrics.DecisionRule(min_value=0.98), "a", False, "does not beat the champion"),
+    ("champion never wins the bake-off", _results(a=0.985, b=0.99, champion=0.999), "champion", [],
+     metrics.DecisionRule(min_value=0.98), "b", False, "does not beat"),
+    ("not significantly worse", _results(a=0.989, b=0.97, champion=0.99), "champion",
+     _comparison("a", "champion", 0.40),
+     metrics.DecisionRule(min_value=0.98, champion_policy="not_significantly_worse"), "a", True,
+     "not significantly worse"),
+    ("significantly worse", _results(a=0.985, b=0.97, champion=0.99), "champion",
+     _comparison("a", "champion", 0.01),
+     metrics.DecisionRule(min_value=0.98, champion_policy="not_significantly_worse"), "a", False,
+     "is significantly worse"),
+]
+
+
+@pytest.mark.parametrize("case, results, champion, comparisons, rule, winner, blessed, phrase", DECISIONS,
+                         ids=[d[0] for d in DECISIONS])
+def test_decision_rule(case, results, champion, comparisons, rule, winner, blessed, phrase):
+    d = metrics.decide(results, rule, champion, comparisons)
+    assert (d["winner"], d["blessed"]) == (winner, blessed), d["reasons"]
+    assert any(phrase in r for r in d["reasons"]), d["reasons"]
+    assert d["reasons"][-1] == f"decision: {winner} is {'blessed' if blessed else 'NOT blessed'}"
+
+
+def test_tie_goes_to_the_lower_log_loss():
     results = {"keras_model": {"accuracy": 0.98, "log_loss": 0.07},
                "pytorch_model": {"accuracy": 0.98, "log_loss": 0.05}}
-    d = metrics.decide(results, min_accuracy=0.97)
-    assert d["winner"] == "pytorch_model" and d["blessed"]
-    assert "ties" in d["reasons"][0]
-    results["keras_model"]["accuracy"] = 0.99
-    d = metrics.decide(results, min_accuracy=0.995)
-    assert d["winner"] == "keras_model" and not d["blessed"]
-    assert "is below the minimum 0.9950" in d["reasons"][-1]
+    d = metrics.decide(results, metrics.DecisionRule(min_value=0.97))
+    assert d["winner"] == "pytorch_model" and d["blessed"] and "ties" in d["reasons"][0]
+
+
+def test_metrics_equal_scikit_learn_on_fixed_predictions():
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(7)
+    labels = rng.integers(0, 10, 500)
+    probs = rng.dirichlet(np.ones(10), 500)
+    probs[np.arange(400), labels[:400]] += 2.0
+    probs /= probs.sum(axis=1, keepdims=True)
+    m = metrics.score(labels, probs)
+    predicted = probs.argmax(1)
+    assert m["accuracy"] == skm.accuracy_score(labels, predicted)
+    assert m["log_loss"] == pytest.approx(skm.log_loss(labels, probs, labels=list(range(10))), rel=1e-6)
+    assert m["macro_f1"] == pytest.approx(skm.f1_score(labels, predicted, average="macro"))
+    assert m["confusion_matrix"] == skm.confusion_matrix(labels, predicted).tolist()
+    p, r, f, _ = skm.precision_recall_fscore_support(labels, predicted)
+    for d in range(10):
+        assert (m["per_class"][str(d)]["precision"], m["per_class"][str(d)]["recall"]) == (p[d], r[d])
+
+
+def test_invalid_rules_are_refused():
+    with pytest.raises(ValueError, match="primary_metric"):
+        metrics.DecisionRule(primary_metric="loss")
+    with pytest.raises(ValueError, match="champion_policy"):
+        metrics.DecisionRule(champion_policy="always")

@@ -1,4 +1,4 @@
-"""DataGate: stops the pipeline before training when the data has anomalies."""
+"""DataGate: stops the pipeline before training when the data has anomalies, drift or skew."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class DataGateSpec(ComponentSpec):
     INPUTS = {
         executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
         executor.SCHEMA: ChannelParameter(type=standard_artifacts.Schema),
+        executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
     }
     OUTPUTS = {executor.VALIDATED_SCHEMA: ChannelParameter(type=standard_artifacts.Schema)}
 
@@ -23,7 +24,8 @@ class DataGate(base_component.BaseComponent):
     SPEC_CLASS = DataGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, anomalies: types.BaseChannel, schema: types.BaseChannel) -> None:
+    def __init__(self, anomalies: types.BaseChannel, schema: types.BaseChannel,
+                 drift_anomalies: types.BaseChannel | None = None) -> None:
         super().__init__(spec=DataGateSpec(
-            anomalies=anomalies, schema=schema,
+            anomalies=anomalies, schema=schema, drift_anomalies=drift_anomalies,
             validated_schema=types.Channel(type=standard_artifacts.Schema)))

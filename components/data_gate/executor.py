@@ -1,4 +1,5 @@
-"""DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any.
+"""DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any, or
+when DriftValidator found drift against the baseline or skew between train and test.
 
 On success it passes the schema through; the trainers take the gate's schema, so they cannot
 start before the gate has passed.
@@ -17,6 +18,7 @@ from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
 ANOMALIES = "anomalies"
+DRIFT_ANOMALIES = "drift_anomalies"
 SCHEMA = "schema"
 VALIDATED_SCHEMA = "validated_schema"
 
@@ -36,17 +38,19 @@ def read_anomalies(anomalies: types.Artifact) -> dict[str, anomalies_pb2.Anomali
     return result
 
 
-def describe(per_split: dict[str, anomalies_pb2.Anomalies]) -> list[str]:
-    """One plain sentence per anomaly: split, feature, what is wrong."""
+def describe(per_split: dict[str, anomalies_pb2.Anomalies], what: str = "") -> list[str]:
+    """One plain sentence per anomaly: split, feature, what is wrong.
+
+    drift_skew_info holds every comparator's measurement, passing or not; the ones over their
+    threshold are also anomaly_info entries, so only those are listed."""
     lines = []
     for split, anomalies in sorted(per_split.items()):
+        where = f"{what} {split}".strip()
         for feature, info in sorted(anomalies.anomaly_info.items()):
-            lines.append(f"[{split}] feature '{feature}': {info.short_description} - {info.description}")
+            lines.append(f"[{where}] feature '{feature}': {info.short_description} - {info.description}")
         if anomalies.HasField("dataset_anomaly_info"):
             info = anomalies.dataset_anomaly_info
-            lines.append(f"[{split}] dataset: {info.short_description} - {info.description}")
-        for info in anomalies.drift_skew_info:
-            lines.append(f"[{split}] drift/skew on '{info.path}': {info}")
+            lines.append(f"[{where}] dataset: {info.short_description} - {info.description}")
     return lines
 
 
@@ -55,10 +59,16 @@ class Executor(base_executor.BaseExecutor):
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
         anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES])
         problems = describe(read_anomalies(anomalies))
+        review = ""
+        if input_dict.get(DRIFT_ANOMALIES):
+            drift = artifact_utils.get_single_instance(input_dict[DRIFT_ANOMALIES])
+            problems += describe(read_anomalies(drift), "drift/skew:")
+            review = drift.get_string_custom_property("review_html")
         if problems:
             raise DataAnomaliesError(
-                f"data validation found {len(problems)} anomalies (details in {anomalies.uri}); "
-                "training will not run:\n  " + "\n  ".join(problems))
+                f"data validation found {len(problems)} anomalies (details in {anomalies.uri}"
+                f"{'; review: ' + review if review else ''}); training will not run:\n  "
+                + "\n  ".join(problems))
         schema_in = artifact_utils.get_single_uri(input_dict[SCHEMA])
         schema_out = artifact_utils.get_single_uri(output_dict[VALIDATED_SCHEMA])
         io_utils.copy_dir(schema_in, schema_out)

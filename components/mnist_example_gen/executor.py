@@ -36,6 +36,8 @@ EVAL_RATIO = "eval_ratio"
 TRAIN_LIMIT = "train_limit"
 TEST_LIMIT = "test_limit"
 VERIFY_CHECKSUMS = "verify_checksums"
+CLASS_NAMES = "class_names"  # JSON list; label i names class_names[i]
+DEFAULT_CLASS_NAMES = [str(d) for d in range(idx.NUM_CLASSES)]
 
 
 def is_eval(index: int, eval_ratio: float) -> bool:
@@ -64,16 +66,17 @@ def to_example(image: np.ndarray, label: int) -> bytes:
 class _ReadRange(beam.DoFn):
     """(part, start, stop) -> (split, serialized tf.Example) for every record in the range."""
 
-    def __init__(self, headers: dict[str, idx.IdxHeader], eval_ratio: float) -> None:
+    def __init__(self, headers: dict[str, idx.IdxHeader], eval_ratio: float, num_classes: int) -> None:
         self._headers = headers
         self._eval_ratio = eval_ratio
+        self._num_classes = num_classes
 
     def process(self, shard: tuple[str, int, int]) -> Iterator[tuple[str, bytes]]:
         part, start, stop = shard
         images = idx.read_records(self._headers[f"{part}_images"], start, stop)
         labels_header = self._headers[f"{part}_labels"]
         labels = idx.read_records(labels_header, start, stop)
-        idx.check_labels(labels_header.path, labels, start)
+        idx.check_labels(labels_header.path, labels, start, self._num_classes)
         for offset, (image, label) in enumerate(zip(images, labels, strict=True)):
             index = start + offset
             if part == "test":
@@ -105,6 +108,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             output_dict[standard_component_specs.EXAMPLES_KEY])
         eval_ratio = float(exec_properties[EVAL_RATIO])
         verify = bool(exec_properties.get(VERIFY_CHECKSUMS, 1))
+        class_names = json.loads(exec_properties.get(CLASS_NAMES) or "null") or DEFAULT_CLASS_NAMES
         paths = sources.resolve_mnist(exec_properties.get(SOURCE) or "",
                                       os.path.expanduser(exec_properties[CACHE_DIR]), verify)
         headers = read_headers(paths)
@@ -119,7 +123,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             records = (pipeline
                        | "Shards" >> beam.Create(shards)
                        | "Redistribute" >> beam.Reshuffle()
-                       | "ReadRanges" >> beam.ParDo(_ReadRange(headers, eval_ratio)))
+                       | "ReadRanges" >> beam.ParDo(_ReadRange(headers, eval_ratio, len(class_names))))
             by_split = records | "BySplit" >> beam.Partition(
                 lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
             for split, pcoll in zip(SPLITS, by_split, strict=True):
@@ -138,4 +142,5 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             "source_sha256", json.dumps({sources.MNIST_FILES[k].name: sources.file_digest(p, "sha256")
                                          for k, p in sorted(paths.items())}, sort_keys=True))
         examples.set_int_custom_property("checksums_verified", int(verify))
+        examples.set_string_custom_property("class_names", json.dumps(class_names))
         logging.info("MnistExampleGen wrote %s to %s", counts, examples.uri)

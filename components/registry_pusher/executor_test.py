@@ -41,7 +41,7 @@ def test_blessed_winner_is_registered_and_becomes_champion(small_examples, small
     winner = evaluation["decision"]["winner"]
     assert champion.tags["candidate"] == winner
     assert champion.tags["framework"] == evaluation["candidates"][winner]["framework"]
-    assert champion.tags["data_sha256"] == evaluation["data"]["sha256"]
+    assert champion.tags["data_sha256"] == evaluation["data"]["examples_sha256"]
     assert champion.tags["replaced_version"] == ""
     # The registered pyfunc, loaded through the alias, scores what the evaluator recorded.
     model = mlflow.pyfunc.load_model(reg.champion_uri())

@@ -7,13 +7,29 @@ default, any tracking server by URI), so a Vertex AI or Kubeflow registry can be
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
+import random
+import re
+import time
+import urllib.error
+import urllib.request
 from typing import Any, Protocol
+
+from trainers.spec import MODEL_META_FILE
 
 CHAMPION_ALIAS = "champion"
 PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_model.py")
 TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "trainers")
+# Stricter than MLflow (which refuses '/' and ':'): names also end up in paths and URIs.
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# Tag holding the value of the decision rule's primary metric, compared when promoting.
+PRIMARY_VALUE_TAG = "primary_value"
+
+
+class RegistryError(RuntimeError):
+    """The registry cannot do what was asked; the message says which registry and why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,16 +39,45 @@ class ModelVersion:
     tags: dict[str, str]
     aliases: tuple[str, ...]
 
+    @property
+    def primary_value(self) -> float | None:
+        value = self.tags.get(PRIMARY_VALUE_TAG)
+        return float(value) if value else None
+
 
 class ModelRegistry(Protocol):
-    def register(self, model_dir: str, framework: str, tags: dict[str, str],
-                 metrics: dict[str, float]) -> ModelVersion: ...
+    def register(self, model_dir: str, framework: str, tags: dict[str, str], metrics: dict[str, float],
+                 files: dict[str, str] | None = None) -> ModelVersion: ...
 
     def champion(self) -> ModelVersion | None: ...
 
     def promote(self, version: str) -> None: ...
 
+    def promote_if_better(self, version: ModelVersion, baseline_version: str = "", settle_s: float = 2.0) -> bool:
+        """Moves `champion` to `version` unless the alias moved away from `baseline_version` (the
+        champion the evaluation compared against) to a version whose primary value is at least as good.
+
+        Pushers of concurrent runs may check and set between each other's steps; each one keeps
+        re-checking for `settle_s` after setting and puts the alias back when a worse version took
+        it, so the alias settles on the version the rule prefers. True if `version` holds it.
+        """
+        deadline = time.monotonic() + settle_s
+        while True:
+            current = self.champion()
+            if current is not None and current.version == version.version:
+                if time.monotonic() > deadline:
+                    return True
+            elif current is None or current.version == baseline_version or _beats(version, current):
+                self.promote(version.version)
+            else:
+                return False
+            time.sleep(0.2 + random.random() * 0.3)
+
+    def rollback(self, version: str, reason: str = "") -> ModelVersion: ...
+
     def versions(self) -> list[ModelVersion]: ...
+
+    def download_champion(self, dst_dir: str) -> tuple[ModelVersion, str] | None: ...
 
 
 def _requirements(framework: str) -> list[str]:
@@ -47,16 +92,37 @@ def _requirements(framework: str) -> list[str]:
     return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={numpy.__version__}"]
 
 
+def _beats(candidate: ModelVersion, champion: ModelVersion) -> bool:
+    # A champion without a recorded value predates this rule: the evaluator already judged it.
+    if champion.primary_value is None or candidate.primary_value is None:
+        return True
+    return candidate.primary_value > champion.primary_value
+
+
+def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
+    """Fails fast on a server that does not answer (MLflow's client would retry for minutes)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s) as response:
+            if response.status != 200:
+                raise RegistryError(f"MLflow tracking server {uri} answered /health with HTTP {response.status}")
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        raise RegistryError(f"MLflow tracking server {uri} is unreachable: {e}") from e
+
+
 class MlflowRegistry:
     """One registered model in an MLflow Model Registry at `uri`."""
 
     def __init__(self, uri: str, model_name: str) -> None:
-        import mlflow
+        if not _MODEL_NAME.match(model_name or ""):
+            raise RegistryError(f"invalid registered model name {model_name!r}: use 1-128 letters, digits, "
+                                "'.', '_' or '-', starting with a letter or digit")
+        check_reachable(uri)
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self.model_name = model_name
-        self._mlflow = mlflow
         self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
     @staticmethod
@@ -64,6 +130,8 @@ class MlflowRegistry:
         return "sqlite:///" + os.path.abspath(os.path.join(root, "mlflow.db"))
 
     def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         name = f"{self.model_name}-pushes"
         existing = self._client.get_experiment_by_name(name)
         if existing:
@@ -72,30 +140,42 @@ class MlflowRegistry:
         if self.uri.startswith("sqlite:///"):  # embedded: artifacts beside the database file
             db_path = self.uri[len("sqlite:///"):]
             artifact_location = "file://" + os.path.join(os.path.dirname(os.path.abspath(db_path)), "artifacts")
-        return self._client.create_experiment(name, artifact_location=artifact_location)
+        try:
+            return self._client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:  # a concurrent pusher created it first
+            return self._client.get_experiment_by_name(name).experiment_id
 
-    def register(self, model_dir: str, framework: str, tags: dict[str, str],
-                 metrics: dict[str, float]) -> ModelVersion:
-        """Logs the model as an MLflow pyfunc in a run and registers it as a new version."""
+    def register(self, model_dir: str, framework: str, tags: dict[str, str], metrics: dict[str, float],
+                 files: dict[str, str] | None = None) -> ModelVersion:
+        """Logs the model as an MLflow pyfunc in a run, then registers it as a new version.
+
+        Upload first, register second: a failed upload leaves a failed run and no version; a
+        version whose registration fails half-way is deleted before the error is raised.
+        """
+        import mlflow
         import numpy as np
         from mlflow.models import infer_signature
 
-        mlflow = self._mlflow
         mlflow.set_tracking_uri(self.uri)
         mlflow.set_registry_uri(self.uri)
-        sample = np.zeros((1, 28, 28), dtype=np.uint8)
-        signature = infer_signature(sample, np.zeros((1, 10), dtype=np.float32))
-        with mlflow.start_run(experiment_id=self._experiment_id(),
-                              run_name=tags.get("pipeline_run_id")) as run:
+        signature = infer_signature(np.zeros((1, 28, 28), dtype=np.uint8), np.zeros((1, 10), dtype=np.float32))
+        with mlflow.start_run(experiment_id=self._experiment_id(), run_name=tags.get("pipeline_run_id")) as run:
             mlflow.set_tags(tags)
             mlflow.log_metrics(metrics)
+            for name, path in (files or {}).items():
+                mlflow.log_artifact(path, artifact_path=name)
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=PYFUNC_CODE, artifacts={"model_dir": model_dir},
-                code_paths=[TRAINERS_PACKAGE], signature=signature,
-                pip_requirements=_requirements(framework))
-        mv = mlflow.register_model(info.model_uri, self.model_name,
-                                   tags={**tags, "mlflow_run_id": run.info.run_id})
-        return self._version(mv.version)
+                code_paths=[TRAINERS_PACKAGE], signature=signature, pip_requirements=_requirements(framework))
+        version = None
+        try:
+            version = mlflow.register_model(info.model_uri, self.model_name,
+                                            tags={**tags, "mlflow_run_id": run.info.run_id})
+            return self._version(version.version)
+        except Exception:
+            if version is not None:
+                self._client.delete_model_version(self.model_name, version.version)
+            raise
 
     def _version(self, version: str) -> ModelVersion:
         mv = self._client.get_model_version(self.model_name, version)
@@ -113,9 +193,69 @@ class MlflowRegistry:
     def promote(self, version: str) -> None:
         self._client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
 
+    def promote_if_better(self, version: ModelVersion, baseline_version: str = "", settle_s: float = 2.0) -> bool:
+        """Moves `champion` to `version` unless the alias moved away from `baseline_version` (the
+        champion the evaluation compared against) to a version whose primary value is at least as good.
+
+        Pushers of concurrent runs may check and set in between each other; each one re-checks
+        for `settle_s` after setting, and puts the alias back on the better version, so the alias
+        settles on the version the rule prefers.
+        """
+        mine = version.primary_value
+        deadline = time.monotonic() + settle_s
+        promoted = False
+        while True:
+            current = self.champion()
+            if current is None or current.version == version.version or (
+                    current.primary_value is not None and mine is not None and mine > current.primary_value):
+                if current is None or current.version != version.version:
+                    self.promote(version.version)
+                    promoted = True
+            elif promoted:
+                return current.version == version.version
+            if time.monotonic() > deadline:
+                return self.champion().version == version.version
+            time.sleep(0.2 + random.random() * 0.3)
+
+    def rollback(self, version: str, reason: str = "") -> ModelVersion:
+        """Moves `champion` back to an existing `version`, recording it on the version."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            target = self._version(str(version))
+        except MlflowException as e:
+            known = [v.version for v in self.versions()]
+            raise RegistryError(f"{self.model_name} has no version {version!r} at {self.uri} "
+                                f"(versions: {', '.join(known) or 'none'})") from e
+        previous = self.champion()
+        self.promote(target.version)
+        self._client.set_model_version_tag(self.model_name, target.version, "rolled_back_from",
+                                           previous.version if previous else "")
+        self._client.set_model_version_tag(self.model_name, target.version, "rolled_back_at",
+                                           time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        if reason:
+            self._client.set_model_version_tag(self.model_name, target.version, "rollback_reason", reason)
+        return self._version(target.version)
+
     def versions(self) -> list[ModelVersion]:
         found = self._client.search_model_versions(f"name = '{self.model_name}'")
         return sorted((self._version(mv.version) for mv in found), key=lambda v: int(v.version))
+
+    def download_champion(self, dst_dir: str) -> tuple[ModelVersion, str] | None:
+        """The champion's exported model, copied to `dst_dir`: (version, model folder), or None."""
+        champion = self.champion()
+        if champion is None:
+            return None
+        import mlflow
+
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{self.model_name}/{champion.version}", dst_path=dst_dir,
+            tracking_uri=self.uri)
+        metas = sorted(glob.glob(os.path.join(local, "artifacts", "*", MODEL_META_FILE)))
+        if not metas:
+            raise FileNotFoundError(f"champion version {champion.version} of {self.model_name} at {self.uri} "
+                                    f"holds no exported model ({MODEL_META_FILE} not found in {local})")
+        return champion, os.path.dirname(metas[0])
 
     def champion_uri(self) -> str:
         return f"models:/{self.model_name}@{CHAMPION_ALIAS}"
@@ -126,7 +266,7 @@ def flatten_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     out = {}
     for name, c in evaluation["candidates"].items():
         m = c["metrics"]
-        for key in ("accuracy", "log_loss", "expected_calibration_error"):
+        for key in ("accuracy", "macro_f1", "log_loss", "expected_calibration_error"):
             out[f"{name}.{key}"] = float(m[key])
     for t in evaluation["comparisons"]:
         out[f"mcnemar_p.{t['first']}.vs.{t['second']}"] = float(t["p_value"])

@@ -1,0 +1,192 @@
+"""Our two trainers against the seed's two bare scripts, on the same full MNIST and machine.
+
+PYTHONPATH=. $(infra/bootstrap.sh)/bin/python bench/trainers.py [--epochs 5] [--mnist ../shared/data/mnist]
+
+Each contender runs in its own process, one after the other. The seed scripts are the article's,
+with the data read from local files instead of downloaded and, for PyTorch, the last layer's
+input fixed from 32*12*12 to 32*13*13 (as written it crashes on 28x28 input); nothing else is
+changed. Timing covers the training loop only (the seed's `fit` / epoch loop; our run_fn minus
+export), examples/s counts training examples seen, test accuracy is measured afterwards on the
+10,000 test images. Prints a Markdown table and the ours/seed throughput ratio per framework.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+
+def _arrays(cache: str):
+    from components.mnist_example_gen import idx
+
+    def read(name, kind):
+        h = idx.read_header(os.path.join(cache, name), kind)
+        return idx.read_records(h, 0, h.count)
+
+    return (read("train-images-idx3-ubyte", "images"), read("train-labels-idx1-ubyte", "labels"),
+            read("t10k-images-idx3-ubyte", "images"), read("t10k-labels-idx1-ubyte", "labels"))
+
+
+def seed_keras(cache: str, epochs: int) -> dict:
+    import tensorflow as tf
+    from tensorflow.keras import layers, models
+
+    train_images, train_labels, test_images, test_labels = _arrays(cache)
+    model = models.Sequential([layers.Conv2D(32, (3, 3), activation='relu', input_shape=(28, 28, 1)),
+                               layers.MaxPooling2D((2, 2)), layers.Flatten(), layers.Dense(10, activation='softmax')])
+    model.compile(optimizer='adam', loss='sparse_categorical_crossentropy', metrics=['accuracy'])
+    train_images, test_images = train_images / 255.0, test_images / 255.0
+    start = time.perf_counter()
+    model.fit(train_images[..., tf.newaxis], train_labels, epochs=epochs, verbose=2)
+    seconds = time.perf_counter() - start
+    _, acc = model.evaluate(test_images[..., tf.newaxis], test_labels, verbose=0)
+    return {"seconds": seconds, "examples": epochs * len(train_labels), "test_accuracy": float(acc)}
+
+
+def seed_pytorch(cache: str, epochs: int) -> dict:
+    import torch
+    import torch.nn as nn
+    import torch.optim as optim
+    import torchvision
+    import torchvision.transforms as transforms
+
+    class SimpleCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(1, 32, 3)
+            self.pool = nn.MaxPool2d(2, 2)
+            self.fc = nn.Linear(32 * 13 * 13, 10)  # the article's 32 * 12 * 12 crashes on 28x28
+
+        def forward(self, x):
+            x = self.pool(nn.functional.relu(self.conv1(x)))
+            x = torch.flatten(x, 1)
+            return self.fc(x)
+
+    with tempfile.TemporaryDirectory() as root:  # torchvision's layout: root/MNIST/raw/<files>
+        os.makedirs(os.path.join(root, "MNIST", "raw"))
+        for name in os.listdir(cache):
+            if "ubyte" in name and not name.startswith("."):
+                os.symlink(os.path.join(cache, name), os.path.join(root, "MNIST", "raw", name))
+        model = SimpleCNN()
+        criterion = nn.CrossEntropyLoss()
+        optimizer = optim.Adam(model.parameters())
+        transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
+        trainset = torchvision.datasets.MNIST(root=root, train=True, download=False, transform=transform)
+        trainloader = torch.utils.data.DataLoader(trainset, batch_size=32, shuffle=True)
+        start = time.perf_counter()
+        for epoch in range(epochs):
+            running_loss = 0.0
+            for i, data in enumerate(trainloader, 0):
+                inputs, labels = data
+                optimizer.zero_grad()
+                outputs = model(inputs)
+                loss = criterion(outputs, labels)
+                loss.backward()
+                optimizer.step()
+                running_loss += loss.item()
+                if i % 100 == 99:
+                    print(f'[{epoch + 1}, {i + 1}] loss: {running_loss / 100}')
+                    running_loss = 0.0
+        seconds = time.perf_counter() - start
+        testset = torchvision.datasets.MNIST(root=root, train=False, download=False, transform=transform)
+        correct = 0
+        with torch.no_grad():
+            for inputs, labels in torch.utils.data.DataLoader(testset, batch_size=1000):
+                correct += (model(inputs).argmax(1) == labels).sum().item()
+    return {"seconds": seconds, "examples": epochs * len(trainset), "test_accuracy": correct / len(testset)}
+
+
+def ours(framework: str, examples_dir: str, epochs: int, model: str = "seed_cnn") -> dict:
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    from trainers import serving
+    from trainers.spec import read_model_meta
+
+    module = __import__(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer", fromlist=["run_fn"])
+    out = tempfile.mkdtemp()
+    fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
+                     eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
+                     serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
+                     custom_config={"model": model, "epochs": epochs, "batch_size": 32, "accelerator": "auto"})
+    module.run_fn(fn_args)
+    meta = read_model_meta(fn_args.serving_model_dir)
+    predict, _ = serving.load_predictor(fn_args.serving_model_dir)
+    from tfx.types import standard_artifacts
+
+    from components.bakeoff_evaluator.executor import load_split
+
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_dir
+    examples.split_names = '["train", "eval", "test"]'
+    images, labels = load_split(examples, "test")
+    accuracy = float((serving.predict_in_batches(predict, images).argmax(1) == labels).mean())
+    n_train = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())["train"]
+    return {"seconds": meta["train_seconds"], "examples": epochs * n_train, "test_accuracy": accuracy,
+            "device": meta["device"]}
+
+
+def ingest(mnist: str, work: str) -> tuple[str, str]:
+    """The four files into the cache and our TFRecords, once (not timed)."""
+    from conftest import run_example_gen
+
+    cache = os.path.join(work, "cache")
+    examples_dir = os.path.join(work, "examples")
+    if not os.path.exists(os.path.join(examples_dir, "split_counts.json")):
+        ex = run_example_gen(__import__("pathlib").Path(examples_dir), cache, source=mnist,
+                             train_limit=0, test_limit=0, eval_ratio=0.1)
+        with open(os.path.join(examples_dir, "split_counts.json"), "w") as f:
+            f.write(ex.get_string_custom_property("split_counts"))
+    return cache, examples_dir
+
+
+CONTENDERS = ("seed_keras", "ours_keras", "seed_pytorch", "ours_pytorch")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--mnist", default=os.path.join(REPO, "..", "shared", "data", "mnist"))
+    parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "mnist-bench"))
+    parser.add_argument("--model", default="seed_cnn", help="our trainers' model")
+    parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    cache, examples_dir = ingest(args.mnist, args.work)
+    if args.one:
+        framework = args.one.split("_")[1]
+        result = (seed_keras(cache, args.epochs) if args.one == "seed_keras" else
+                  seed_pytorch(cache, args.epochs) if args.one == "seed_pytorch" else
+                  ours(framework, examples_dir, args.epochs, args.model))
+        print("RESULT " + json.dumps(result))
+        return
+    results = {}
+    for name in CONTENDERS:
+        done = subprocess.run([sys.executable, __file__, "--one", name, "--epochs", str(args.epochs),
+                               "--mnist", args.mnist, "--work", args.work, "--model", args.model],
+                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not lines:
+            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+        results[name] = json.loads(lines[-1][7:])
+        r = results[name]
+        print(f"{name}: {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
+              f"test accuracy {r['test_accuracy']:.4f}", flush=True)
+    print("\n| contender | epochs | train wall time (s) | examples/s | test accuracy |\n|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {args.epochs} | {r['seconds']:.1f} | {r['examples'] / r['seconds']:.0f} | "
+              f"{r['test_accuracy']:.4f} |")
+    for framework in ("keras", "pytorch"):
+        o, s = results[f"ours_{framework}"], results[f"seed_{framework}"]
+        ratio = (o["examples"] / o["seconds"]) / (s["examples"] / s["seconds"])
+        print(f"\n{framework}: throughput ratio ours/seed = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()

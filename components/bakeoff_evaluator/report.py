@@ -1,0 +1,148 @@
+"""The reviewer's artifacts: a self-contained HTML report (figures inlined) and a Markdown summary."""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+from typing import Any
+
+import jinja2
+import matplotlib
+
+matplotlib.use("Agg")  # headless: no display in pipelines or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from components.bakeoff_evaluator import metrics  # noqa: E402
+
+DIGITS = list(range(10))
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def confusion_matrices(candidates: dict[str, Any], order: list[str]) -> str:
+    fig, axes = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4.2), squeeze=False)
+    for ax, name in zip(axes[0], order, strict=True):
+        cm = np.array(candidates[name]["metrics"]["confusion_matrix"])
+        ax.imshow(np.log1p(cm), cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
+                        color="white" if i == j else "black")
+        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=DIGITS, yticks=DIGITS)
+    return _png(fig)
+
+
+def per_digit_accuracy(candidates: dict[str, Any], order: list[str]) -> str:
+    fig, ax = plt.subplots(figsize=(9, 3.2))
+    width = 0.8 / len(order)
+    for k, name in enumerate(order):
+        recall = [candidates[name]["metrics"]["per_class"][str(d)]["recall"] for d in DIGITS]
+        ax.bar(np.arange(10) + k * width - 0.4 + width / 2, recall, width, label=name)
+    low = min(candidates[n]["metrics"]["per_class"][str(d)]["recall"] for n in order for d in DIGITS)
+    ax.set(xticks=DIGITS, xlabel="digit", ylabel="accuracy (recall)", ylim=(max(0.0, low - 0.02), 1.0))
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def reliability_diagram(labels: np.ndarray, probs: dict[str, np.ndarray], order: list[str]) -> str:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    edges = np.linspace(0, 1, metrics.ECE_BINS + 1)
+    for name in order:
+        confidence = probs[name].max(axis=1)
+        correct = probs[name].argmax(axis=1) == labels
+        which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, metrics.ECE_BINS - 1)
+        xs, ys = [], []
+        for b in range(metrics.ECE_BINS):
+            if (which == b).any():
+                xs.append(confidence[which == b].mean())
+                ys.append(correct[which == b].mean())
+        ax.plot(xs, ys, marker="o", label=name)
+    ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
+    ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
+    ax.legend(fontsize=8)
+    return _png(fig)
+
+
+def misclassified_grid(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, title: str,
+                       limit: int = 48) -> str | None:
+    """torchvision's make_grid of the misclassified digits, each marked true→predicted."""
+    import torch
+    from torchvision.utils import make_grid
+
+    wrong = np.flatnonzero(predicted != labels)[:limit]
+    if wrong.size == 0:
+        return None
+    nrow, pad, side = 12, 2, 28
+    grid = make_grid(torch.from_numpy(images[wrong]).unsqueeze(1), nrow=nrow, padding=pad, pad_value=60)
+    fig, ax = plt.subplots(figsize=(nrow * 0.9, 0.9 * ((len(wrong) + nrow - 1) // nrow) + 0.4))
+    ax.imshow(grid[0].numpy(), cmap="gray_r")
+    for k, i in enumerate(wrong):
+        x, y = (k % nrow) * (side + pad) + pad, (k // nrow) * (side + pad) + pad
+        ax.text(x + 1, y + 7, f"{labels[i]}→{predicted[i]}", color="red", fontsize=7, weight="bold")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
+    order = list(evaluation["decision"]["ranking"])
+    if evaluation["decision"].get("champion"):
+        order.append(evaluation["decision"]["champion"])
+    winner = evaluation["decision"]["winner"]
+    return {
+        "confusion": confusion_matrices(evaluation["candidates"], order),
+        "per_digit": per_digit_accuracy(evaluation["candidates"], order),
+        "reliability": reliability_diagram(scores.labels, scores.probs, order),
+        "misclassified": misclassified_grid(
+            scores.wrong_images, scores.wrong_labels, scores.wrong_predictions[winner],
+            f"test digits {winner} got wrong (true→predicted), a sample"),
+    }
+
+
+def render_html(evaluation: dict[str, Any], images: dict[str, Any]) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(__file__)),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("report.html.j2").render(images=images, **evaluation)
+
+
+def comparison_rows(evaluation: dict[str, Any]) -> list[list[str]]:
+    """The comparison table shared by the Markdown summary and the terminal view."""
+    d = evaluation["decision"]
+    names = list(d["ranking"]) + ([d["champion"]] if d.get("champion") else [])
+    rows = [["candidate", "framework", "accuracy", "95% CI", "log loss", "ECE", "p50 ms", "ex/s @256",
+             "MB", "params"]]
+    for name in names:
+        c = evaluation["candidates"][name]
+        m, perf = c["metrics"], c["performance"]
+        label = name + (" *" if name == d["winner"] else "") + (f" v{c['version']}" if "version" in c else "")
+        rows.append([label, c["framework"], f"{m['accuracy']:.4f}",
+                     f"{m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f}", f"{m['log_loss']:.4f}",
+                     f"{m['expected_calibration_error']:.4f}", f"{perf['latency_ms_p50']:.2f}",
+                     f"{perf['throughput_per_s']:.0f}", f"{c['size_bytes'] / 1e6:.2f}", str(c["parameters"])])
+    return rows
+
+
+def render_markdown(evaluation: dict[str, Any]) -> str:
+    d = evaluation["decision"]
+    rows = comparison_rows(evaluation)
+    lines = [f"# MNIST bake-off: **{d['winner']}** {'blessed' if d['blessed'] else 'NOT blessed'}", "",
+             "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    lines += ["", "Paired comparisons (exact McNemar):", ""]
+    lines += [f"- {t['first']} vs {t['second']}: {t['only_first_correct']} vs {t['only_second_correct']} "
+              f"discordant, p = {t['p_value']:.4g}" for t in evaluation["comparisons"]]
+    lines += ["", "Decision:", ""] + [f"- {r}" for r in d["reasons"]]
+    return "\n".join(lines) + "\n"
+
+
+def render_table(evaluation: dict[str, Any]) -> str:
+    rows = comparison_rows(evaluation)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)) for r in rows)

@@ -1,0 +1,43 @@
+"""DriftValidator: the new statistics against a baseline (drift) and train against test (skew).
+
+TFDV's comparators on the label distribution (L-infinity) and on the pixel summary features
+(Jensen-Shannon divergence). It never fails itself: it writes the drift/skew anomalies and a
+self-contained HTML review of the statistics and of every anomaly, so they stay for review when
+DataGate then stops the run.
+"""
+
+from __future__ import annotations
+
+from tfx import types
+from tfx.dsl.components.base import base_component, executor_spec
+from tfx.types import standard_artifacts
+from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
+
+from components.drift_validator import executor
+
+
+class DriftValidatorSpec(ComponentSpec):
+    PARAMETERS = {
+        executor.BASELINE: ExecutionParameter(type=str, optional=True),
+        executor.LABEL_LINF: ExecutionParameter(type=float),
+        executor.PIXEL_JS: ExecutionParameter(type=float),
+    }
+    INPUTS = {
+        executor.STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics),
+        executor.SCHEMA: ChannelParameter(type=standard_artifacts.Schema),
+        executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+    }
+    OUTPUTS = {executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
+
+
+class DriftValidator(base_component.BaseComponent):
+    SPEC_CLASS = DriftValidatorSpec
+    EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
+
+    def __init__(self, statistics: types.BaseChannel, schema: types.BaseChannel,
+                 anomalies: types.BaseChannel, baseline_statistics: str,
+                 label_linf: float, pixel_js: float) -> None:
+        super().__init__(spec=DriftValidatorSpec(
+            statistics=statistics, schema=schema, anomalies=anomalies,
+            baseline_statistics=baseline_statistics, label_linf=label_linf, pixel_js=pixel_js,
+            drift_anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies)))

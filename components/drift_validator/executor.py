@@ -1,0 +1,171 @@
+"""DriftValidator's executor: TFDV drift (vs a baseline) and skew (train vs test) comparators.
+
+`train` and `test` of the new statistics are compared with the baseline's split of the same name (or
+with the baseline's only dataset); `train` is compared with `test` for skew. Only the
+comparators' anomalies are kept: the schema's own anomalies are ExampleValidator's.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import tensorflow as tf
+import tensorflow_data_validation as tfdv
+from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
+from tfx import types
+from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.dsl.components.base import base_executor
+from tfx.types import artifact_utils
+from tfx.utils import io_utils
+
+from components.data_gate.executor import read_anomalies
+from components.drift_validator import review
+
+STATISTICS = "statistics"
+SCHEMA = "schema"
+ANOMALIES = "anomalies"
+DRIFT_ANOMALIES = "drift_anomalies"
+BASELINE = "baseline_statistics"
+LABEL_LINF = "label_linf"
+PIXEL_JS = "pixel_js"
+
+LABEL = "label"
+PIXEL_FEATURES = ("pixel_mean", "ink_fraction")
+DRIFT_SPLITS = ("train", "test")  # compared with the baseline
+SKEW_SPLIT = "train_vs_test_skew"
+ANOMALIES_FILE = "SchemaDiff.pb"  # ExampleValidator's file name, so the same readers work
+REVIEW_FILE = "data_review.html"
+_COMPARATOR_TYPES = {t for name, t in anomalies_pb2.AnomalyInfo.Type.items() if name.startswith("COMPARATOR_")}
+
+Stats = statistics_pb2.DatasetFeatureStatisticsList
+
+
+class BaselineError(RuntimeError):
+    """The configured baseline statistics cannot be read."""
+
+
+def with_comparators(schema: schema_pb2.Schema, label_linf: float, pixel_js: float) -> schema_pb2.Schema:
+    """A copy of the schema with drift and skew comparators on the label and pixel summaries."""
+    result = schema_pb2.Schema()
+    result.CopyFrom(schema)
+    label = tfdv.get_feature(result, LABEL)
+    label.drift_comparator.infinity_norm.threshold = label_linf
+    label.skew_comparator.infinity_norm.threshold = label_linf
+    for name in PIXEL_FEATURES:
+        feature = tfdv.get_feature(result, name)
+        feature.drift_comparator.jensen_shannon_divergence.threshold = pixel_js
+        feature.skew_comparator.jensen_shannon_divergence.threshold = pixel_js
+    return result
+
+
+def _single(dataset: statistics_pb2.DatasetFeatureStatistics) -> Stats:
+    return Stats(datasets=[dataset])
+
+
+def load_baseline(path: str) -> dict[str, Stats]:
+    """{split name: statistics}: a Statistics artifact folder (Split-*/FeatureStats.pb), or a
+    .pbtxt/.pb DatasetFeatureStatisticsList whose datasets are named after the splits."""
+    if not tf.io.gfile.exists(path):
+        raise BaselineError(f"{path}: baseline statistics not found (set baseline_statistics, or 'none')")
+    if tf.io.gfile.isdir(path):
+        result = {}
+        for entry in sorted(tf.io.gfile.listdir(path)):
+            entry = entry.rstrip("/")
+            stats_file = os.path.join(path, entry, stats_artifact_utils.BINARY_PB_BASENAME)
+            if entry.startswith("Split-") and tf.io.gfile.exists(stats_file):
+                result[entry[len("Split-"):]] = tfdv.load_stats_binary(stats_file)
+        if not result:
+            raise BaselineError(f"{path}: no Split-*/FeatureStats.pb in this statistics folder")
+        return result
+    try:
+        stats = tfdv.load_stats_text(path) if path.endswith(".pbtxt") else tfdv.load_stats_binary(path)
+    except Exception as e:  # any parse error is the same problem for the user
+        raise BaselineError(f"{path}: not a DatasetFeatureStatisticsList ({e})") from e
+    if not stats.datasets:
+        raise BaselineError(f"{path}: the baseline holds no dataset")
+    return {d.name or "all": _single(d) for d in stats.datasets}
+
+
+def baseline_for(baseline: dict[str, Stats], split: str) -> Stats:
+    if split in baseline:
+        return baseline[split]
+    if len(baseline) == 1:
+        return next(iter(baseline.values()))
+    return baseline.get("train") or next(iter(baseline.values()))
+
+
+def comparator_anomalies(anomalies: anomalies_pb2.Anomalies) -> anomalies_pb2.Anomalies:
+    """Only what the drift/skew comparators found, plus their measurements."""
+    result = anomalies_pb2.Anomalies()
+    result.drift_skew_info.extend(anomalies.drift_skew_info)
+    for feature, info in anomalies.anomaly_info.items():
+        reasons = [r for r in info.reason if r.type in _COMPARATOR_TYPES]
+        if reasons:
+            kept = result.anomaly_info[feature]
+            kept.CopyFrom(info)
+            del kept.reason[:]
+            kept.reason.extend(reasons)
+            kept.description = " ".join(r.description for r in reasons)
+            kept.short_description = "; ".join(r.short_description for r in reasons)
+    return result
+
+
+def compare(current: dict[str, Stats], baseline: dict[str, Stats] | None,
+            schema: schema_pb2.Schema) -> dict[str, anomalies_pb2.Anomalies]:
+    """{split: drift vs baseline} for train and test, and {SKEW_SPLIT: train vs test}."""
+    result = {}
+    if baseline is not None:
+        # `eval` is a stable-hash sample of the same file as `train`: a drift of that file shows in
+        # `train` with nine times the examples, while eval's small-sample noise only adds false alarms.
+        for split, stats in current.items():
+            if split not in DRIFT_SPLITS:
+                continue
+            result[split] = comparator_anomalies(
+                tfdv.validate_statistics(stats, schema, previous_statistics=baseline_for(baseline, split)))
+    if "train" in current and "test" in current:
+        result[SKEW_SPLIT] = comparator_anomalies(
+            tfdv.validate_statistics(current["train"], schema, serving_statistics=current["test"]))
+    return result
+
+
+def load_current(statistics: types.Artifact) -> dict[str, Stats]:
+    return {split: stats_artifact_utils.load_statistics(statistics, split).proto()
+            for split in artifact_utils.decode_split_names(statistics.split_names)}
+
+
+def write_anomalies(artifact: types.Artifact, per_split: dict[str, anomalies_pb2.Anomalies]) -> None:
+    artifact.split_names = artifact_utils.encode_split_names(list(per_split))
+    for split, anomalies in per_split.items():
+        split_dir = artifact_utils.get_split_uri([artifact], split)
+        tf.io.gfile.makedirs(split_dir)
+        io_utils.write_bytes_file(os.path.join(split_dir, ANOMALIES_FILE), anomalies.SerializeToString())
+
+
+class Executor(base_executor.BaseExecutor):
+    def Do(self, input_dict: dict[str, list[types.Artifact]],
+           output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
+        statistics = artifact_utils.get_single_instance(input_dict[STATISTICS])
+        schema = io_utils.SchemaReader().read(
+            io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict[SCHEMA])))
+        validator_anomalies = read_anomalies(artifact_utils.get_single_instance(input_dict[ANOMALIES]))
+        output = artifact_utils.get_single_instance(output_dict[DRIFT_ANOMALIES])
+        baseline_path = exec_properties.get(BASELINE) or ""
+        label_linf, pixel_js = float(exec_properties[LABEL_LINF]), float(exec_properties[PIXEL_JS])
+
+        current = load_current(statistics)
+        baseline = load_baseline(baseline_path) if baseline_path else None
+        if baseline is None:
+            logging.warning("DriftValidator: no baseline configured, only train/test skew is checked")
+        drift = compare(current, baseline, with_comparators(schema, label_linf, pixel_js))
+        write_anomalies(output, drift)
+
+        review_path = os.path.join(output.uri, REVIEW_FILE)
+        html = review.render(current=current, baseline=baseline, baseline_path=baseline_path,
+                             validator_anomalies=validator_anomalies, drift_anomalies=drift,
+                             thresholds={"label L-infinity": label_linf, "pixel Jensen-Shannon": pixel_js})
+        io_utils.write_string_file(review_path, html)
+        output.set_string_custom_property("review_html", review_path)
+        output.set_string_custom_property("baseline_statistics", baseline_path)
+        logging.info("DriftValidator: review written to %s", review_path)

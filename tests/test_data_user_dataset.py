@@ -1,0 +1,90 @@
+"""A user's own IDX dataset: accepted with checksums from a SHA256SUMS manifest next to it, or with
+an explicit, logged opt-out; class names from config; it never replaces the cached MNIST."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from components.mnist_example_gen import sources
+from conftest import run_example_gen
+from pipelines.config import PipelineConfig
+from tests.test_data_bad_inputs import TRAIN_LABELS, idx_folder
+
+FIVE_CLASSES = ["zero-five", "one-six", "two-seven", "three-eight", "four-nine"]
+
+
+def _five_class_folder(folder, cache):
+    """Real MNIST records relabelled to 5 classes: a dataset that is not MNIST."""
+    return idx_folder(folder, cache, transform=lambda images, labels: (images, labels % 5))
+
+
+def _write_manifest(folder) -> None:
+    lines = [f"{sources.file_digest(str(p), 'sha256')}  {p.name}" for p in sorted(folder.glob("*.gz"))]
+    (folder / sources.MANIFEST_NAME).write_text("\n".join(lines) + "\n")
+
+
+def test_user_dataset_with_manifest_and_class_names(mnist_cache, tmp_path):
+    folder = _five_class_folder(tmp_path / "mine", mnist_cache)
+    _write_manifest(folder)
+    cache = tmp_path / "cache"
+    examples = run_example_gen(tmp_path / "examples", cache, source=str(folder),
+                               class_names=json.dumps(FIVE_CLASSES))
+    assert json.loads(examples.get_string_custom_property("class_names")) == FIVE_CLASSES
+    assert examples.get_int_custom_property("checksums_verified") == 1
+    counts = json.loads(examples.get_string_custom_property("split_counts"))
+    assert counts["train"] + counts["eval"] == 600 and counts["test"] == 200
+    # Cached apart from MNIST: a later run without a source must not mistake it for MNIST.
+    assert sources.cached_files(str(cache)) is None
+    assert not (cache / TRAIN_LABELS).exists()
+
+
+def test_manifest_mismatch_names_the_file_and_the_manifest(mnist_cache, tmp_path):
+    folder = _five_class_folder(tmp_path / "mine", mnist_cache)
+    _write_manifest(folder)
+    idx_folder(folder, mnist_cache, n_train=599)  # the files change after the manifest was written
+    expected = rf"train-images-idx3-ubyte\.gz: sha256 \(manifest .*{sources.MANIFEST_NAME}\) checksum mismatch"
+    with pytest.raises(sources.ChecksumError, match=expected):
+        run_example_gen(tmp_path / "examples", tmp_path / "cache", source=str(folder))
+
+
+def test_file_missing_from_the_manifest(mnist_cache, tmp_path):
+    folder = _five_class_folder(tmp_path / "mine", mnist_cache)
+    _write_manifest(folder)
+    manifest = folder / sources.MANIFEST_NAME
+    manifest.write_text("".join(line + "\n" for line in manifest.read_text().splitlines()
+                                if TRAIN_LABELS not in line))
+    with pytest.raises(sources.SourceError, match=rf"{TRAIN_LABELS}\.gz: not listed in the checksum manifest"):
+        run_example_gen(tmp_path / "examples", tmp_path / "cache", source=str(folder))
+
+
+def test_malformed_manifest_names_the_line(mnist_cache, tmp_path):
+    folder = _five_class_folder(tmp_path / "mine", mnist_cache)
+    (folder / sources.MANIFEST_NAME).write_text("abc train-images-idx3-ubyte.gz\n")
+    with pytest.raises(sources.SourceError, match=r"SHA256SUMS: line 1 is not 'SHA256  FILENAME'"):
+        run_example_gen(tmp_path / "examples", tmp_path / "cache", source=str(folder))
+
+
+def test_explicit_opt_out_is_logged_and_recorded(mnist_cache, tmp_path, caplog):
+    folder = _five_class_folder(tmp_path / "mine", mnist_cache)
+    with caplog.at_level(logging.WARNING):
+        examples = run_example_gen(tmp_path / "examples", tmp_path / "cache", source=str(folder),
+                                   verify_checksums=0, class_names=json.dumps(FIVE_CLASSES))
+    assert "checksum verification is OFF" in caplog.text
+    assert examples.get_int_custom_property("checksums_verified") == 0
+
+
+def test_labels_outside_the_configured_classes(mnist_cache, tmp_path):
+    folder = idx_folder(tmp_path / "mine", mnist_cache)  # labels 0-9
+    with pytest.raises(Exception, match=r"train-labels-idx1-ubyte: label [5-9] at record \d+ is outside 0-4"):
+        run_example_gen(tmp_path / "examples", tmp_path / "cache", source=str(folder),
+                        verify_checksums=0, class_names=json.dumps(FIVE_CLASSES))
+
+
+def test_config_class_names():
+    assert PipelineConfig().class_names == tuple("0123456789")
+    assert PipelineConfig(class_names=["cat", "dog"]).class_names == ("cat", "dog")
+    with pytest.raises(ValueError, match="class_names needs 2 to 10 names"):
+        PipelineConfig(class_names=[str(i) for i in range(11)])

@@ -1,0 +1,504 @@
+"""Kubeflow / Vertex packaging: trainer placement per accelerator configuration, the pre-submit
+check on the committed package and on broken ones, and the deploy command's offline parts."""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import components
+
+from pipelines import kubeflow
+from pipelines.cli import DEFAULT_KFP_REGISTRY_URI
+from pipelines.config import REPO_ROOT, PipelineConfig
+from pipelines.kubeflow import Package, presubmit_problems
+from pipelines.pipeline import TRAINER_IDS
+
+COMMITTED = REPO_ROOT / "pipeline.yaml"
+BUCKET = "gs://mnist-bakeoff-test/root"
+GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+TPU_TOLERATION = {"key": "google.com/tpu", "operator": "Exists", "effect": "NoSchedule"}
+
+# name -> (config changes, expected trainer resources, expected trainer kubernetes config)
+VARIANTS = {
+    "none": ({"kfp_accelerator": "none"}, {}, None),
+    "gpu": ({"kfp_accelerator": "gpu", "kfp_accelerator_count": 2, "kfp_accelerator_type": "nvidia-tesla-t4"},
+            {"accelerator": {"type": "nvidia.com/gpu", "count": "2"}},
+            {"nodeSelector": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}},
+             "tolerations": [GPU_TOLERATION]}),
+    "tpu": ({"kfp_accelerator": "tpu", "kfp_accelerator_count": 4,
+             "kfp_accelerator_type": "tpu-v5-lite-podslice", "kfp_tpu_topology": "2x2"},
+            {"accelerator": {"type": "google.com/tpu", "count": "4"}},
+            {"nodeSelector": {"labels": {"cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice",
+                                         "cloud.google.com/gke-tpu-topology": "2x2"}},
+             "tolerations": [TPU_TOLERATION]}),
+    "cpu_memory": ({"kfp_accelerator": "none", "kfp_cpu_request": 2.0, "kfp_cpu_limit": 4.0,
+                    "kfp_memory_request_gb": 8.0, "kfp_memory_limit_gb": 16.0,
+                    "kfp_node_selector": {"pool": "trainers"},
+                    "kfp_tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
+                                         "effect": "NoSchedule"}]},
+                   {"cpuRequest": 2.0, "cpuLimit": 4.0, "memoryRequest": 8.0, "memoryLimit": 16.0},
+                   {"nodeSelector": {"labels": {"pool": "trainers"}},
+                    "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml",
+                                     "effect": "NoSchedule"}]}),
+    "vertex_gpu": ({"kfp_target": "vertex", "kfp_accelerator": "gpu", "kfp_accelerator_type": "nvidia-l4"},
+                   {"accelerator": {"type": "NVIDIA_L4", "count": "1"}}, None),
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, Path]:
+    """Each configuration compiled once, for real (KubeflowV2DagRunner + the placement step)."""
+    from pipelines.runners import compile_kubeflow
+
+    out = tmp_path_factory.mktemp("variants")
+    paths = {}
+    for name, (changes, _, _) in VARIANTS.items():
+        cfg = PipelineConfig(kfp_pipeline_root=BUCKET, **changes)
+        paths[name] = Path(compile_kubeflow(cfg, str(out / f"{name}.yaml"), DEFAULT_KFP_REGISTRY_URI))
+    return paths
+
+
+def _resources_by_task(package: Package) -> dict[str, dict]:
+    return {task_id: package.executors[package.executor_label(task_id)]["container"].get("resources", {})
+            for task_id in package.tasks}
+
+
+def _kubernetes_by_task(package: Package) -> dict[str, dict]:
+    return {task_id: package.kubernetes_executors.get(package.executor_label(task_id))
+            for task_id in package.tasks}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_places_trainers_and_nothing_else(compiled, variant):
+    _, resources, kubernetes = VARIANTS[variant]
+    package = Package.read(compiled[variant])
+    assert set(TRAINER_IDS) < set(package.tasks)
+    for task_id, found in _resources_by_task(package).items():
+        assert found == (resources if task_id in TRAINER_IDS else {}), task_id
+    for task_id, found in _kubernetes_by_task(package).items():
+        assert found == (kubernetes if task_id in TRAINER_IDS else None), task_id
+    assert bool(package.platform) == (kubernetes is not None)
+    assert package.spec["defaultPipelineRoot"] == BUCKET
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_kfp_loads_variant_and_presubmit_passes(compiled, variant):
+    component = components.load_component_from_file(str(compiled[variant]))
+    _, _, kubernetes = VARIANTS[variant]
+    if kubernetes:  # kfp parsed the platform section into its PlatformSpec
+        executors = component.platform_spec.platforms["kubernetes"].deployment_spec.executors
+        assert {kubeflow.Package.read(compiled[variant]).executor_label(t) for t in TRAINER_IDS} == set(executors)
+    target = "vertex" if variant.startswith("vertex") else "kubeflow"
+    assert presubmit_problems(compiled[variant], target) == []
+
+
+def test_vertex_rejects_an_unknown_accelerator_at_compile():
+    cfg = PipelineConfig(kfp_target="vertex", kfp_accelerator="gpu", kfp_accelerator_type="nvidia-rtx-9090")
+    with pytest.raises(ValueError, match="kfp_accelerator_type 'nvidia-rtx-9090' has no Vertex AI name"):
+        kubeflow.accelerator_resource(cfg)
+
+
+def test_config_refuses_unknown_accelerator_kind():
+    with pytest.raises(ValueError, match="kfp_accelerator 'fpga' is not none, gpu or tpu"):
+        PipelineConfig(kfp_accelerator="fpga")
+
+
+# --- pre-submit on the committed package and on broken variants ---------------------------------
+def test_presubmit_passes_on_committed_package_given_a_pipeline_root():
+    assert presubmit_problems(COMMITTED, "kubeflow", pipeline_root=BUCKET) == []
+    assert kubeflow.main(["presubmit", str(COMMITTED), "--pipeline-root", BUCKET]) == 0
+
+
+def test_presubmit_command_fails_on_the_placeholder_root(capsys):
+    assert kubeflow.main(["presubmit", str(COMMITTED)]) == 1
+    assert "is the placeholder" in capsys.readouterr().out
+
+
+def _broken(tmp_path: Path, change) -> Path:
+    """The committed package with `change(spec, platform)` applied, written to tmp_path."""
+    package = Package.read(COMMITTED)
+    package.spec, package.platform = copy.deepcopy(package.spec), copy.deepcopy(package.platform)
+    change(package.spec, package.platform)
+    package.path = str(tmp_path / "broken.yaml")
+    package.write()
+    return Path(package.path)
+
+
+def _trainer_label(spec: dict) -> str:
+    return spec["components"]["keras_trainer"]["executorLabel"]
+
+
+def _set_trainer_accelerator(kind: str, count: str = "1"):
+    def change(spec, platform):
+        spec["deploymentSpec"]["executors"][_trainer_label(spec)]["container"]["resources"] = {
+            "accelerator": {"type": kind, "count": count}}
+    return change
+
+
+def _set_task_parameter(task_id: str, name: str, value: str):
+    def change(spec, platform):
+        spec["root"]["dag"]["tasks"][task_id]["inputs"]["parameters"][name] = {"runtimeValue": {"constant": value}}
+    return change
+
+
+def _set_parameter_default(name: str, value: str):
+    def change(spec, platform):
+        spec["root"]["inputDefinitions"]["parameters"][name]["defaultValue"] = value
+    return change
+
+
+def _set_image(image: str):
+    def change(spec, platform):
+        spec["deploymentSpec"]["executors"]["StatisticsGen_executor"]["container"]["image"] = image
+    return change
+
+
+def _drop_platform(spec, platform):
+    platform.clear()
+
+
+def _drop_tpu_topology(spec, platform):
+    _set_trainer_accelerator("google.com/tpu", "4")(spec, platform)
+    executors = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    executors[_trainer_label(spec)]["nodeSelector"]["labels"] = {
+        "cloud.google.com/gke-tpu-accelerator": "tpu-v5-lite-podslice"}
+
+
+def _unknown_platform_executor(spec, platform):
+    platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["Nope_executor"] = {}
+
+
+def _drop_pipeline_root(spec, platform):
+    spec.pop("defaultPipelineRoot", None)
+
+
+BROKEN = {
+    "image_latest": (_set_image("ghcr.io/mnist-bakeoff/mnist-tfx:latest"), "kubeflow", BUCKET,
+                     "executor StatisticsGen_executor: image 'ghcr.io/mnist-bakeoff/mnist-tfx:latest' is not pinned"),
+    "image_untagged": (_set_image("ghcr.io/mnist-bakeoff/mnist-tfx"), "kubeflow", BUCKET,
+                       "image 'ghcr.io/mnist-bakeoff/mnist-tfx' is not pinned"),
+    "vertex_name_on_kubeflow": (_set_trainer_accelerator("NVIDIA_L4"), "kubeflow", BUCKET,
+                                "executor keras_trainer_executor: accelerator 'NVIDIA_L4' is not valid on kubeflow"),
+    "kubernetes_name_on_vertex": (_set_trainer_accelerator("nvidia.com/gpu"), "vertex", BUCKET,
+                                  "accelerator 'nvidia.com/gpu' is not valid on vertex"),
+    "platform_section_on_vertex": (lambda s, p: None, "vertex", BUCKET,
+                                   "kubernetes platform section, which Vertex AI does not apply"),
+    "gpu_without_node_selector": (_drop_platform, "kubeflow", BUCKET,
+                                  "executor keras_trainer_executor: requests nvidia.com/gpu but has no node selector"),
+    "tpu_without_topology": (_drop_tpu_topology, "kubeflow", BUCKET,
+                             "requests google.com/tpu but its node selector lacks cloud.google.com/gke-tpu-topology"),
+    "unknown_platform_executor": (_unknown_platform_executor, "kubeflow", BUCKET,
+                                  "kubernetes platform section names executor 'Nope_executor'"),
+    "home_path": (_set_task_parameter("MnistExampleGen", "cache_dir", "/home/me/.cache/mnist"), "kubeflow", BUCKET,
+                  "task MnistExampleGen: parameter cache_dir = '/home/me/.cache/mnist' is a path of the machine"),
+    "repo_path": (_set_task_parameter("ImportSchemaGen", "schema_file", str(REPO_ROOT / "schema" / "schema.pbtxt")),
+                  "kubeflow", BUCKET, "task ImportSchemaGen: parameter schema_file = "),
+    "sqlite_registry": (_set_task_parameter("RegistryPusher", "registry_uri", "sqlite:///runs/registry/mlflow.db"),
+                        "kubeflow", BUCKET, "task RegistryPusher: registry_uri 'sqlite:///runs/registry/mlflow.db' "
+                        "is not a registry a cluster can reach"),
+    "sqlite_registry_default": (_set_parameter_default("registry_uri", "sqlite:///mlflow.db"), "kubeflow", BUCKET,
+                                "task RegistryPusher: registry_uri 'sqlite:///mlflow.db' is not a registry"),
+    "local_source_default": (_set_parameter_default("source", "/home/me/mnist"), "kubeflow", BUCKET,
+                             "task MnistExampleGen: parameter source = '/home/me/mnist' is a path of the machine"),
+    "empty_registry": (_set_task_parameter("RegistryPusher", "registry_uri", ""), "kubeflow", BUCKET,
+                       "task RegistryPusher: registry_uri '' is not a registry"),
+    "no_pipeline_root": (_drop_pipeline_root, "kubeflow", None, "no pipeline root"),
+    "placeholder_root": (lambda s, p: None, "kubeflow", None,
+                         "pipeline root 'gs://YOUR-BUCKET/mnist-bakeoff' is the placeholder"),
+    "minio_root_on_kubeflow": (lambda s, p: None, "kubeflow", "minio://mlpipeline/v2",
+                               "'minio://mlpipeline/v2' is not storage the TFX executors can write to on kubeflow"),
+    "s3_root_on_vertex": (_drop_platform, "vertex", "s3://bucket/root",
+                          "pipeline root 's3://bucket/root' is not storage the TFX executors can write to on vertex"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_presubmit_names_the_problem(tmp_path, case):
+    change, target, root, expected = BROKEN[case]
+    path = _broken(tmp_path, change)
+    problems = presubmit_problems(path, target, pipeline_root=root)
+    assert any(expected in p and p.startswith(f"{path}: ") for p in problems), problems
+
+
+def test_presubmit_refuses_three_documents(tmp_path):
+    path = tmp_path / "three.yaml"
+    path.write_text(COMMITTED.read_text() + "\n---\n{a: 1}\n")
+    with pytest.raises(kubeflow.PackageError, match=f"{path}: expected a pipeline spec and at most one"):
+        presubmit_problems(path, "kubeflow")
+
+
+# --- run parameters and deploy: everything before the endpoint is contacted ----------------------
+def test_committed_package_takes_run_parameters_with_defaults():
+    package = Package.read(COMMITTED)
+    parameters = package.root_parameters
+    assert {name: p["defaultValue"] for name, p in parameters.items()} == {
+        "source": "", "registry_uri": DEFAULT_KFP_REGISTRY_URI,
+        "trainer_config": json.dumps(PipelineConfig().trainer_config(), sort_keys=True)}
+    uses = {(task_id, name): p["componentInputParameter"] for task_id, task in package.tasks.items()
+            for name, p in task["inputs"].get("parameters", {}).items() if "componentInputParameter" in p}
+    assert uses[("MnistExampleGen", "source")] == "source"
+    assert uses[("RegistryPusher", "registry_uri")] == "registry_uri"
+    assert {uses[(t, "custom_config")] for t in TRAINER_IDS} == {"trainer_config"}
+
+
+def _single_document(tmp_path: Path) -> Package:
+    """The committed package without its platform section (Vertex's loader takes one document)."""
+    package = Package.read(COMMITTED)
+    package.platform = {}
+    package.path = str(tmp_path / "single.yaml")
+    package.write()
+    return package
+
+
+def test_parameters_are_typed_and_trainer_settings_edit_trainer_config():
+    package = Package.read(COMMITTED)
+    values = kubeflow.parse_parameters(["source=gs://b/mnist", "epochs=2", "learning_rate=0.01"], package)
+    assert values["source"] == "gs://b/mnist"
+    assert json.loads(values["trainer_config"]) == {**PipelineConfig().trainer_config(),
+                                                    "epochs": 2, "learning_rate": 0.01}
+
+
+def test_unknown_parameter_names_the_package_and_what_it_takes():
+    package = Package.read(COMMITTED)
+    with pytest.raises(ValueError, match=r"pipeline.yaml: the pipeline has no parameter 'epoch' "
+                                         r"\(it takes: registry_uri, source, trainer_config, accelerator, "):
+        kubeflow.parse_parameters(["epoch=2"], package)
+    with pytest.raises(ValueError, match="--param epochs: 'two' is not a INT"):
+        kubeflow.parse_parameters(["epochs=two"], package)
+    with pytest.raises(ValueError, match="expected NAME=VALUE"):
+        kubeflow.parse_parameters(["epochs"], package)
+
+
+def _deploy_args(*argv: str) -> argparse.Namespace:
+    return kubeflow._parser().parse_args(["deploy", *argv])
+
+
+def test_kubeflow_deployment_defaults_to_the_code_revision():
+    d = kubeflow.build_deployment(_deploy_args("kubeflow", "--host", "http://kfp", "--run"))
+    assert d.version_name == kubeflow.code_revision() and d.run_name == f"run-{d.version_name}"
+    assert d.pipeline_name == "mnist-bakeoff" and d.run and d.enable_caching and d.parameters == {}
+
+
+class RecordingKfpClient:
+    """Stands in for kfp.Client's five calls (no KFP API server runs here) and records them."""
+
+    def __init__(self, existing_pipeline_id: str | None):
+        self.existing, self.calls = existing_pipeline_id, []
+
+    def get_pipeline_id(self, name):
+        self.calls.append(("get_pipeline_id", name))
+        return self.existing
+
+    def upload_pipeline(self, path, pipeline_name):
+        self.calls.append(("upload_pipeline", pipeline_name))
+        return argparse.Namespace(pipeline_id="p-new")
+
+    def upload_pipeline_version(self, path, pipeline_version_name, pipeline_id):
+        self.calls.append(("upload_pipeline_version", pipeline_version_name, pipeline_id))
+        return argparse.Namespace(pipeline_version_id="v-1")
+
+    def create_experiment(self, name):
+        self.calls.append(("create_experiment", name))
+        return argparse.Namespace(experiment_id="e-1")
+
+    def run_pipeline(self, experiment_id, job_name, **kwargs):
+        self.calls.append(("run_pipeline", experiment_id, job_name, kwargs))
+        return argparse.Namespace(run_id="r-1")
+
+
+def test_deploy_creates_the_pipeline_once_then_adds_versions():
+    d = kubeflow.build_deployment(_deploy_args("kubeflow", "--host", "h", "--version", "abc"))
+    first, later = RecordingKfpClient(None), RecordingKfpClient("p-old")
+    assert kubeflow.deploy_kubeflow(d, first) == {"pipeline_id": "p-new", "version_id": "v-1"}
+    assert [c[0] for c in first.calls] == ["get_pipeline_id", "upload_pipeline", "upload_pipeline_version"]
+    kubeflow.deploy_kubeflow(d, later)
+    assert later.calls[-1] == ("upload_pipeline_version", "abc", "p-old")
+
+
+def test_deploy_with_run_passes_parameters_and_root():
+    d = kubeflow.build_deployment(_deploy_args(
+        "kubeflow", "--host", "h", "--version", "abc", "--run", "--param", "source=gs://b/mnist",
+        "--pipeline-root", BUCKET, "--no-cache"))
+    client = RecordingKfpClient("p-old")
+    assert kubeflow.deploy_kubeflow(d, client)["run_id"] == "r-1"
+    assert client.calls[-1] == ("run_pipeline", "e-1", "run-abc", {
+        "pipeline_id": "p-old", "version_id": "v-1", "params": {"source": "gs://b/mnist"},
+        "pipeline_root": BUCKET, "enable_caching": False})
+
+
+def test_vertex_pipeline_job_is_built_from_the_deployment(tmp_path):
+    """The real aiplatform.PipelineJob, built offline: it reads the package and types the values."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+
+    package = _single_document(tmp_path)
+    d = kubeflow.build_deployment(_deploy_args(
+        "vertex", "--project", "proj", "--region", "europe-west4", "--package", package.path,
+        "--param", "epochs=3", "--param", "source=gs://b/mnist", "--pipeline-root", BUCKET,
+        "--run-name", "bakeoff-1"))
+    job = aiplatform.PipelineJob(**kubeflow.vertex_job_arguments(d, "proj", "europe-west4"),
+                                 credentials=AnonymousCredentials())
+    runtime = job._gca_resource.runtime_config
+    assert runtime.gcs_output_directory == BUCKET
+    assert runtime.parameter_values["source"] == "gs://b/mnist"
+    assert json.loads(runtime.parameter_values["trainer_config"])["epochs"] == 3
+    assert job._gca_resource.display_name == "bakeoff-1"
+
+
+def test_deploy_refuses_a_package_that_fails_presubmit(capsys):
+    # The committed package's root is the placeholder; nothing is contacted.
+    assert kubeflow.main(["deploy", "kubeflow", "--host", "http://127.0.0.1:9", "--version", "x"]) == 1
+    assert "is the placeholder" in capsys.readouterr().err
+
+
+def test_deploy_checks_the_package_with_the_run_parameters(capsys):
+    argv = ["deploy", "kubeflow", "--host", "http://127.0.0.1:9", "--version", "x", "--pipeline-root", BUCKET,
+            "--param", "registry_uri=sqlite:///runs/registry/mlflow.db"]
+    assert kubeflow.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "registry_uri 'sqlite:///runs/registry/mlflow.db' is not a registry a cluster can reach" in err
+
+
+def test_vertex_rejects_the_two_document_package():
+    """Why vertex packages carry no platform section: aiplatform's loader reads one document."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import aiplatform
+
+    assert len(list(yaml.safe_load_all(COMMITTED.read_text()))) == 2
+    with pytest.raises(yaml.YAMLError, match="expected a single document"):
+        aiplatform.PipelineJob(display_name="x", template_path=str(COMMITTED), pipeline_root=BUCKET,
+                               project="p", location="us-central1", credentials=AnonymousCredentials())
+
+
+# --- in-cluster MLflow (infra/mlflow) -------------------------------------------------------------
+MLFLOW_DIR = REPO_ROOT / "infra" / "mlflow"
+
+
+def _mlflow_objects() -> list[dict]:
+    kustomization = yaml.safe_load((MLFLOW_DIR / "kustomization.yaml").read_text())
+    return [doc for resource in kustomization["resources"]
+            for doc in yaml.safe_load_all((MLFLOW_DIR / resource).read_text()) if doc]
+
+
+def _containers(objects: list[dict]) -> list[dict]:
+    return [c for o in objects if o["kind"] in ("Deployment", "StatefulSet")
+            for c in o["spec"]["template"]["spec"]["containers"]]
+
+
+def test_mlflow_service_is_the_registry_uri_the_compile_uses():
+    from urllib.parse import urlparse
+
+    url = urlparse(DEFAULT_KFP_REGISTRY_URI)
+    service, namespace = url.hostname.split(".")[:2]
+    objects = _mlflow_objects()
+    services = {(o["metadata"]["name"], o["metadata"]["namespace"]): o for o in objects if o["kind"] == "Service"}
+    assert [p["port"] for p in services[(service, namespace)]["spec"]["ports"]] == [url.port]
+    server = next(c for c in _containers(objects) if c["name"] == "mlflow")
+    command = " ".join(server["args"])
+    assert "--serve-artifacts" in command and "postgresql://" in command and "s3://" in command
+    # MLflow refuses Host headers it does not know; the pipeline's must be allowed.
+    allowed = re.search(r'--allowed-hosts "([^"]+)"', command).group(1).split(",")
+    assert url.netloc in allowed
+
+
+def test_mlflow_images_are_pinned_and_secrets_documented():
+    objects = _mlflow_objects()
+    kustomization = yaml.safe_load((MLFLOW_DIR / "kustomization.yaml").read_text())
+    replaced = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization["images"]}
+    example = yaml.safe_load((MLFLOW_DIR / "secret.example.yaml").read_text())
+    for container in _containers(objects):
+        image = replaced.get(container["image"], container["image"])
+        assert kubeflow._image_problem(container["name"], image) is None, image
+        for source in container.get("envFrom", []):
+            assert source["secretRef"]["name"] == example["metadata"]["name"]
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            assert ref is None or ref["key"] in example["stringData"], env
+
+
+def test_mlflow_server_image_has_the_locked_mlflow():
+    locked = re.search(r"^mlflow==(\S+)", (REPO_ROOT / "requirements.lock").read_text(), re.M).group(1)
+    dockerfile = (MLFLOW_DIR / "Dockerfile").read_text()
+    assert re.search(r"\bmlflow==(\S+)", dockerfile).group(1) == locked
+    kustomization = yaml.safe_load((MLFLOW_DIR / "kustomization.yaml").read_text())
+    assert kustomization["images"][0]["newTag"] == locked
+
+
+def test_kustomize_renders_the_mlflow_stack():
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed; the structural tests above still ran")
+    rendered = subprocess.run([kubectl, "kustomize", str(MLFLOW_DIR)], check=True, capture_output=True,
+                              text=True).stdout
+    kinds = sorted(d["kind"] for d in yaml.safe_load_all(rendered) if d)
+    assert kinds == ["Deployment", "Deployment", "Namespace", "PersistentVolumeClaim",
+                     "Service", "Service", "Service", "StatefulSet"]
+    assert "mlflow-server:3" in rendered and "image: mlflow-server\n" not in rendered
+
+
+# --- the compiled package itself, run task by task as the KFP v2 launcher would --------------------
+LAUNCH_SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1}
+
+
+@pytest.fixture(scope="module")
+def launched(mnist_dir, tmp_path_factory):
+    """A package compiled for a small real MNIST subset, every task run from its container command
+    and executor-input JSON (in this venv, the checkout standing in for the image's /pipeline).
+    Returns the package, the outputs by task/key, the registry URI and the failure, if any."""
+    from pipelines.runners import compile_kubeflow
+
+    root = tmp_path_factory.mktemp("launch")
+    cfg = PipelineConfig(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
+                         registered_model_name="mnist-launch", **LAUNCH_SUBSET)
+    package = compile_kubeflow(cfg, str(root / "pipeline.yaml"), DEFAULT_KFP_REGISTRY_URI)
+    registry_uri = f"sqlite:///{root}/registry.db"
+    try:
+        outputs = kubeflow.launch_locally(package, root / "run",
+                                          {"source": str(mnist_dir), "registry_uri": registry_uri})
+        failure = None
+    except kubeflow.TaskFailed as e:
+        outputs, failure = e.outputs, e
+    return Package.read(package), outputs, registry_uri, failure
+
+
+def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched):
+    package, outputs, _, failure = launched
+    order = kubeflow.task_order(package)
+    assert set(order) == set(package.tasks)
+    for position, task_id in enumerate(order):
+        assert set(package.tasks[task_id].get("dependentTasks", [])) <= set(order[:position])
+    assert failure is None, failure
+    examples = outputs["MnistExampleGen/examples"]
+    assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval", "test"]
+    assert examples["type"]["instanceSchema"].startswith("title: tfx.Examples")
+    assert "DataGate/validated_schema" in outputs
+    for trainer in TRAINER_IDS:
+        assert any(Path(outputs[f"{trainer}/model"]["uri"]).iterdir()), trainer
+
+
+def test_launched_package_evaluates_and_registers_the_winner(launched):
+    """The whole package, the bake-off's system.* KFP UI outputs included (infra/kfp_types)."""
+    from components.registry_pusher.registry import MlflowRegistry
+
+    package, outputs, registry_uri, failure = launched
+    assert failure is None, Path(str(failure).rpartition("its log: ")[2]).read_text()[-3000:]
+    assert set(outputs) == {f"{task_id}/{key}" for task_id, task in package.tasks.items()
+                            for key in package.spec["components"][task["componentRef"]["name"]]
+                            .get("outputDefinitions", {}).get("artifacts", {})}
+    evaluation = json.loads((Path(outputs["BakeoffEvaluator/evaluation"]["uri"]) / "evaluation.json").read_text())
+    assert evaluation["data"]["examples"] == LAUNCH_SUBSET["test_limit"]
+    registry = MlflowRegistry(registry_uri, "mnist-launch")
+    assert [v.version for v in registry.versions()] == ["1"]
+    assert registry.champion().version == "1"
+    # The KFP UI artifacts: files at their URIs, metrics in their metadata.
+    assert Path(outputs["BakeoffEvaluator/report"]["uri"]).read_text().startswith("<!doctype html>")
+    assert Path(outputs["BakeoffEvaluator/summary"]["uri"]).read_text().startswith("# MNIST bake-off")
+    assert len(outputs["BakeoffEvaluator/classification_metrics"]["metadata"]["confusionMatrix"]["rows"]) == 10

@@ -1,0 +1,203 @@
+"""The registry for real: embedded SQLite and a real `mlflow server` on 127.0.0.1, concurrent
+pushers in separate processes, rollback, the commands, the serving check for both frameworks,
+and bad input."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import mlflow
+import numpy as np
+import pytest
+
+from components.bakeoff_evaluator import executor as evaluator
+from components.registry_pusher.executor_test import MODEL_NAME as NAME
+from components.registry_pusher.executor_test import run_pusher
+from components.registry_pusher.registry import MlflowRegistry, RegistryError
+from conftest import run_evaluator
+from pipelines import registry_cli
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server: SQLite backend, proxied local artifact store."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = _free_port()
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+         "--workers", "2"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(uri + "/health", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+    yield uri
+    os.killpg(proc.pid, 15)
+    proc.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def evaluations(small_examples, small_models, tmp_path_factory):
+    """Two real evaluations, one won by the Keras model and one by the PyTorch model."""
+    out = {}
+    for framework, candidate in (("keras", "keras_model"), ("pytorch", "pytorch_model")):
+        tmp = tmp_path_factory.mktemp(f"evaluation-{framework}")
+        # The same export under two names: the bake-off's winner is this framework's model.
+        models = {candidate: small_models[candidate], f"{framework}_twin": small_models[candidate]}
+        evaluation, blessing = run_evaluator(small_examples, models, tmp, min_accuracy=0.0)
+        out[framework] = (tmp, evaluation, blessing, models)
+    return out
+
+
+def _accuracy_through_alias(registry: MlflowRegistry, small_examples) -> float:
+    model = mlflow.pyfunc.load_model(registry.champion_uri())
+    images, labels = evaluator.load_split(small_examples, "test")
+    return float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
+
+
+@pytest.mark.parametrize("framework", ["keras", "pytorch"])
+def test_serving_check_for_each_framework(evaluations, small_examples, tmp_path, framework):
+    eval_tmp, evaluation, blessing, models = evaluations[framework]
+    uri = MlflowRegistry.default_uri(str(tmp_path))
+    run_pusher(tmp_path, eval_tmp / "evaluation", blessing, models, uri)
+    registry = MlflowRegistry(uri, NAME)
+    champion = registry.champion()
+    assert champion.tags["framework"] == framework
+    winner = evaluation["decision"]["winner"]
+    assert _accuracy_through_alias(registry, small_examples) == evaluation["candidates"][winner]["metrics"]["accuracy"]
+    # The decision record: every candidate's metrics, the p-values, the rule.
+    assert json.loads(champion.tags[f"metrics.{winner}"])["accuracy"] == champion.primary_value
+    assert any(k.startswith("mcnemar.") for k in champion.tags)
+    assert json.loads(champion.tags["decision_rule"])["primary_metric"] == "accuracy"
+
+
+def test_pusher_against_a_real_server(evaluations, small_examples, tmp_path, mlflow_server):
+    eval_tmp, evaluation, blessing, models = evaluations["pytorch"]
+    pushed = run_pusher(tmp_path, eval_tmp / "evaluation", blessing, models, mlflow_server)
+    assert pushed.get_int_custom_property("pushed") == 1
+    registry = MlflowRegistry(mlflow_server, NAME)
+    champion = registry.champion()
+    assert champion.version == pushed.get_string_custom_property("registered_version")
+    winner = evaluation["decision"]["winner"]
+    assert _accuracy_through_alias(registry, small_examples) == evaluation["candidates"][winner]["metrics"]["accuracy"]
+
+
+def _push_in_child(eval_dir: str, blessing_uri: str, models: dict, uri: str, out: str, name: str) -> None:
+    """Runs in a separate process: one pipeline run's pusher."""
+    import pathlib
+
+    from tfx.types import standard_artifacts
+
+    from components.registry_pusher import executor
+
+    blessing = standard_artifacts.ModelBlessing()
+    blessing.uri = blessing_uri
+    blessing.set_int_custom_property("blessed", 1)
+    inputs = {"evaluation": [standard_artifacts.ModelEvaluation()], "blessing": [blessing]}
+    inputs["evaluation"][0].uri = eval_dir
+    for candidate, model_uri in models.items():
+        inputs[candidate] = [standard_artifacts.Model()]
+        inputs[candidate][0].uri = str(model_uri)
+    pushed = standard_artifacts.PushedModel()
+    pushed.uri = out
+    pathlib.Path(out).mkdir(parents=True)
+    executor.Executor().Do(inputs, {"pushed_model": [pushed]}, {"registry_uri": uri, "registered_model_name": name})
+
+
+def test_concurrent_pushes_both_register_and_the_better_one_is_champion(evaluations, tmp_path, mlflow_server):
+    name = "mnist-concurrent"
+    ctx = multiprocessing.get_context("spawn")
+    children = []
+    for framework in ("keras", "pytorch"):
+        eval_tmp, _, blessing, models = evaluations[framework]
+        children.append(ctx.Process(target=_push_in_child, args=(
+            str(eval_tmp / "evaluation"), blessing.uri, {k: str(v) for k, v in models.items()},
+            mlflow_server, str(tmp_path / framework), name)))
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(timeout=600)
+    assert [c.exitcode for c in children] == [0, 0]
+    registry = MlflowRegistry(mlflow_server, name)
+    versions = registry.versions()
+    assert len(versions) == 2
+    best = max(versions, key=lambda v: (v.primary_value, -int(v.version)))
+    if versions[0].primary_value == versions[1].primary_value:
+        assert registry.champion() is not None  # a tie: either version is what the rule prefers
+    else:
+        assert registry.champion().version == best.version
+
+
+def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir, capsys):
+    uri = MlflowRegistry.default_uri(str(tmp_path / "reg"))
+    for framework in ("keras", "pytorch"):
+        eval_tmp, _, blessing, models = evaluations[framework]
+        (tmp_path / framework).mkdir()
+        run_pusher(tmp_path / framework, eval_tmp / "evaluation", blessing, models, uri)
+    registry = MlflowRegistry(uri, NAME)
+    assert [v.version for v in registry.versions()] == ["1", "2"]
+    argv = ["--registry-uri", uri, "--model-name", NAME]
+
+    assert registry_cli.main(argv + ["rollback", "1", "--reason", "test"]) == 0
+    champion = registry.champion()
+    assert champion.version == "1" and champion.tags["rollback_reason"] == "test"
+    assert champion.tags["rolled_back_from"] in ("1", "2")
+
+    assert registry_cli.main(argv + ["list"]) == 0
+    listing = capsys.readouterr().out
+    assert "champion" in listing and "keras" in listing and "pytorch" in listing
+
+    from PIL import Image
+
+    champion_model = mlflow.pyfunc.load_model(registry.champion_uri())
+    images, _ = evaluator.load_split(small_examples, "test", limit=1)
+    Image.fromarray(images[0]).save(tmp_path / "digit.png")
+    assert registry_cli.main(argv + ["predict", str(tmp_path / "digit.png")]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert answer["version"] == "1" and sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+    assert answer["digit"] == int(np.asarray(champion_model.predict(images)).argmax())
+    assert registry_cli.main(argv + ["predict", "--idx", str(mnist_dir / "t10k-images-idx3-ubyte.gz"),
+                                     "--index", "0"]) == 0
+    first_test_digit = registry_cli.load_idx_record(str(mnist_dir / "t10k-images-idx3-ubyte.gz"), 0)
+    assert json.loads(capsys.readouterr().out)["digit"] == int(
+        np.asarray(champion_model.predict(first_test_digit)).argmax())
+
+    assert registry_cli.main(argv + ["rollback", "9"]) == 2
+    assert "has no version '9'" in capsys.readouterr().err and registry.champion().version == "1"
+
+
+def test_bad_registry_input_is_a_clear_error(tmp_path):
+    with pytest.raises(RegistryError, match="unreachable"):
+        MlflowRegistry(f"http://127.0.0.1:{_free_port()}", NAME)
+    with pytest.raises(RegistryError, match="invalid registered model name 'bad/name'"):
+        MlflowRegistry(MlflowRegistry.default_uri(str(tmp_path)), "bad/name")
+
+
+def test_failed_upload_leaves_no_version(tmp_path):
+    registry = MlflowRegistry(MlflowRegistry.default_uri(str(tmp_path)), NAME)
+    with pytest.raises(Exception):  # noqa: B017  (MLflow's own error for a missing artifact folder)
+        registry.register(str(tmp_path / "no-such-model"), "keras", tags={}, metrics={})
+    assert registry.versions() == [] and registry.champion() is None
