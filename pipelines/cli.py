@@ -24,6 +24,8 @@ OVERRIDES = {
     "--cache-dir": ("cache_dir", str, "local cache of verified MNIST files"),
     "--epochs": ("epochs", int, "training epochs, both trainers"),
     "--batch-size": ("batch_size", int, "training batch size, both trainers"),
+    "--seed": ("seed", int, "training seed, both trainers"),
+    "--model": ("model", str, "architecture, both trainers: seed_cnn | bn_cnn"),
     "--train-limit": ("train_limit", int, "use only the first N training-file records (0 = all)"),
     "--test-limit": ("test_limit", int, "use only the first N test-file records (0 = all)"),
     "--min-metric": ("min_metric", float, "primary metric (test accuracy) the winner needs to be blessed"),
@@ -75,7 +77,7 @@ def _print_summary(summary: dict, seconds: float | None = None) -> None:
     print(f"artifacts:  {summary['artifacts']}")
     print(f"metadata:   {summary['metadata']}")
     total = sum(summary["stage_seconds"].values())
-    print("stages (latest execution each):")
+    print("stages of this run (wall time of each execution; cached ones take ~0 s):")
     for node, s in summary["stage_seconds"].items():
         print(f"  {node:<22} {s:8.1f} s  {100 * s / total if total else 0:5.1f} %")
     if seconds is not None:
