@@ -23,6 +23,7 @@ from components.registry_pusher.executor_test import run_pusher
 from components.registry_pusher.registry import MlflowRegistry, RegistryError
 from conftest import run_evaluator
 from pipelines import registry_cli
+from pipelines.config import REPO_ROOT
 
 
 def _free_port() -> int:
@@ -152,12 +153,7 @@ def test_concurrent_pushes_both_register_and_the_better_one_is_champion(evaluati
 
 
 def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir, capsys):
-    uri = MlflowRegistry.default_uri(str(tmp_path / "reg"))
-    for framework in ("keras", "pytorch"):
-        eval_tmp, _, blessing, models = evaluations[framework]
-        (tmp_path / framework).mkdir()
-        run_pusher(tmp_path / framework, eval_tmp / "evaluation", blessing, models, uri)
-    registry = MlflowRegistry(uri, NAME)
+    registry, uri = _two_versions(evaluations, tmp_path)
     assert [v.version for v in registry.versions()] == ["1", "2"]
     argv = ["--registry-uri", uri, "--model-name", NAME]
 
@@ -201,3 +197,42 @@ def test_failed_upload_leaves_no_version(tmp_path):
     with pytest.raises(Exception):  # noqa: B017  (MLflow's own error for a missing artifact folder)
         registry.register(str(tmp_path / "no-such-model"), "keras", tags={}, metrics={})
     assert registry.versions() == [] and registry.champion() is None
+
+
+def _two_versions(evaluations, tmp_path) -> tuple[MlflowRegistry, str]:
+    uri = MlflowRegistry.default_uri(str(tmp_path / "reg"))
+    for framework in ("keras", "pytorch"):
+        eval_tmp, _, blessing, models = evaluations[framework]
+        (tmp_path / framework).mkdir()
+        run_pusher(tmp_path / framework, eval_tmp / "evaluation", blessing, models, uri)
+    return MlflowRegistry(uri, NAME), uri
+
+
+def test_promotion_follows_the_evaluation_unless_a_concurrent_run_moved_the_alias(evaluations, tmp_path):
+    registry, _ = _two_versions(evaluations, tmp_path)
+    v1, v2 = registry.versions()
+    worse, better = sorted((v1, v2), key=lambda v: v.primary_value)
+    if worse.primary_value == better.primary_value:
+        pytest.skip("both small models scored the same; no order to test")
+    # Blessed against the current champion (e.g. 'not significantly worse'): it becomes champion.
+    registry.promote(better.version)
+    assert registry.promote_if_better(worse, baseline_version=better.version, settle_s=0.5)
+    assert registry.champion().version == worse.version
+    # The alias moved to a better version since the evaluation: the better one stays.
+    registry.promote(better.version)
+    assert not registry.promote_if_better(worse, baseline_version="an-older-version", settle_s=0.5)
+    assert registry.champion().version == better.version
+
+
+def test_champion_downloads_in_a_fresh_process(evaluations, tmp_path):
+    """No process-wide MLflow URI set (as in a new pipeline run's evaluator): the registry's own."""
+    registry, uri = _two_versions(evaluations, tmp_path)
+    code = ("import json, sys; from components.registry_pusher.registry import MlflowRegistry; "
+            "v, d = MlflowRegistry(sys.argv[1], sys.argv[2]).download_champion(sys.argv[3]); "
+            "print(json.dumps([v.version, d]))")
+    done = subprocess.run([sys.executable, "-c", code, uri, NAME, str(tmp_path / "dl")], capture_output=True,
+                          text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    version, model_dir = json.loads(done.stdout.strip().splitlines()[-1])
+    assert version == registry.champion().version
+    assert os.path.isfile(os.path.join(model_dir, "model_meta.json"))

@@ -53,25 +53,7 @@ class ModelRegistry(Protocol):
 
     def promote(self, version: str) -> None: ...
 
-    def promote_if_better(self, version: ModelVersion, baseline_version: str = "", settle_s: float = 2.0) -> bool:
-        """Moves `champion` to `version` unless the alias moved away from `baseline_version` (the
-        champion the evaluation compared against) to a version whose primary value is at least as good.
-
-        Pushers of concurrent runs may check and set between each other's steps; each one keeps
-        re-checking for `settle_s` after setting and puts the alias back when a worse version took
-        it, so the alias settles on the version the rule prefers. True if `version` holds it.
-        """
-        deadline = time.monotonic() + settle_s
-        while True:
-            current = self.champion()
-            if current is not None and current.version == version.version:
-                if time.monotonic() > deadline:
-                    return True
-            elif current is None or current.version == baseline_version or _beats(version, current):
-                self.promote(version.version)
-            else:
-                return False
-            time.sleep(0.2 + random.random() * 0.3)
+    def promote_if_better(self, version: ModelVersion, baseline_version: str = "") -> bool: ...
 
     def rollback(self, version: str, reason: str = "") -> ModelVersion: ...
 
@@ -194,27 +176,24 @@ class MlflowRegistry:
         self._client.set_registered_model_alias(self.model_name, CHAMPION_ALIAS, version)
 
     def promote_if_better(self, version: ModelVersion, baseline_version: str = "", settle_s: float = 2.0) -> bool:
-        """Moves `champion` to `version` unless the alias moved away from `baseline_version` (the
-        champion the evaluation compared against) to a version whose primary value is at least as good.
+        """Moves `champion` to `version`, which the evaluation blessed against `baseline_version`.
 
-        Pushers of concurrent runs may check and set in between each other; each one re-checks
-        for `settle_s` after setting, and puts the alias back on the better version, so the alias
-        settles on the version the rule prefers.
+        If the alias has meanwhile moved to another version (a concurrent run), the recorded
+        primary values decide instead. Pushers of concurrent runs may check and set between each
+        other's steps, so each one keeps re-checking for `settle_s` after setting and puts the
+        alias back when a worse version took it: the alias settles on the version the rule
+        prefers. Returns whether `version` holds the alias.
         """
-        mine = version.primary_value
         deadline = time.monotonic() + settle_s
-        promoted = False
         while True:
             current = self.champion()
-            if current is None or current.version == version.version or (
-                    current.primary_value is not None and mine is not None and mine > current.primary_value):
-                if current is None or current.version != version.version:
-                    self.promote(version.version)
-                    promoted = True
-            elif promoted:
-                return current.version == version.version
-            if time.monotonic() > deadline:
-                return self.champion().version == version.version
+            if current is not None and current.version == version.version:
+                if time.monotonic() > deadline:
+                    return True
+            elif current is None or current.version == baseline_version or _beats(version, current):
+                self.promote(version.version)
+            else:
+                return False
             time.sleep(0.2 + random.random() * 0.3)
 
     def rollback(self, version: str, reason: str = "") -> ModelVersion:
@@ -248,9 +227,10 @@ class MlflowRegistry:
             return None
         import mlflow
 
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=f"models:/{self.model_name}/{champion.version}", dst_path=dst_dir,
-            tracking_uri=self.uri)
+        # Resolved through this registry's own client: a `models:/` URI would be resolved against
+        # the process-wide registry URI, which in a fresh process is not this registry.
+        source = self._client.get_model_version_download_uri(self.model_name, champion.version)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=dst_dir, tracking_uri=self.uri)
         metas = sorted(glob.glob(os.path.join(local, "artifacts", "*", MODEL_META_FILE)))
         if not metas:
             raise FileNotFoundError(f"champion version {champion.version} of {self.model_name} at {self.uri} "
