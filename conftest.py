@@ -16,6 +16,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MNIST_DIR = Path(os.environ.get("MNIST_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "mnist"))
 SMALL = {"train_limit": 3000, "test_limit": 1000, "eval_ratio": 0.1}
+# Tests of the pipeline's mechanics train the seed's small model with its plain settings: seconds
+# per run, and one epoch on a few thousand images already clears the tests' low accuracy bars.
+FAST_TRAINING = {"model": "seed_cnn", "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant"}
 # Naming an SDK image (which the in-process DirectRunner never uses) stops TFX from building an
 # sdist of itself for remote Beam workers on every executor start: about 4 s per call.
 TEST_BEAM_ARGS = ["--direct_running_mode=in_memory", "--sdk_container_image=unused-by-the-direct-runner"]
@@ -66,7 +69,7 @@ def train(run_fn, examples, out_dir: Path, epochs: int = 1, **config):
         eval_files=[os.path.join(examples.uri, "Split-eval", "*")],
         serving_model_dir=str(out_dir / "Format-Serving"),
         model_run_dir=str(out_dir / "run"),
-        custom_config={"epochs": epochs, "batch_size": 32, "seed": 1, "accelerator": "cpu", **config},
+        custom_config={**FAST_TRAINING, "epochs": epochs, "seed": 1, "accelerator": "cpu", **config},
     )
     run_fn(fn_args)
     return out_dir

@@ -1,13 +1,18 @@
-"""Our two trainers against the seed's two bare scripts, on the same full MNIST and machine.
+"""Our two trainers against the seed's two bare scripts, then our default model over three seeds.
 
-PYTHONPATH=. $(infra/bootstrap.sh)/bin/python bench/trainers.py [--epochs 5] [--mnist ../shared/data/mnist]
+PYTHONPATH=. $(infra/bootstrap.sh)/bin/python bench/trainers.py [--part all|seed|default] [--epochs 5] [--seeds 42 1 2]
 
-Each contender runs in its own process, one after the other. The seed scripts are the article's,
-with the data read from local files instead of downloaded and, for PyTorch, the last layer's
-input fixed from 32*12*12 to 32*13*13 (as written it crashes on 28x28 input); nothing else is
-changed. Timing covers the training loop only (the seed's `fit` / epoch loop; our run_fn minus
-export), examples/s counts training examples seen, test accuracy is measured afterwards on the
-10,000 test images. Prints a Markdown table and the ours/seed throughput ratio per framework.
+Each contender runs in its own process, one after the other, on the same full MNIST.
+- seed part: the seed article's Keras and PyTorch scripts (data read from local files instead of
+  downloaded and, for PyTorch, the last layer's input fixed from 32*12*12 to 32*13*13: as written
+  it crashes on 28x28 input; nothing else changed) against our trainers' run_fn with the seed's
+  model and settings (seed_cnn, same epochs, batch 32, constant learning rate 1e-3). Prints wall
+  time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratio.
+- default part: our trainers with the pipeline's defaults (bn_cnn, its epochs, batch and
+  one-cycle schedule) once per seed: test accuracy per seed, its spread, and training time.
+Timing covers the training loop only (the seed's `fit` / epoch loop; our run_fn minus export,
+with its per-epoch validation and TensorBoard logging); test accuracy is measured afterwards on
+the 10,000 test images.
 """
 
 from __future__ import annotations
@@ -104,7 +109,7 @@ def seed_pytorch(cache: str, epochs: int) -> dict:
     return {"seconds": seconds, "examples": epochs * len(trainset), "test_accuracy": correct / len(testset)}
 
 
-def ours(framework: str, examples_dir: str, epochs: int, model: str = "seed_cnn") -> dict:
+def ours(framework: str, examples_dir: str, config: dict) -> dict:
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from trainers import serving
@@ -115,7 +120,7 @@ def ours(framework: str, examples_dir: str, epochs: int, model: str = "seed_cnn"
     fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
                      eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
                      serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
-                     custom_config={"model": model, "epochs": epochs, "batch_size": 32, "accelerator": "auto"})
+                     custom_config={"accelerator": "auto", **config})
     module.run_fn(fn_args)
     meta = read_model_meta(fn_args.serving_model_dir)
     predict, _ = serving.load_predictor(fn_args.serving_model_dir)
@@ -129,8 +134,9 @@ def ours(framework: str, examples_dir: str, epochs: int, model: str = "seed_cnn"
     images, labels = load_split(examples, "test")
     accuracy = float((serving.predict_in_batches(predict, images).argmax(1) == labels).mean())
     n_train = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())["train"]
-    return {"seconds": meta["train_seconds"], "examples": epochs * n_train, "test_accuracy": accuracy,
-            "device": meta["device"]}
+    return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
+            "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
+            "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"]}
 
 
 def ingest(mnist: str, work: str) -> tuple[str, str]:
@@ -147,45 +153,82 @@ def ingest(mnist: str, work: str) -> tuple[str, str]:
     return cache, examples_dir
 
 
-CONTENDERS = ("seed_keras", "ours_keras", "seed_pytorch", "ours_pytorch")
+SEED_CONTENDERS = ("seed_keras", "ours_keras", "seed_pytorch", "ours_pytorch")
+DEFAULT_CONTENDERS = ("default_keras", "default_pytorch")
+
+
+def seed_like(epochs: int) -> dict:
+    """Our trainers with the seed's model and settings: the like-for-like throughput comparison."""
+    return {"model": "seed_cnn", "epochs": epochs, "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant"}
+
+
+def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, seed: int) -> dict:
+    kind, framework = name.split("_")
+    if kind == "seed":
+        return seed_keras(cache, args.epochs) if framework == "keras" else seed_pytorch(cache, args.epochs)
+    config = seed_like(args.epochs) if kind == "ours" else {}  # default: the pipeline's defaults
+    return ours(framework, examples_dir, {**config, "seed": seed})
+
+
+def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--one", name, "--seed", str(seed), "--epochs", str(args.epochs),
+                           "--mnist", args.mnist, "--work", args.work],
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+    if done.returncode or not lines:
+        sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
+    r = json.loads(lines[-1][7:])
+    print(f"{name} (seed {seed}): {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
+          f"test accuracy {r['test_accuracy']:.4f}", flush=True)
+    return r
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=5, help="epochs of the seed comparison")
     parser.add_argument("--mnist", default=os.path.join(REPO, "..", "shared", "data", "mnist"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "mnist-bench"))
-    parser.add_argument("--model", default="seed_cnn", help="our trainers' model")
-    parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--part", choices=("all", "seed", "default"), default="all",
+                        help="seed: the seed scripts against our trainers with seed_cnn; "
+                             "default: our default model (pipeline defaults) over --seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="seeds of the default model's runs")
+    parser.add_argument("--one", choices=SEED_CONTENDERS + DEFAULT_CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     args = parser.parse_args()
     cache, examples_dir = ingest(args.mnist, args.work)
     if args.one:
-        framework = args.one.split("_")[1]
-        result = (seed_keras(cache, args.epochs) if args.one == "seed_keras" else
-                  seed_pytorch(cache, args.epochs) if args.one == "seed_pytorch" else
-                  ours(framework, examples_dir, args.epochs, args.model))
-        print("RESULT " + json.dumps(result))
+        print("RESULT " + json.dumps(run_one(args.one, args, cache, examples_dir, args.seed)))
         return
+
     results = {}
-    for name in CONTENDERS:
-        done = subprocess.run([sys.executable, __file__, "--one", name, "--epochs", str(args.epochs),
-                               "--mnist", args.mnist, "--work", args.work, "--model", args.model],
-                              capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
-        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
-        if done.returncode or not lines:
-            sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
-        results[name] = json.loads(lines[-1][7:])
-        r = results[name]
-        print(f"{name}: {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
-              f"test accuracy {r['test_accuracy']:.4f}", flush=True)
-    print("\n| contender | epochs | train wall time (s) | examples/s | test accuracy |\n|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {args.epochs} | {r['seconds']:.1f} | {r['examples'] / r['seconds']:.0f} | "
-              f"{r['test_accuracy']:.4f} |")
-    for framework in ("keras", "pytorch"):
-        o, s = results[f"ours_{framework}"], results[f"seed_{framework}"]
-        ratio = (o["examples"] / o["seconds"]) / (s["examples"] / s["seconds"])
-        print(f"\n{framework}: throughput ratio ours/seed = {ratio:.2f}")
+    if args.part in ("all", "seed"):
+        results = {name: _spawn(name, args, 42) for name in SEED_CONTENDERS}
+        print("\n| contender | model | epochs | batch | train wall time (s) | examples/s | test accuracy |")
+        print("|---|---|---|---|---|---|---|")
+        for name, r in results.items():
+            model = "seed_cnn" + (" (seed script)" if name.startswith("seed") else "")
+            print(f"| {name} | {model} | {args.epochs} | 32 | {r['seconds']:.1f} | "
+                  f"{r['examples'] / r['seconds']:.0f} | {r['test_accuracy']:.4f} |")
+        for framework in ("keras", "pytorch"):
+            o, s = results[f"ours_{framework}"], results[f"seed_{framework}"]
+            ratio = (o["examples"] / o["seconds"]) / (s["examples"] / s["seconds"])
+            print(f"\n{framework}: throughput ratio ours/seed = {ratio:.2f}")
+    if args.part in ("all", "default"):
+        runs = {name: [_spawn(name, args, seed) for seed in args.seeds] for name in DEFAULT_CONTENDERS}
+        print("\n| contender | model | epochs | batch | seed | train wall time (s) | test accuracy |")
+        print("|---|---|---|---|---|---|---|")
+        for name, rs in runs.items():
+            for seed, r in zip(args.seeds, rs, strict=True):
+                print(f"| {name} | {r['model']} | {r['epochs']} | {r['batch_size']} | {seed} | {r['seconds']:.1f} | "
+                      f"{r['test_accuracy']:.4f} |")
+        for name, rs in runs.items():
+            accuracy = [r["test_accuracy"] for r in rs]
+            seconds = [r["seconds"] for r in rs]
+            seed_script = results.get(f"seed_{name.split('_')[1]}")
+            print(f"\n{name}: test accuracy mean {sum(accuracy) / len(accuracy):.4f}, min {min(accuracy):.4f}, "
+                  f"max {max(accuracy):.4f} (spread {max(accuracy) - min(accuracy):.4f}) over seeds {args.seeds}; "
+                  f"train time {min(seconds):.1f}-{max(seconds):.1f} s"
+                  + (f" (the seed script: {seed_script['seconds']:.1f} s)" if seed_script else ""))
 
 
 if __name__ == "__main__":

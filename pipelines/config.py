@@ -13,10 +13,13 @@ from typing import Any, Literal
 
 import yaml
 
+from pipelines import validation
+from trainers.spec import TrainConfig
+
 Accelerator = Literal["auto", "cpu", "gpu", "tpu"]
 KfpTarget = Literal["kubeflow", "vertex"]
 KfpAccelerator = Literal["none", "gpu", "tpu"]
-MODEL_NAMES = ("seed_cnn", "bn_cnn")
+_TRAIN = TrainConfig()
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -50,13 +53,16 @@ class PipelineConfig:
     drift_label_linf: float = 0.06  # L-infinity distance between label distributions
     drift_pixel_js: float = 0.1  # Jensen-Shannon divergence of pixel_mean / ink_fraction
 
-    model: str = "seed_cnn"
-    epochs: int = 5
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    seed: int = 42
-    accelerator: Accelerator = "auto"
-    steps_per_execution: int = 50  # Keras: training steps per compiled call
+    # The trainers' settings (trainers.spec.TrainConfig holds their meaning and defaults).
+    model: str = _TRAIN.model  # bn_cnn | seed_cnn
+    epochs: int = _TRAIN.epochs
+    batch_size: int = _TRAIN.batch_size
+    learning_rate: float = _TRAIN.learning_rate
+    lr_schedule: str = _TRAIN.lr_schedule  # one_cycle | constant
+    seed: int = _TRAIN.seed
+    accelerator: Accelerator = _TRAIN.accelerator
+    mixed_precision: bool = _TRAIN.mixed_precision  # bfloat16 on GPU/TPU
+    steps_per_execution: int = _TRAIN.steps_per_execution  # Keras: training steps per compiled call
 
     # The bake-off's decision rule (components/bakeoff_evaluator/metrics.py:DecisionRule).
     primary_metric: str = "accuracy"  # accuracy | macro_f1, higher wins; ties: lower log loss
@@ -96,14 +102,9 @@ class PipelineConfig:
     beam_direct_workers: int = 0  # 0: one worker per core
 
     def __post_init__(self) -> None:
-        if self.model not in MODEL_NAMES:
-            raise ValueError(f"model {self.model!r} is not one of {MODEL_NAMES}")
-        if self.accelerator not in ("auto", "cpu", "gpu", "tpu"):
-            raise ValueError(f"accelerator {self.accelerator!r} is not auto, cpu, gpu or tpu")
+        self.trainer_config()  # validates the trainers' fields (TrainConfig.__post_init__)
         if not 0.0 < self.eval_ratio < 1.0:
             raise ValueError(f"eval_ratio must be in (0, 1), got {self.eval_ratio}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be positive")
         if not 2 <= len(self.class_names) <= 10:
             raise ValueError(f"class_names needs 2 to 10 names (the models have 10 outputs), "
                              f"got {len(self.class_names)}")
@@ -118,6 +119,7 @@ class PipelineConfig:
         if self.kfp_accelerator != "none" and self.kfp_accelerator_count < 1:
             raise ValueError(f"kfp_accelerator_count must be >= 1 for a {self.kfp_accelerator}, "
                              f"got {self.kfp_accelerator_count}")
+        validation.check_config(self)  # names, outputs inside output_root, no credentials in URIs
 
     # Derived locations for local runs.
     @property
@@ -153,16 +155,9 @@ class PipelineConfig:
         return "sqlite:///" + os.path.abspath(os.path.join(self.output_root, "registry", "mlflow.db"))
 
     def trainer_config(self) -> dict[str, Any]:
-        """What the trainers' run_fn receives as custom_config."""
-        return {
-            "model": self.model,
-            "epochs": self.epochs,
-            "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate,
-            "seed": self.seed,
-            "accelerator": self.accelerator,
-            "steps_per_execution": self.steps_per_execution,
-        }
+        """What the trainers' run_fn receives as custom_config: every TrainConfig field."""
+        return dataclasses.asdict(TrainConfig(**{f.name: getattr(self, f.name)
+                                                 for f in dataclasses.fields(TrainConfig)}))
 
     def replace(self, **changes: Any) -> PipelineConfig:
         return dataclasses.replace(self, **changes)

@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from pipelines import validation
 from pipelines.config import REPO_ROOT, PipelineConfig
 
 # Where the image (infra/Dockerfile) puts the project; compiled paths point inside the image.
@@ -264,6 +265,11 @@ def _local_path_problem(task_id: str, name: str, value: Any) -> str | None:
 
 
 def _registry_problem(task_id: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            validation.check_registry_uri(value, f"task {task_id}: registry_uri")
+        except ValueError as e:
+            return str(e)
     if isinstance(value, str) and REMOTE_REGISTRY.match(value):
         return None
     return (f"task {task_id}: registry_uri {value!r} is not a registry a cluster can reach; use an "

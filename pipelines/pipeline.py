@@ -18,7 +18,9 @@ TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)
 
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
                     metadata_path: str | None = None,
-                    beam_pipeline_args: list[str] | None = None) -> tfx.dsl.Pipeline:
+                    beam_pipeline_args: list[str] | None = None, code_version: str = "") -> tfx.dsl.Pipeline:
+    """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
+    editing a trainer retrains instead of reusing a model the old code made."""
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
                                   train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                   verify_checksums=cfg.verify_checksums, class_names=cfg.class_names)
@@ -39,11 +41,16 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
                          drift_anomalies=drift_validator.outputs["drift_anomalies"])
 
     # Two independent trainers: neither depends on the other, so orchestrators run them in parallel.
+    # They start only after the gate passed (an explicit dependency, not its output: a rerun whose
+    # gate re-checks drift against a new champion's statistics still reuses the trained models).
     trainers = {framework: tfx.components.Trainer(
-        run_fn=run_fn, examples=examples, schema=data_gate.outputs["validated_schema"],
+        run_fn=run_fn, examples=examples, schema=schema_importer.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config=cfg.trainer_config()).with_id(f"{framework}_trainer")
+        custom_config={**cfg.trainer_config(), **({"code_version": code_version} if code_version else {})},
+    ).with_id(f"{framework}_trainer")
         for framework, run_fn in TRAINERS.items()}
+    for trainer in trainers.values():
+        trainer.add_upstream_node(data_gate)
 
     models = {f"{framework}_model": t.outputs["model"] for framework, t in trainers.items()}
     # One evaluation for all candidates and the registry's current champion; one decision.

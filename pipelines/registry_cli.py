@@ -65,14 +65,21 @@ def _list(registry: MlflowRegistry) -> None:
 
 
 def _predict(registry: MlflowRegistry, images: np.ndarray) -> dict:
-    import mlflow
+    """The champion's probabilities for `images`. Only its exported files are downloaded and loaded
+    with this installation's `trainers.serving` (SavedModel or TorchScript, checked first): the
+    Python code stored with the registered pyfunc is never run."""
+    from trainers import serving
 
-    model = mlflow.pyfunc.load_model(registry.champion_uri())
-    probs = np.asarray(model.predict(images))[0]
-    champion = registry.champion()
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        found = registry.download_champion(tmp)
+        if found is None:
+            raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
+        champion, model_dir = found
+        predict, _ = serving.load_predictor(model_dir)
+        probs = np.asarray(predict(images))[0]
     return {"digit": int(probs.argmax()), "probability": float(probs.max()),
             "probabilities": [round(float(p), 6) for p in probs],
-            "model": registry.champion_uri(), "version": champion.version if champion else None}
+            "model": registry.champion_uri(), "version": champion.version}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
             images = load_png(args.png) if args.png else load_idx_record(args.idx, args.index)
             print(json.dumps(_predict(registry, images)))
-    except (RegistryError, ValueError) as e:
+    except (RegistryError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Any
@@ -10,7 +11,8 @@ from typing import Any
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx import v1 as tfx
 
-from pipelines.config import PipelineConfig
+from pipelines import recovery, validation
+from pipelines.config import REPO_ROOT, PipelineConfig
 from pipelines.kubeflow import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, accelerator_resource, post_compile
 from pipelines.pipeline import TRAINER_IDS, create_pipeline
 
@@ -31,16 +33,33 @@ def local_beam_args(cfg: PipelineConfig) -> list[str]:
             f"--direct_num_workers={cfg.beam_direct_workers}", beam_worker_image_arg(cfg)]
 
 
+def code_fingerprint(package_dir: str = os.path.join(REPO_ROOT, "trainers")) -> str:
+    """sha256 over the trainers' source files. TFX's cache key covers a Trainer's run_fn name,
+    not its code; on a cluster the image tag versions the code instead."""
+    digest = hashlib.sha256()
+    for name in sorted(f for f in os.listdir(package_dir) if f.endswith(".py")):
+        digest.update(name.encode() + b"\0")
+        with open(os.path.join(package_dir, name), "rb") as f:
+            digest.update(f.read())
+    return digest.hexdigest()[:16]
+
+
 def local_pipeline(cfg: PipelineConfig) -> tfx.dsl.Pipeline:
     return create_pipeline(cfg, registry_uri=cfg.resolved_registry_uri(),
                            pipeline_root=cfg.pipeline_root, metadata_path=cfg.metadata_path,
-                           beam_pipeline_args=local_beam_args(cfg))
+                           beam_pipeline_args=local_beam_args(cfg), code_version=code_fingerprint())
 
 
 def run_local(cfg: PipelineConfig) -> dict[str, Any]:
+    """Runs the pipeline with LocalDagRunner; one run at a time per output root. What an earlier
+    run left unfinished (killed mid-stage) is marked failed and its partial outputs deleted
+    first; finished stages of earlier runs come from the cache (pipelines.recovery)."""
     os.makedirs(os.path.join(cfg.output_root, "registry"), exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(local_pipeline(cfg))
-    return summarize(cfg)
+    with recovery.exclusive_run(cfg.output_root):
+        if os.path.exists(cfg.metadata_path):
+            recovery.reap_interrupted_executions(_store(cfg), cfg.pipeline_root)
+        tfx.orchestration.LocalDagRunner().run(local_pipeline(cfg))
+        return summarize(cfg)
 
 
 def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
@@ -91,6 +110,7 @@ def parameterize(pipeline: tfx.dsl.Pipeline, parameters: dict[str, RuntimeParame
 def compile_kubeflow(cfg: PipelineConfig, output_path: str, registry_uri: str) -> str:
     """Writes the KFP v2 pipeline package (IR YAML) to `output_path`: run parameters with their
     defaults, trainers placed on their accelerator nodes (pipelines.kubeflow.post_compile)."""
+    validation.check_registry_uri(registry_uri, "the cluster's registry URI")  # it goes into pipeline.yaml
     kcfg = kubeflow_config(cfg)
     pipeline = create_pipeline(kcfg, registry_uri=registry_uri, pipeline_root=cfg.kfp_pipeline_root,
                                beam_pipeline_args=["--direct_running_mode=multi_processing",

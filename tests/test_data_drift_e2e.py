@@ -15,6 +15,7 @@ import pytest
 
 from components.data_gate.executor import DataAnomaliesError
 from components.registry_pusher.registry import MlflowRegistry
+from conftest import FAST_TRAINING
 from pipelines import runners
 from pipelines.config import PipelineConfig
 from pipelines.pipeline import TRAINER_IDS
@@ -32,7 +33,7 @@ def _config(root: Path, source: Path) -> PipelineConfig:
     return PipelineConfig(output_root=str(root / "out"), source=str(source), cache_dir=str(root / "cache"),
                           verify_checksums=False, registered_model_name="mnist-drift-e2e",
                           beam_direct_running_mode="in_memory", train_limit=N_TRAIN, test_limit=N_TEST,
-                          eval_ratio=0.2, epochs=1)
+                          eval_ratio=0.2, epochs=1, **FAST_TRAINING)
 
 
 def _executions(cfg: PipelineConfig, node_ids) -> list:

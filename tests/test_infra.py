@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from pipelines.config import REPO_ROOT
 
 
@@ -12,15 +14,18 @@ def _locked() -> dict[str, str]:
     return {name.lower().replace("_", "-"): version for name, version in pins}
 
 
-def test_dockerfile_versions_come_from_the_lock_file():
+def test_image_installs_the_lock_with_its_hashes():
     dockerfile = (REPO_ROOT / "infra" / "Dockerfile").read_text()
-    pins = re.findall(r"\b([a-z0-9_\-]+)==([0-9][^\s\\]*)", dockerfile)
-    assert {name for name, _ in pins} >= {"torch", "torchvision", "mlflow"}
-    locked = _locked()
-    for name, version in pins:
-        assert locked[name] == version, f"infra/Dockerfile pins {name}=={version}, the lock has {locked[name]}"
+    assert re.search(r"^COPY requirements\.lock (\S+)$", dockerfile, re.M)
+    installs = [c for c in _shell_commands(REPO_ROOT / "infra" / "Dockerfile") if re.search(r"\bpip\b.*\binstall\b", c)]
+    assert installs, "infra/Dockerfile installs nothing with pip"
+    for install in installs:
+        flags = install.split()
+        assert "--require-hashes" in flags and "--no-deps" in flags, install
+        assert re.search(r"-r \S*requirements\.lock\b", install), install
+        assert not re.search(r"\b[a-z0-9_\-]+==[0-9]", install), f"an unhashed pin outside the lock: {install}"
     base = re.search(r"^FROM tensorflow/tfx:(\S+)", dockerfile, re.M).group(1)
-    assert base == locked["tfx"]
+    assert base == _locked()["tfx"]
 
 
 def test_lock_pins_every_package_with_hashes():
@@ -29,3 +34,43 @@ def test_lock_pins_every_package_with_hashes():
     assert len(blocks) > 100
     for block in blocks:
         assert "==" in block.splitlines()[0] and "--hash=sha256:" in block, block.splitlines()[0]
+
+
+def _shell_commands(path) -> list[str]:
+    """The script's commands, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n\s*", " ", path.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+
+
+def test_bootstrap_installs_the_lock_with_its_hashes_and_nothing_else():
+    commands = _shell_commands(REPO_ROOT / "infra" / "bootstrap.sh")
+    assert 'lock="$repo/requirements.lock"' in commands
+    installs = [c for c in commands if re.search(r"\bpip\b.*\binstall\b", c)]
+    assert installs, "infra/bootstrap.sh installs nothing with pip"
+    for install in installs:  # every pip install: the lock only, hashes required, no resolution
+        flags = install.split()
+        assert "--require-hashes" in flags and "--no-deps" in flags, install
+        assert re.search(r'(^|\s)-r "\$lock"(\s|$)', install), install
+        assert not re.search(r"--(index-url|extra-index-url|trusted-host|no-verify)\b", install), install
+
+
+def _final_stage(dockerfile: str) -> list[str]:
+    lines = [line.strip() for line in re.sub(r"\\\n\s*", " ", dockerfile).splitlines()]
+    starts = [i for i, line in enumerate(lines) if re.match(r"FROM\s", line, re.I)]
+    assert starts, "no FROM"
+    return lines[starts[-1]:]
+
+
+@pytest.mark.parametrize("dockerfile", ["infra/Dockerfile", "infra/mlflow/Dockerfile"])
+def test_images_run_as_a_non_root_user(dockerfile):
+    stage = _final_stage((REPO_ROOT / dockerfile).read_text())
+    users = [line.split(None, 1)[1].strip() for line in stage if re.match(r"USER\s", line, re.I)]
+    assert users, f"{dockerfile}: the final stage never switches away from the base image's user (root)"
+    user = users[-1].split(":")[0]
+    assert user not in ("root", "0"), f"{dockerfile}: runs as {users[-1]}"
+    if not user.isdigit():  # a named user: created in this stage with a non-zero uid
+        created = [m.group(0) for line in stage
+                   for m in re.finditer(rf"\b(?:useradd|adduser)\b[^&;|]*\b{re.escape(user)}\b", line)]
+        assert created, f"{dockerfile}: USER {user} is not created in the final stage"
+        uid = re.search(r"(?:--uid|-u)\s+(\d+)", created[-1])
+        assert uid and int(uid.group(1)) != 0, f"{dockerfile}: {user} must get a non-zero --uid ({created[-1]})"

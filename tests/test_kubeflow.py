@@ -15,6 +15,7 @@ import pytest
 import yaml
 from kfp import components
 
+from conftest import FAST_TRAINING
 from pipelines import kubeflow
 from pipelines.cli import DEFAULT_KFP_REGISTRY_URI
 from pipelines.config import REPO_ROOT, PipelineConfig
@@ -426,8 +427,12 @@ def test_mlflow_images_are_pinned_and_secrets_documented():
 
 def test_mlflow_server_image_has_the_locked_mlflow():
     locked = re.search(r"^mlflow==(\S+)", (REPO_ROOT / "requirements.lock").read_text(), re.M).group(1)
+    server_lock = (MLFLOW_DIR / "requirements.lock").read_text()
+    assert re.search(r"^mlflow==(\S+)", server_lock, re.M).group(1) == locked
+    blocks = [b for b in re.split(r"\n(?=[A-Za-z0-9])", server_lock) if b.strip() and not b.startswith("#")]
+    assert all("--hash=sha256:" in b for b in blocks) and len(blocks) > 50
     dockerfile = (MLFLOW_DIR / "Dockerfile").read_text()
-    assert re.search(r"\bmlflow==(\S+)", dockerfile).group(1) == locked
+    assert "--require-hashes -r /tmp/requirements.lock" in dockerfile and "==" not in dockerfile
     kustomization = yaml.safe_load((MLFLOW_DIR / "kustomization.yaml").read_text())
     assert kustomization["images"][0]["newTag"] == locked
 
@@ -445,7 +450,7 @@ def test_kustomize_renders_the_mlflow_stack():
 
 
 # --- the compiled package itself, run task by task as the KFP v2 launcher would --------------------
-LAUNCH_SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1}
+LAUNCH_SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1, **FAST_TRAINING}
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,12 @@ from components.bakeoff_evaluator import executor as evaluator
 from components.data_gate.executor import DataAnomaliesError
 from components.mnist_example_gen.idx import IdxFormatError
 from components.registry_pusher.registry import MlflowRegistry
+from conftest import FAST_TRAINING
 from pipelines import runners
 from pipelines.config import PipelineConfig
 from pipelines.pipeline import TRAINER_IDS
 
-SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1}
+SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1, **FAST_TRAINING}
 
 
 @pytest.fixture(scope="module")

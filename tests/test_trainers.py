@@ -10,7 +10,7 @@ import pytest
 from trainers import common, keras_trainer, serving, torch_trainer
 
 
-@pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 34_922)])
+@pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 165_746)])
 def test_same_architecture_same_parameter_count(name, expected):
     keras_params = keras_trainer.count_trainable(keras_trainer.build_model(name))
     torch_params = torch_trainer.count_parameters(torch_trainer.build_model(name))
@@ -69,3 +69,66 @@ def test_cpu_placement_uses_the_container_cores():
     assert torch_trainer.choose_device("auto") == (torch.device("cpu"), "cpu")
     assert torch_trainer.use_container_cores() == len(os.sched_getaffinity(0)) == torch.get_num_threads()
     assert keras_trainer.choose_strategy("cpu")[1] == "cpu"
+
+
+@pytest.mark.parametrize("schedule", ["one_cycle", "constant"])
+def test_both_frameworks_follow_the_same_learning_rate_schedule(schedule):
+    import torch
+
+    total, peak = 200, 3e-3
+    keras_schedule = keras_trainer.LearningRate(peak, total, schedule)
+    model = torch.nn.Linear(1, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=peak)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: common.learning_rate_at(step, total, peak, schedule) / peak)
+    torch_rates = []
+    for _ in range(total):
+        torch_rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    keras_rates = [float(keras_schedule(step)) for step in range(total)]
+    np.testing.assert_allclose(keras_rates, torch_rates, rtol=1e-5, atol=peak * 1e-6)  # float32 in Keras
+    if schedule == "one_cycle":  # warm-up to the peak over 15 % of the steps, then down to ~0
+        assert max(torch_rates) == pytest.approx(peak) and torch_rates.index(max(torch_rates)) == 29
+        assert torch_rates[0] < peak / 10 and torch_rates[-1] < peak / 1000
+    else:
+        assert set(torch_rates) == {peak}
+
+
+def test_pipeline_defaults_are_the_trainers_defaults():
+    import dataclasses
+
+    from pipelines.config import PipelineConfig
+
+    assert PipelineConfig().trainer_config() == dataclasses.asdict(common.TrainConfig())
+    assert common.TrainConfig().model == "bn_cnn"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        PipelineConfig(lr_schedule="cosine-ish")
+    with pytest.raises(ValueError, match="model 'resnet'"):
+        common.TrainConfig.from_custom_config({"model": "resnet"})
+
+
+@pytest.mark.parametrize("files, expected", [
+    ({"cpu.max": "150000 100000\n"}, 2),  # a 1.5-CPU Kubernetes limit: 2 threads
+    ({"cpu.max": "max 100000\n"}, None),  # no limit: every core of the affinity mask
+    ({"cpu/cpu.cfs_quota_us": "100000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 1),  # cgroup v1, 1 CPU
+    ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ({}, None),  # no cgroup files at all
+])
+def test_thread_count_follows_the_container_cpu_limit(tmp_path, files, expected):
+    import os
+
+    for name, content in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(content)
+    affinity = len(os.sched_getaffinity(0))
+    assert common.container_cores(str(tmp_path)) == min(affinity, expected or affinity)
+
+
+def test_mixed_precision_on_cpu_trains_in_float32_and_says_so(small_examples, tmp_path, caplog):
+    from conftest import train
+
+    out = train(torch_trainer.run_fn, small_examples, tmp_path / "torch", mixed_precision=True)
+    meta = json.loads((out / "Format-Serving" / common.MODEL_META_FILE).read_text())
+    assert meta["mixed_precision"] is False and meta["config"]["mixed_precision"] is True
+    assert "mixed_precision asked for, but training runs on the CPU" in caplog.text

@@ -7,6 +7,8 @@ SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N,
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import os
 import time
 
@@ -17,17 +19,21 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainers import common
 
-
 # --- model -------------------------------------------------------------------------------
+# PyTorch's default weight initialisation (kaiming_uniform with a=sqrt(5): U(+-1/sqrt(fan_in))),
+# so that bn_cnn starts from the same distribution in both frameworks.
+TORCH_INIT = keras.initializers.VarianceScaling(scale=1 / 3, mode="fan_in", distribution="uniform")
+
+
 def _conv_bn_relu(x, filters: int):
-    x = keras.layers.Conv2D(filters, (3, 3), use_bias=False)(x)
+    x = keras.layers.Conv2D(filters, (3, 3), use_bias=False, kernel_initializer=TORCH_INIT)(x)
     x = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)(x)  # torch's BatchNorm2d defaults
     return keras.layers.ReLU()(x)
 
 
 def build_model(name: str) -> keras.Model:
     """Same layers, order and trainable parameter count as torch_trainer.build_model(name)."""
-    if name not in ("seed_cnn", "bn_cnn"):
+    if name not in common.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}")
     inputs = keras.Input(shape=common.IMAGE_SHAPE, dtype="uint8", name="image")
     x = keras.layers.Rescaling(scale=1.0 / (255.0 * common.PIXEL_STD),
@@ -37,14 +43,37 @@ def build_model(name: str) -> keras.Model:
         # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense 10.
         x = keras.layers.Conv2D(32, (3, 3), activation="relu")(x)
         x = keras.layers.MaxPooling2D((2, 2))(x)
+        x = keras.layers.Flatten()(x)
     else:
-        # Two conv blocks with batch norm, pooling and dropout: 28 -> 26 -> 13 -> 11 -> 5.
-        x = keras.layers.MaxPooling2D((2, 2))(_conv_bn_relu(x, 32))
-        x = keras.layers.MaxPooling2D((2, 2))(_conv_bn_relu(x, 64))
+        # Two conv blocks with batch norm and pooling (28 -> 26 -> 13 -> 11 -> 5), a dense head, dropout.
+        x = keras.layers.MaxPooling2D((2, 2))(_conv_bn_relu(x, 24))
+        x = keras.layers.MaxPooling2D((2, 2))(_conv_bn_relu(x, 48))
+        x = keras.layers.Flatten()(x)
+        x = keras.layers.Dense(128, activation="relu", kernel_initializer=TORCH_INIT)(keras.layers.Dropout(0.25)(x))
         x = keras.layers.Dropout(0.25)(x)
-    x = keras.layers.Flatten()(x)
-    outputs = keras.layers.Dense(common.NUM_CLASSES, activation="softmax", name="probabilities")(x)
+    # float32 probabilities whatever the compute precision (mixed_bfloat16 on GPU/TPU).
+    outputs = keras.layers.Dense(common.NUM_CLASSES, activation="softmax", name="probabilities", dtype="float32",
+                                 kernel_initializer=TORCH_INIT if name == "bn_cnn" else "glorot_uniform")(x)
     return keras.Model(inputs, outputs, name=name)
+
+
+class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """common.learning_rate_at as a Keras schedule (same formula, evaluated in the graph)."""
+
+    def __init__(self, peak: float, total_steps: int, schedule: str) -> None:
+        self.peak, self.total_steps, self.schedule = peak, total_steps, schedule
+
+    def __call__(self, step):
+        if self.schedule == "constant":
+            return keras.ops.convert_to_tensor(self.peak, "float32")
+        step = keras.ops.cast(step, "float32")
+        warmup = float(max(1, int(common.WARMUP_FRACTION * self.total_steps)))
+        progress = keras.ops.minimum(1.0, (step - warmup) / max(1.0, self.total_steps - warmup))
+        decay = self.peak * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
+        return keras.ops.where(step < warmup, self.peak * (step + 1.0) / warmup, decay)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "total_steps": self.total_steps, "schedule": self.schedule}
 
 
 def count_trainable(model: keras.Model) -> int:
@@ -83,26 +112,39 @@ def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
     keras.utils.set_random_seed(cfg.seed)
     strategy, device = choose_strategy(cfg.accelerator)
+    mixed = cfg.mixed_precision and device != "cpu"
+    if cfg.mixed_precision and not mixed:
+        logging.warning("mixed_precision asked for, but training runs on the CPU: float32 instead")
 
     train_ds = common.make_dataset(fn_args.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed)
     eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+    steps_per_epoch = int(train_ds.cardinality())
 
-    with strategy.scope():
-        model = build_model(cfg.model)
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate=cfg.learning_rate),
-                      loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                      steps_per_execution=cfg.steps_per_execution)
-    started = time.monotonic()
-    history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
-                        callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
-    train_seconds = time.monotonic() - started
+    previous_policy = keras.mixed_precision.global_policy()
+    try:
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        with strategy.scope():
+            model = build_model(cfg.model)
+            schedule = LearningRate(cfg.learning_rate, steps_per_epoch * cfg.epochs, cfg.lr_schedule)
+            # epsilon as torch.optim.Adam's (Keras' default is 1e-7)
+            model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-8),
+                          loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                          steps_per_execution=cfg.steps_per_execution)
+        started = time.monotonic()
+        history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
+                            callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+        train_seconds = time.monotonic() - started
+        model.export(fn_args.serving_model_dir, format="tf_saved_model", verbose=False)
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
 
-    model.export(fn_args.serving_model_dir, format="tf_saved_model", verbose=False)
     common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE),
                       {k: [float(v) for v in vs] for k, vs in history.history.items()})
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
         "framework": "keras", "format": "tf_saved_model", "model": cfg.model,
-        "parameters": count_trainable(model), "device": device,
-        "train_seconds": round(train_seconds, 2), "config": dataclasses.asdict(cfg),
+        "parameters": count_trainable(model), "device": device, "mixed_precision": mixed,
+        "train_seconds": round(train_seconds, 2), "steps_per_epoch": steps_per_epoch,
+        "config": dataclasses.asdict(cfg),
         "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
     })

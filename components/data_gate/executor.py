@@ -1,8 +1,8 @@
 """DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any, or
 when DriftValidator found drift against the baseline or skew between train and test.
 
-On success it passes the schema through; the trainers take the gate's schema, so they cannot
-start before the gate has passed.
+On success it passes the schema through (lineage: the schema the data was validated against).
+The trainers depend on the gate explicitly, so they cannot start before it has passed.
 """
 
 from __future__ import annotations

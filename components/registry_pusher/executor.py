@@ -91,11 +91,20 @@ class Executor(base_executor.BaseExecutor):
         tags["mlmd_artifact_ids"] = json.dumps({
             "evaluation": input_dict[EVALUATION][0].id, "blessing": blessing.id,
             "model": input_dict[winner][0].id, "examples_uri": evaluation["data"]["examples_uri"]}, sort_keys=True)
-        version = registry.register(
-            model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
-            metrics=registry_lib.flatten_metrics(evaluation),
-            files={"evaluation": os.path.join(eval_dir, evaluator.EVALUATION_FILE),
-                   "evaluation/report": os.path.join(eval_dir, evaluator.REPORT_FILE)})
+        # A pusher killed after registering leaves a complete version (MLflow creates a version
+        # in one call, after the upload): its rerun adopts that version instead of a duplicate.
+        tags[registry_lib.SOURCE_MODEL_TAG] = model_dir
+        version = registry.find_version(registry_lib.SOURCE_MODEL_TAG, model_dir)
+        if version is not None:
+            logging.warning("RegistryPusher: %s version %s already holds this model (an earlier attempt "
+                            "of this push was interrupted): not registering it again", version.name,
+                            version.version)
+        else:
+            version = registry.register(
+                model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
+                metrics=registry_lib.flatten_metrics(evaluation),
+                files={"evaluation": os.path.join(eval_dir, evaluator.EVALUATION_FILE),
+                       "evaluation/report": os.path.join(eval_dir, evaluator.REPORT_FILE)})
         # The evaluation judged the winner against the champion it saw; if a concurrent run
         # moved the alias since, the recorded primary values decide (registry.promote_if_better).
         is_champion = registry.promote_if_better(version, baseline_version=tags["evaluated_against_version"])

@@ -19,6 +19,8 @@ from typing import Any, Protocol
 from trainers.spec import MODEL_META_FILE
 
 CHAMPION_ALIAS = "champion"
+# The exported model folder a version was registered from: one version per trained model.
+SOURCE_MODEL_TAG = "source_model_uri"
 PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_model.py")
 TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "trainers")
@@ -97,7 +99,7 @@ class MlflowRegistry:
     """One registered model in an MLflow Model Registry at `uri`."""
 
     def __init__(self, uri: str, model_name: str) -> None:
-        if not _MODEL_NAME.match(model_name or ""):
+        if not _MODEL_NAME.fullmatch(model_name or ""):  # fullmatch: "$" lets a final newline through
             raise RegistryError(f"invalid registered model name {model_name!r}: use 1-128 letters, digits, "
                                 "'.', '_' or '-', starting with a letter or digit")
         check_reachable(uri)
@@ -215,6 +217,11 @@ class MlflowRegistry:
         if reason:
             self._client.set_model_version_tag(self.model_name, target.version, "rollback_reason", reason)
         return self._version(target.version)
+
+    def find_version(self, tag: str, value: str) -> ModelVersion | None:
+        """The oldest version whose `tag` is `value` (e.g. the model a killed pusher had already registered)."""
+        matches = [v for v in self.versions() if v.tags.get(tag) == value]
+        return matches[0] if matches else None
 
     def versions(self) -> list[ModelVersion]:
         found = self._client.search_model_versions(f"name = '{self.model_name}'")

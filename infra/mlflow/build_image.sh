@@ -5,7 +5,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 name=${1:?usage: build_image.sh REGISTRY/IMAGE}
-version=$(sed -n 's/^ *mlflow==\([0-9.]*\).*/\1/p' "$here/Dockerfile")
+version=$(sed -n 's/^mlflow==\([0-9.]*\).*/\1/p' "$here/requirements.lock")
 docker build -t "$name:$version" "$here"
 docker push "$name:$version"
 echo "$name:$version"

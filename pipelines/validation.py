@@ -1,0 +1,76 @@
+"""Checks of what comes from configuration before anything uses it: names that end up in paths
+and URIs, output paths that must stay inside the output root, and registry URIs that must not
+carry credentials (those come from the environment only, and never reach pipeline.yaml,
+artifacts or logs).
+
+Imports nothing of the project: `pipelines.config` calls `check_config` from `__post_init__`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
+
+# The registry's own rule (components/registry_pusher/registry.py), for every name from config.
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" would allow a final newline
+# Query parameters that carry credentials (presigned URLs, tokens in URIs).
+_SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "signature", "credential", "auth")
+CREDENTIALS_HINT = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN, "
+                    "in the environment instead (credentials never go in config, pipeline.yaml, artifacts or logs)")
+
+
+def check_name(value: Any, field: str) -> str:
+    """A name used in paths and URIs: 1-128 letters, digits, '.', '_', '-'; no '..'."""
+    if not isinstance(value, str) or not NAME.fullmatch(value) or ".." in value:
+        raise ValueError(f"{field} {value!r} is not a safe name: use 1-128 letters, digits, '.', '_' or '-', "
+                         "starting with a letter or digit, without '..' (names end up in paths and URIs)")
+    return value
+
+
+def check_inside(root: str, path: str, field: str) -> str:
+    """`path` (which may not exist yet) resolves, symlinks followed, inside `root`."""
+    real_root, real = os.path.realpath(root), os.path.realpath(path)
+    if os.path.commonpath([real_root, real]) != real_root:
+        raise ValueError(f"{field} {path} resolves to {real}, outside output_root {real_root} (a symlink or "
+                         "'..' leads out of it); point output_root at the real location instead")
+    return path
+
+
+def redact_uri(uri: str) -> str:
+    """`uri` without its user info and query values, for error messages."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    if "@" in parts.netloc:
+        netloc = "***@" + netloc
+    query = "&".join(f"{k}=***" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def check_registry_uri(uri: str, field: str = "registry_uri") -> str:
+    """Refuses a registry URI that carries credentials: user info or a secret query parameter."""
+    if not uri:
+        return uri
+    parts = urlsplit(uri)
+    if "@" in parts.netloc:
+        raise ValueError(f"{field} {redact_uri(uri)} carries credentials in the URI; {CREDENTIALS_HINT}")
+    secret_keys = [k for k, _ in parse_qsl(parts.query, keep_blank_values=True)
+                   if any(s in k.lower() for s in _SECRET_QUERY_KEYS)]
+    if secret_keys:
+        raise ValueError(f"{field} {redact_uri(uri)} carries credentials in its query ({', '.join(secret_keys)}); "
+                         f"{CREDENTIALS_HINT}")
+    return uri
+
+
+def check_config(cfg: Any) -> None:
+    """Every check above on a PipelineConfig (duck-typed, so that config.py can import this)."""
+    check_name(cfg.pipeline_name, "pipeline_name")
+    check_name(cfg.registered_model_name, "registered_model_name")
+    check_registry_uri(cfg.registry_uri)
+    if not cfg.registry_uri:
+        check_registry_uri(os.environ.get("MLFLOW_TRACKING_URI", ""), "MLFLOW_TRACKING_URI")
+    if "://" not in cfg.output_root:  # local runs: the derived outputs stay under output_root
+        for field, path in (("pipeline_root", cfg.pipeline_root), ("metadata_path", cfg.metadata_path),
+                            ("registry folder", os.path.join(cfg.output_root, "registry"))):
+            check_inside(cfg.output_root, path, field)

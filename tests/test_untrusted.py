@@ -1,0 +1,295 @@
+"""Untrusted files and config: a pickle where a model is expected is refused without being run,
+YAML tags that construct Python objects are refused, names and output paths from config are
+checked, and registry URIs carrying credentials are refused without echoing them.
+
+Every malicious file here carries a live payload (the first test runs each one through the
+unsafe loader to prove it creates its sentinel file); the other tests assert that the safe
+loaders raise a clear error and that the sentinel was never created.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from components.bakeoff_evaluator import executor as evaluator
+from components.registry_pusher.registry import MlflowRegistry, RegistryError
+from conftest import run_evaluator
+from pipelines import registry_cli
+from pipelines.config import PipelineConfig, load_config
+from trainers import serving
+from trainers.serving import UntrustedModelError
+
+
+class Payload:
+    """Unpickled, it runs `touch SENTINEL` (os.system), as a malicious model file would."""
+
+    def __init__(self, sentinel: Path) -> None:
+        self.sentinel = sentinel
+
+    def __reduce__(self):
+        return os.system, (f"touch '{self.sentinel}'",)
+
+
+def raw_pickle(sentinel: Path) -> bytes:
+    return pickle.dumps({"model": Payload(sentinel)}, protocol=4)
+
+
+def torch_saved(sentinel: Path, path: Path) -> bytes:
+    torch.save({"weight": torch.zeros(2), "evil": Payload(sentinel)}, path)
+    return path.read_bytes()
+
+
+def torchscript_with_evil_pickles(real_torchscript: Path, sentinel: Path) -> bytes:
+    """A real TorchScript archive whose data.pkl and constants.pkl are replaced by the payload."""
+    out = real_torchscript.parent / "evil-archive.zip"
+    with zipfile.ZipFile(real_torchscript) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = src.read(name)
+            if name.endswith(("/data.pkl", "/constants.pkl")):
+                data = pickle.dumps(Payload(sentinel), protocol=2)
+            dst.writestr(name, data)
+    return out.read_bytes()
+
+
+@pytest.fixture
+def exports(small_models, tmp_path) -> dict[str, Path]:
+    """Copies of the real Keras and PyTorch exports, each as a Model artifact folder."""
+    out = {}
+    for framework, candidate in (("keras", "keras_model"), ("pytorch", "pytorch_model")):
+        root = tmp_path / f"{framework}-model"
+        shutil.copytree(small_models[candidate] / "Format-Serving", root / "Format-Serving")
+        out[framework] = root
+    return out
+
+
+def test_the_payloads_are_live(tmp_path):
+    """Control: loaded unsafely, each malicious file runs its code (so the refusals below mean something)."""
+    first, second, third = tmp_path / "ran-pickle", tmp_path / "ran-torch-save", tmp_path / "ran-yaml"
+    pickle.loads(raw_pickle(first))
+    assert first.exists()
+    torch_saved(second, tmp_path / "evil.pt")
+    torch.load(tmp_path / "evil.pt", weights_only=False)
+    assert second.exists()
+    yaml.unsafe_load(f"epochs: !!python/object/apply:os.system [\"touch '{third}'\"]\n")
+    assert third.exists()
+
+
+def test_real_exports_pass_the_checks(exports):
+    images = np.zeros((2, 28, 28), dtype=np.uint8)
+    for framework, root in exports.items():
+        predict, meta = serving.load_predictor(str(root / "Format-Serving"))
+        assert meta["framework"] == framework
+        assert predict(images).shape == (2, 10)
+
+
+CASES = {
+    # name: (framework, file replaced, how it is made, expected error)
+    "pytorch-raw-pickle": ("pytorch", "model.pt", "pickle", r"model\.pt: is a Python pickle \(protocol 4\)"),
+    "pytorch-torch-save": ("pytorch", "model.pt", "torch_save", r"model\.pt: is a torch\.save archive"),
+    "pytorch-torchscript-with-evil-pickles": ("pytorch", "model.pt", "evil_torchscript",
+                                              r"model\.pt: TorchScript refused to load it.*posix\.system"),
+    "keras-raw-pickle": ("keras", "saved_model.pb", "pickle",
+                         r"saved_model\.pb: is a Python pickle \(protocol 4\), not a SavedModel"),
+    "keras-torch-save": ("keras", "saved_model.pb", "torch_save",
+                         r"saved_model\.pb: is a torch\.save archive .*not a SavedModel"),
+    "keras-not-a-protobuf": ("keras", "saved_model.pb", "junk", r"saved_model\.pb: is not a SavedModel protobuf"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_malicious_file_where_the_model_is_expected_is_refused(exports, tmp_path, case):
+    framework, name, kind, error = CASES[case]
+    model_dir = exports[framework] / "Format-Serving"
+    target = model_dir / name
+    assert target.is_file()  # the real export has this file: the malicious one takes its place
+    sentinel = tmp_path / "sentinel"
+    if kind == "pickle":
+        content = raw_pickle(sentinel)
+    elif kind == "torch_save":
+        content = torch_saved(sentinel, tmp_path / "evil.pt")
+    elif kind == "evil_torchscript":
+        content = torchscript_with_evil_pickles(target, sentinel)
+    else:
+        content = b"\x00\xff not a protobuf \xff" * 8
+    target.write_bytes(content)
+    with pytest.raises(UntrustedModelError, match=error) as err:
+        serving.load_predictor(str(model_dir))
+    assert str(target) in str(err.value)
+    assert not sentinel.exists()
+
+
+def test_metadata_pointing_at_the_state_dict_or_outside_is_refused(exports, tmp_path):
+    model_dir = exports["pytorch"] / "Format-Serving"
+    meta_path = model_dir / "model_meta.json"
+    meta = json.loads(meta_path.read_text())
+    # The trainer's own torch.save state dict: a pickle archive, not TorchScript.
+    meta_path.write_text(json.dumps({**meta, "file": "state_dict.pt"}))
+    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: is a torch\.save archive"):
+        serving.load_predictor(str(model_dir))
+    shutil.copy(model_dir / "model.pt", tmp_path / "outside.pt")  # a valid model, but outside the folder
+    for name in ("../outside.pt", str(tmp_path / "outside.pt"), ".."):
+        meta_path.write_text(json.dumps({**meta, "file": name}))
+        with pytest.raises(UntrustedModelError, match="only a plain file name inside the model folder"):
+            serving.load_predictor(str(model_dir))
+
+
+def test_state_dicts_load_weights_only(exports, tmp_path):
+    real = serving.load_state_dict(str(exports["pytorch"] / "Format-Serving" / "state_dict.pt"))
+    assert real and all(isinstance(v, torch.Tensor) for v in real.values())
+    sentinel = tmp_path / "sentinel"
+    evil = tmp_path / "state_dict.pt"
+    torch_saved(sentinel, evil)
+    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects.*posix\.system"):
+        serving.load_state_dict(str(evil))
+    evil.write_bytes(raw_pickle(sentinel))
+    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects"):
+        serving.load_state_dict(str(evil))
+    assert not sentinel.exists()
+
+
+def test_the_evaluator_refuses_a_malicious_candidate(small_examples, exports, tmp_path):
+    sentinel = tmp_path / "sentinel"
+    (exports["pytorch"] / "Format-Serving" / "model.pt").write_bytes(raw_pickle(sentinel))
+    (tmp_path / "eval").mkdir()
+    with pytest.raises(Exception, match=r"UntrustedModelError|is a Python pickle") as err:
+        run_evaluator(small_examples, {"keras_model": exports["keras"], "pytorch_model": exports["pytorch"]},
+                      tmp_path / "eval", min_accuracy=0.0)
+    assert "model.pt: is a Python pickle" in str(err.value)
+    assert not sentinel.exists()
+    assert not (tmp_path / "eval" / "evaluation" / "evaluation.json").exists()
+
+
+def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tmp_path, capsys):
+    """`registry_cli predict` loads the champion's files with the installed code: code stored with
+    the registered pyfunc (here tampered to create a sentinel) is never run."""
+    name = "mnist-untrusted"
+    uri = MlflowRegistry.default_uri(str(tmp_path / "registry"))
+    registry = MlflowRegistry(uri, name)
+    version = registry.register(str(exports["pytorch"] / "Format-Serving"), "pytorch", tags={}, metrics={})
+    registry.promote(version.version)
+    stored = [p for p in glob.glob(str(tmp_path / "registry" / "artifacts" / "**" / "*.py"), recursive=True)
+              if "MnistDigitModel" in Path(p).read_text()]
+    assert stored, "the registered pyfunc's code was not found in the artifact store"
+    sentinel = tmp_path / "sentinel"
+    for path in stored:
+        with open(path, "a") as f:
+            f.write(f"\nopen({str(sentinel)!r}, 'w').close()\n")
+
+    images, _ = evaluator.load_split(small_examples, "test", limit=1)
+    Image.fromarray(images[0]).save(tmp_path / "digit.png")
+    assert registry_cli.main(["--registry-uri", uri, "--model-name", name, "predict", str(tmp_path / "digit.png")]) == 0
+    answer = json.loads(capsys.readouterr().out)
+    expected = serving.load_predictor(str(exports["pytorch"] / "Format-Serving"))[0](images)[0]
+    assert answer["version"] == version.version and answer["digit"] == int(expected.argmax())
+    assert not sentinel.exists()
+
+    # Control: MLflow's pyfunc loader, which `predict` used before, does run the stored code.
+    source = registry._client.get_model_version_download_uri(name, version.version)
+    local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=str(tmp_path / "dl"), tracking_uri=uri)
+    mlflow.pyfunc.load_model(local)
+    assert sentinel.exists()
+
+
+def test_predict_refuses_a_malicious_champion(exports, tmp_path, capsys):
+    name = "mnist-untrusted"
+    uri = MlflowRegistry.default_uri(str(tmp_path / "registry"))
+    registry = MlflowRegistry(uri, name)
+    sentinel = tmp_path / "sentinel"
+    (exports["pytorch"] / "Format-Serving" / "model.pt").write_bytes(raw_pickle(sentinel))
+    registry.promote(registry.register(str(exports["pytorch"] / "Format-Serving"), "pytorch",
+                                       tags={}, metrics={}).version)
+    Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "digit.png")
+    assert registry_cli.main(["--registry-uri", uri, "--model-name", name, "predict", str(tmp_path / "digit.png")]) == 2
+    assert "model.pt: is a Python pickle" in capsys.readouterr().err
+    assert not sentinel.exists()
+
+
+# --- configuration ----------------------------------------------------------------------------
+def test_yaml_config_with_python_tags_is_refused(tmp_path):
+    sentinel = tmp_path / "sentinel"
+    for text in (f"epochs: !!python/object/apply:os.system [\"touch '{sentinel}'\"]\n",
+                 f"!!python/object/apply:os.system [\"touch '{sentinel}'\"]\n",
+                 f"class_names: !!python/object/new:subprocess.Popen [[\"touch\", \"{sentinel}\"]]\n"):
+        path = tmp_path / "pipeline.yaml"
+        path.write_text(text)
+        with pytest.raises(yaml.constructor.ConstructorError, match="could not determine a constructor.*python/"):
+            load_config(str(path))
+    assert not sentinel.exists()
+
+
+@pytest.mark.parametrize("field", ["pipeline_name", "registered_model_name"])
+@pytest.mark.parametrize("bad", ["../evil", "a/b", "..", "x..y", "", ".hidden", "-flag", "a b", "a\\b",
+                                 "a" * 129, "name\n"])
+def test_unsafe_names_are_refused(tmp_path, field, bad):
+    with pytest.raises(ValueError, match=rf"{field} .* is not a safe name"):
+        PipelineConfig(output_root=str(tmp_path), **{field: bad})
+
+
+def test_the_registry_refuses_a_name_with_a_trailing_newline(tmp_path):
+    with pytest.raises(RegistryError, match="invalid registered model name 'mnist\\\\n'"):
+        MlflowRegistry(MlflowRegistry.default_uri(str(tmp_path)), "mnist\n")
+
+
+def test_safe_names_are_accepted(tmp_path):
+    cfg = PipelineConfig(output_root=str(tmp_path), pipeline_name="mnist-bakeoff", registered_model_name="Model_1.v2")
+    assert cfg.registered_model_name == "Model_1.v2"
+    config = tmp_path / "c.yaml"
+    config.write_text("registered_model_name: ../../etc/passwd\n")
+    with pytest.raises(ValueError, match="registered_model_name '../../etc/passwd' is not a safe name"):
+        load_config(str(config))
+
+
+@pytest.mark.parametrize("link", ["pipeline_root", "metadata.sqlite", "registry"])
+def test_outputs_that_escape_output_root_through_a_symlink_are_refused(tmp_path, link):
+    root, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / link).symlink_to(elsewhere)
+    with pytest.raises(ValueError, match=rf"resolves to {elsewhere}, outside output_root {root}"):
+        PipelineConfig(output_root=str(root))
+
+
+def test_symlinks_that_stay_inside_output_root_are_accepted(tmp_path):
+    real_root, inside = tmp_path / "real-out", tmp_path / "real-out" / "roots" / "a"
+    inside.mkdir(parents=True)
+    (real_root / "pipeline_root").symlink_to(inside)
+    (tmp_path / "out").symlink_to(real_root)  # output_root itself may be a link: it is the root
+    cfg = PipelineConfig(output_root=str(tmp_path / "out"))
+    assert os.path.realpath(cfg.pipeline_root) == str(inside)
+
+
+@pytest.mark.parametrize("uri", ["http://alice:hunter2-secret@mlflow.example:5000",
+                                 "https://hunter2-secret@mlflow.example",
+                                 "postgresql://mlflow:hunter2-secret@db:5432/mlflow",
+                                 "https://mlflow.example/?token=hunter2-secret"])
+def test_registry_uris_with_credentials_are_refused_without_echoing_them(tmp_path, monkeypatch, uri):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
+                                         "MLFLOW_TRACKING_TOKEN") as err:
+        PipelineConfig(output_root=str(tmp_path), registry_uri=uri)
+    assert "hunter2" not in str(err.value) and "registry_uri" in str(err.value)
+    # The same URI from the environment would be copied into the pipeline's properties: refused too.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI .* carries credentials") as err:
+        PipelineConfig(output_root=str(tmp_path))
+    assert "hunter2" not in str(err.value)
+
+
+def test_registry_uris_without_credentials_are_accepted(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for uri in ("http://mlflow.mlflow.svc.cluster.local:5000", "https://mlflow.example/path?experiment=3",
+                f"sqlite:///{tmp_path}/mlflow.db", ""):
+        assert PipelineConfig(output_root=str(tmp_path), registry_uri=uri).registry_uri == uri
