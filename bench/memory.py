@@ -2,8 +2,8 @@
 
 PYTHONPATH=. $(infra/bootstrap.sh)/bin/python bench/memory.py [--epochs 1] [--mnist ../shared/data/mnist]
 
-A stage's process runs the DAG cut down to that stage and its ancestors, against one shared
-output root: the ancestors come from the cache (they ran in the previous process), so the
+A stage's process runs the DAG up to that stage (a TFX partial run: the stage and its ancestors)
+against one shared output root: the ancestors come from the cache (they ran in the previous process), so the
 process's peak RSS (`ru_maxrss` from wait4) is the stage's own peak plus what any process of
 this pipeline costs (Python, TensorFlow, PyTorch, Beam imported: the "all cached" row). That is
 the memory a Kubeflow pod of the stage needs. Then the streaming PyTorch trainer is run on 10 %,
@@ -28,33 +28,19 @@ STAGES = ("MnistExampleGen", "StatisticsGen", "DriftValidator", "keras_trainer",
 GOAL_MIB = 4096
 
 
-def _with_ancestors(components, node_id: str) -> list:
-    by_id = {c.id: c for c in components}
-    keep, todo = set(), [by_id[node_id]]
-    while todo:
-        node = todo.pop()
-        if node.id not in keep:
-            keep.add(node.id)
-            todo.extend(node.upstream_nodes)
-    return [c for c in components if c.id in keep]  # the DAG's own (topological) order
-
-
 def run_stage(config: dict, node_id: str) -> None:
-    """In the child process: the DAG up to `node_id`, with LocalDagRunner."""
+    """In the child process: the DAG up to `node_id` (a TFX partial run), with LocalDagRunner."""
     from tfx import v1 as tfx
+    from tfx.orchestration import pipeline as tfx_pipeline
 
     from pipelines import recovery, runners
     from pipelines.config import PipelineConfig
 
     cfg = PipelineConfig(**config)
-    full = runners.local_pipeline(cfg)
-    cut = tfx.dsl.Pipeline(pipeline_name=cfg.pipeline_name, pipeline_root=cfg.pipeline_root,
-                           components=_with_ancestors(full.components, node_id) if node_id else full.components,
-                           enable_cache=True, metadata_connection_config=full.metadata_connection_config,
-                           beam_pipeline_args=full.beam_pipeline_args)
     os.makedirs(os.path.join(cfg.output_root, "registry"), exist_ok=True)
     with recovery.exclusive_run(cfg.output_root):
-        tfx.orchestration.LocalDagRunner().run(cut)
+        options = tfx_pipeline.RunOptions(to_nodes=[node_id]) if node_id else None
+        tfx.orchestration.LocalDagRunner().run(runners.local_pipeline(cfg), run_options=options)
 
 
 def measure(config: dict, node_id: str, log) -> tuple[float, float]:

@@ -48,11 +48,12 @@ def _exists(path: str) -> bool:
     return os.path.isfile(path)
 
 
-def _pickle_protocol(data: bytes) -> int | None:
-    """The protocol of a binary pickle (PROTO opcode 0x80, protocols 2-5), else None."""
+def _refuse_pickle(path: str, data: bytes, expected: str) -> None:
+    """A binary pickle (PROTO opcode 0x80, protocols 2-5) is never loaded as a model."""
     if len(data) >= 2 and data[0] == 0x80 and 2 <= data[1] <= 5:
-        return data[1]
-    return None
+        raise UntrustedModelError(
+            f"{path}: is a Python pickle (protocol {data[1]}), not a {expected}; pickles can "
+            "run arbitrary code when loaded and are never loaded as models")
 
 
 def _zip_names(data: bytes) -> list[str] | None:
@@ -78,11 +79,7 @@ def check_torchscript(path: str, data: bytes) -> None:
     `constants.pkl` and the model's TorchScript source under `code/`; a torch.save archive has
     `data.pkl` (and `data/`) but never `code/` nor `constants.pkl`.
     """
-    protocol = _pickle_protocol(data)
-    if protocol is not None:
-        raise UntrustedModelError(
-            f"{path}: is a Python pickle (protocol {protocol}), not a TorchScript archive; pickles can "
-            "run arbitrary code when loaded and are never loaded as models")
+    _refuse_pickle(path, data, "TorchScript archive")
     names = _zip_names(data)
     if names is None:
         raise UntrustedModelError(f"{path}: is not a TorchScript archive (not a zip file)")
@@ -104,11 +101,7 @@ def check_saved_model(model_dir: str) -> None:
     if not _exists(path):
         raise FileNotFoundError(f"{path}: missing; {model_dir} holds no binary SavedModel")
     data = _read_bytes(path)
-    protocol = _pickle_protocol(data)
-    if protocol is not None:
-        raise UntrustedModelError(
-            f"{path}: is a Python pickle (protocol {protocol}), not a SavedModel protobuf; pickles can "
-            "run arbitrary code when loaded and are never loaded as models")
+    _refuse_pickle(path, data, "SavedModel protobuf")
     names = _zip_names(data)
     if names is not None:
         raise UntrustedModelError(f"{path}: is {_torch_save_hint(names)}, not a SavedModel protobuf")
