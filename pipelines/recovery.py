@@ -53,15 +53,16 @@ def exclusive_run(output_root: str) -> Iterator[None]:
         yield
 
 
-def _node_id(store, execution_id: int) -> str:
+def node_id(store, execution_id: int) -> str:
+    """The pipeline node an execution belongs to ("" if none)."""
     nodes = [c.name.split(".")[-1] for c in store.get_contexts_by_execution(execution_id) if c.type == "node"]
     return nodes[0] if nodes else ""
 
 
-def _partial_output_dirs(pipeline_root: str, node_id: str, execution_id: int) -> list[str]:
+def _partial_output_dirs(pipeline_root: str, node: str, execution_id: int) -> list[str]:
     """`<pipeline_root>/<node>/<output key>/<execution id>`: where TFX puts an execution's outputs."""
-    node_dir = os.path.join(pipeline_root, node_id)
-    if not node_id or not os.path.isdir(node_dir):
+    node_dir = os.path.join(pipeline_root, node)
+    if not node or not os.path.isdir(node_dir):
         return []
     found = [os.path.join(node_dir, key, str(execution_id)) for key in os.listdir(node_dir)]
     return [d for d in found if os.path.isdir(d)]
@@ -76,8 +77,8 @@ def reap_interrupted_executions(store, pipeline_root: str) -> list[tuple[int, st
     for execution in store.get_executions():
         if execution.last_known_state not in RUNNING_STATES:
             continue
-        node_id = _node_id(store, execution.id)
-        for partial in _partial_output_dirs(pipeline_root, node_id, execution.id):
+        node = node_id(store, execution.id)
+        for partial in _partial_output_dirs(pipeline_root, node, execution.id):
             if os.path.commonpath([root, os.path.realpath(partial)]) == root:
                 shutil.rmtree(partial, ignore_errors=True)
         execution.last_known_state = metadata_store_pb2.Execution.FAILED
@@ -86,6 +87,6 @@ def reap_interrupted_executions(store, pipeline_root: str) -> list[tuple[int, st
             f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}; partial outputs deleted")
         store.put_executions([execution])
         logging.warning("Execution %d of %s was interrupted by an earlier run's death: marked FAILED, "
-                        "partial outputs deleted; it runs again from scratch", execution.id, node_id)
-        reaped.append((execution.id, node_id))
+                        "partial outputs deleted; it runs again from scratch", execution.id, node)
+        reaped.append((execution.id, node))
     return reaped

@@ -175,9 +175,7 @@ def stage_seconds(store, run) -> dict[str, float]:
     """Wall time of each node's execution in the run, by node id, in execution order."""
     times: dict[str, float] = {}
     for execution in sorted(store.get_executions_by_context(run.id), key=lambda e: e.id):
-        nodes = [c.name.split(".")[-1] for c in store.get_contexts_by_execution(execution.id)
-                 if c.type == "node"]
-        name = nodes[0] if nodes else str(execution.type)
+        name = recovery.node_id(store, execution.id) or str(execution.type)
         times[name] = (execution.last_update_time_since_epoch - execution.create_time_since_epoch) / 1000
     return times
 

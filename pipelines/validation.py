@@ -13,7 +13,7 @@ import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-# The registry's own rule (components/registry_pusher/registry.py), for every name from config.
+# Names from config and the registry's model names (components/registry_pusher/registry.py).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" would allow a final newline
 # Query parameters that carry credentials (presigned URLs, tokens in URIs).
 _SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "signature", "credential", "auth")

@@ -128,7 +128,7 @@ def _states_by_node(store, run) -> dict[str, list[tuple[int, int]]]:
     """node id -> [(execution id, state)] of the run."""
     found: dict[str, list[tuple[int, int]]] = {}
     for e in store.get_executions_by_context(run.id):
-        found.setdefault(recovery._node_id(store, e.id), []).append((e.id, e.last_known_state))
+        found.setdefault(recovery.node_id(store, e.id), []).append((e.id, e.last_known_state))
     return found
 
 

@@ -23,6 +23,7 @@ from trainers.spec import (  # noqa: F401  (re-exported for the trainer modules)
     TrainConfig,
     container_cores,
     learning_rate_at,
+    mixed_precision_applies,
 )
 
 

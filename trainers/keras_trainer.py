@@ -7,7 +7,6 @@ SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N,
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 import time
@@ -112,9 +111,7 @@ def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
     keras.utils.set_random_seed(cfg.seed)
     strategy, device = choose_strategy(cfg.accelerator)
-    mixed = cfg.mixed_precision and device != "cpu"
-    if cfg.mixed_precision and not mixed:
-        logging.warning("mixed_precision asked for, but training runs on the CPU: float32 instead")
+    mixed = common.mixed_precision_applies(cfg, on_cpu=device == "cpu")
 
     train_ds = common.make_dataset(fn_args.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed)
     eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)

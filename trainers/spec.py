@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 from typing import Any
@@ -57,6 +58,13 @@ class TrainConfig:
 
 
 WARMUP_FRACTION = 0.15
+
+
+def mixed_precision_applies(cfg: TrainConfig, on_cpu: bool) -> bool:
+    """bfloat16 compute when asked for and not on a CPU; said in the log when it is not applied."""
+    if cfg.mixed_precision and on_cpu:
+        logging.warning("mixed_precision asked for, but training runs on the CPU: float32 instead")
+    return cfg.mixed_precision and not on_cpu
 
 
 def learning_rate_at(step: int, total_steps: int, peak: float, schedule: str) -> float:

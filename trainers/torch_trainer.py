@@ -8,7 +8,6 @@ inside) -> placement -> train loop -> export TorchScript that takes raw uint8 im
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import time
 
@@ -155,9 +154,7 @@ def run_fn(fn_args: FnArgs) -> None:
     torch.manual_seed(cfg.seed)
     cores = use_container_cores()
     device, device_name = choose_device(cfg.accelerator)
-    mixed = cfg.mixed_precision and device.type != "cpu"
-    if cfg.mixed_precision and not mixed:
-        logging.warning("mixed_precision asked for, but training runs on the CPU: float32 instead")
+    mixed = common.mixed_precision_applies(cfg, on_cpu=device.type == "cpu")
 
     # Streamed from the TFRecords every epoch (no in-memory copy of the split); each pass
     # reshuffles (seeded), as Keras' fit does.

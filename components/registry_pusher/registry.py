@@ -10,12 +10,12 @@ import dataclasses
 import glob
 import os
 import random
-import re
 import time
 import urllib.error
 import urllib.request
 from typing import Any, Protocol
 
+from pipelines import validation
 from trainers.spec import MODEL_META_FILE
 
 CHAMPION_ALIAS = "champion"
@@ -24,8 +24,6 @@ SOURCE_MODEL_TAG = "source_model_uri"
 PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_model.py")
 TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                 "trainers")
-# Stricter than MLflow (which refuses '/' and ':'): names also end up in paths and URIs.
-_MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # Tag holding the value of the decision rule's primary metric, compared when promoting.
 PRIMARY_VALUE_TAG = "primary_value"
 
@@ -99,7 +97,8 @@ class MlflowRegistry:
     """One registered model in an MLflow Model Registry at `uri`."""
 
     def __init__(self, uri: str, model_name: str) -> None:
-        if not _MODEL_NAME.fullmatch(model_name or ""):  # fullmatch: "$" lets a final newline through
+        # Stricter than MLflow (which refuses '/' and ':'): names also end up in paths and URIs.
+        if not validation.NAME.fullmatch(model_name or ""):
             raise RegistryError(f"invalid registered model name {model_name!r}: use 1-128 letters, digits, "
                                 "'.', '_' or '-', starting with a letter or digit")
         check_reachable(uri)
