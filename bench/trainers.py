@@ -136,7 +136,8 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
     n_train = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())["train"]
     return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
             "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
-            "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"]}
+            "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
+            "augment_shift": meta["config"]["augment_shift"]}
 
 
 def ingest(mnist: str, work: str) -> tuple[str, str]:
@@ -159,20 +160,23 @@ DEFAULT_CONTENDERS = ("default_keras", "default_pytorch")
 
 def seed_like(epochs: int) -> dict:
     """Our trainers with the seed's model and settings: the like-for-like throughput comparison."""
-    return {"model": "seed_cnn", "epochs": epochs, "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant"}
+    return {"model": "seed_cnn", "epochs": epochs, "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant",
+            "augment_shift": 0}
 
 
 def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, seed: int) -> dict:
     kind, framework = name.split("_")
     if kind == "seed":
         return seed_keras(cache, args.epochs) if framework == "keras" else seed_pytorch(cache, args.epochs)
-    config = seed_like(args.epochs) if kind == "ours" else {}  # default: the pipeline's defaults
+    # default: the pipeline's defaults, with --set overrides
+    config = seed_like(args.epochs) if kind == "ours" else dict(args.set)
     return ours(framework, examples_dir, {**config, "seed": seed})
 
 
 def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
+    overrides = [f"{key}={json.dumps(value)}" for key, value in args.set]
     done = subprocess.run([sys.executable, __file__, "--one", name, "--seed", str(seed), "--epochs", str(args.epochs),
-                           "--mnist", args.mnist, "--work", args.work],
+                           "--mnist", args.mnist, "--work", args.work, *(["--set", *overrides] if overrides else [])],
                           capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode or not lines:
@@ -181,6 +185,13 @@ def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
     print(f"{name} (seed {seed}): {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
           f"test accuracy {r['test_accuracy']:.4f}", flush=True)
     return r
+
+
+def _setting(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected FIELD=JSON")
+    return key, json.loads(value)
 
 
 def main() -> None:
@@ -192,6 +203,9 @@ def main() -> None:
                         help="seed: the seed scripts against our trainers with seed_cnn; "
                              "default: our default model (pipeline defaults) over --seeds")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="seeds of the default model's runs")
+    parser.add_argument("--set", nargs="+", default=[], type=_setting, metavar="FIELD=JSON",
+                        help="default part: override a TrainConfig field, e.g. augment_shift=0 epochs=5")
+    parser.add_argument("--only", choices=DEFAULT_CONTENDERS, help="default part: run only this contender")
     parser.add_argument("--one", choices=SEED_CONTENDERS + DEFAULT_CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -214,12 +228,14 @@ def main() -> None:
             ratio = (o["examples"] / o["seconds"]) / (s["examples"] / s["seconds"])
             print(f"\n{framework}: throughput ratio ours/seed = {ratio:.2f}")
     if args.part in ("all", "default"):
-        runs = {name: [_spawn(name, args, seed) for seed in args.seeds] for name in DEFAULT_CONTENDERS}
-        print("\n| contender | model | epochs | batch | seed | train wall time (s) | test accuracy |")
-        print("|---|---|---|---|---|---|---|")
+        contenders = [args.only] if args.only else DEFAULT_CONTENDERS
+        runs = {name: [_spawn(name, args, seed) for seed in args.seeds] for name in contenders}
+        print("\n| contender | model | epochs | batch | shift | seed | train wall time (s) | test accuracy |")
+        print("|---|---|---|---|---|---|---|---|")
         for name, rs in runs.items():
             for seed, r in zip(args.seeds, rs, strict=True):
-                print(f"| {name} | {r['model']} | {r['epochs']} | {r['batch_size']} | {seed} | {r['seconds']:.1f} | "
+                print(f"| {name} | {r['model']} | {r['epochs']} | {r['batch_size']} | {r['augment_shift']} | {seed} | "
+                      f"{r['seconds']:.1f} | "
                       f"{r['test_accuracy']:.4f} |")
         for name, rs in runs.items():
             accuracy = [r["test_accuracy"] for r in rs]

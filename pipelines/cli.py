@@ -26,6 +26,7 @@ OVERRIDES = {
     "--batch-size": ("batch_size", int, "training batch size, both trainers"),
     "--learning-rate": ("learning_rate", float, "(peak) learning rate, both trainers"),
     "--lr-schedule": ("lr_schedule", str, "one_cycle (warm-up, cosine decay) | constant"),
+    "--augment-shift": ("augment_shift", int, "random shift of training images, up to N pixels (0 = none)"),
     "--seed": ("seed", int, "training seed, both trainers"),
     "--model": ("model", str, "architecture, both trainers: bn_cnn (default) | seed_cnn"),
     "--train-limit": ("train_limit", int, "use only the first N training-file records (0 = all)"),

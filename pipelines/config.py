@@ -59,6 +59,7 @@ class PipelineConfig:
     batch_size: int = _TRAIN.batch_size
     learning_rate: float = _TRAIN.learning_rate
     lr_schedule: str = _TRAIN.lr_schedule  # one_cycle | constant
+    augment_shift: int = _TRAIN.augment_shift  # random shift of training images, pixels (0: none)
     seed: int = _TRAIN.seed
     accelerator: Accelerator = _TRAIN.accelerator
     mixed_precision: bool = _TRAIN.mixed_precision  # bfloat16 on GPU/TPU

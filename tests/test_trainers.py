@@ -17,6 +17,60 @@ def test_same_architecture_same_parameter_count(name, expected):
     assert keras_params == torch_params == expected
 
 
+def _keras_layer_sequence(model) -> list[str]:
+    """Layer kinds in torch's names; a fused activation counts as its own layer, as in torch."""
+    names = {"Conv2D": "Conv2d", "MaxPooling2D": "MaxPool2d", "BatchNormalization": "BatchNorm2d",
+             "ReLU": "ReLU", "Flatten": "Flatten", "Dropout": "Dropout", "Dense": "Linear"}
+    sequence = ["Normalize"]  # Rescaling + Reshape
+    for layer in model.layers:
+        if type(layer).__name__ in names:
+            sequence.append(names[type(layer).__name__])
+            if getattr(layer, "activation", None) is not None and layer.activation.__name__ == "relu":
+                sequence.append("ReLU")
+    return sequence
+
+
+@pytest.mark.parametrize("name", common.MODEL_NAMES)
+def test_same_layers_in_the_same_order(name):
+    # The served Keras model ends in softmax; torch's trains on logits and its export adds softmax.
+    torch_sequence = [type(m).__name__ for m in torch_trainer.build_model(name)]
+    assert _keras_layer_sequence(keras_trainer.build_model(name)) == torch_sequence
+
+
+def test_shift_images_moves_each_image_by_at_most_the_shift():
+    import tensorflow as tf
+
+    images = np.zeros((500, 28, 28), np.uint8)
+    images[:, 10:18, 12:16] = (np.arange(500) % 250 + 1).astype(np.uint8)[:, None, None]
+    shifted = common.shift_images(tf.constant(images), 2, tf.constant([7, 3], tf.int64)).numpy()
+    offsets = set()
+    for before, after in zip(images, shifted, strict=True):
+        rows, cols = np.nonzero(after)
+        dy, dx = rows.min() - 10, cols.min() - 12
+        assert -2 <= dy <= 2 and -2 <= dx <= 2
+        np.testing.assert_array_equal(after[10 + dy:18 + dy, 12 + dx:16 + dx], before[10:18, 12:16])
+        assert after.sum(dtype=np.int64) == before.sum(dtype=np.int64)  # only background moved out
+        offsets.add((dy, dx))
+    assert len(offsets) == 25  # every offset in [-2, 2]^2 occurs in 500 draws
+    again = common.shift_images(tf.constant(images), 2, tf.constant([7, 3], tf.int64)).numpy()
+    np.testing.assert_array_equal(shifted, again)
+
+
+def test_augmented_input_is_reproducible_and_new_each_epoch(small_examples):
+    pattern = [str(small_examples.uri) + "/Split-train/*"]
+
+    def epochs(shift: int, seed: int, n: int = 2) -> list[tuple[np.ndarray, np.ndarray]]:
+        ds = common.make_dataset(pattern, 256, shuffle=False, seed=seed, shift=shift)
+        return [next(ds.as_numpy_iterator()) for _ in range(n)]
+
+    (plain, labels), _ = epochs(0, 5)
+    (first, first_labels), (second, _) = epochs(2, 5)
+    np.testing.assert_array_equal(first_labels, labels)
+    assert not np.array_equal(first, plain) and not np.array_equal(first, second)
+    np.testing.assert_array_equal(epochs(2, 5, n=1)[0][0], first)  # same seed, same shifts
+    assert not np.array_equal(epochs(2, 6, n=1)[0][0], first)
+
+
 @pytest.mark.parametrize("candidate", ["keras_model", "pytorch_model"])
 def test_export_serves_raw_uint8_and_records_metadata(small_models, small_examples, candidate):
     model_dir = str(small_models[candidate] / "Format-Serving")
@@ -106,6 +160,8 @@ def test_pipeline_defaults_are_the_trainers_defaults():
         PipelineConfig(lr_schedule="cosine-ish")
     with pytest.raises(ValueError, match="model 'resnet'"):
         common.TrainConfig.from_custom_config({"model": "resnet"})
+    with pytest.raises(ValueError, match="augment_shift must be 0..8 pixels, got 9"):
+        PipelineConfig(augment_shift=9)
 
 
 @pytest.mark.parametrize("files, expected", [

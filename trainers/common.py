@@ -44,13 +44,27 @@ def _parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return images, features["label"]
 
 
+def shift_images(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
+    """Moves each image of the batch by its own random whole-pixel offset in [-max_shift, max_shift]
+    along each axis, filling with background (0). Stateless: the same seed gives the same shifts."""
+    height, width = IMAGE_SHAPE
+    padded = tf.pad(images, [[0, 0], [max_shift, max_shift], [max_shift, max_shift]])
+    offsets = tf.random.stateless_uniform([2, tf.shape(images)[0]], seed=seed, minval=0,
+                                          maxval=2 * max_shift + 1, dtype=tf.int32)
+    rows = offsets[0][:, None] + tf.range(height)[None, :]
+    cols = offsets[1][:, None] + tf.range(width)[None, :]
+    shifted = tf.gather(padded, rows, axis=1, batch_dims=1)
+    return tf.gather(shifted, cols, axis=2, batch_dims=1)
+
+
 def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int,
-                 cache: bool = True) -> tf.data.Dataset:
+                 cache: bool = True, shift: int = 0) -> tf.data.Dataset:
     """(images uint8 [B, 28, 28], labels int64 [B]) batches from GZIP TFRecords of tf.Examples.
 
     cache=True keeps the serialized records in memory after the first pass (~50 MB for MNIST's
     training split) and gives the dataset its exact length (Keras then knows the epoch's steps
     instead of running into the end of the data). cache=False streams from the files every pass.
+    shift > 0 augments: each image moves by up to `shift` pixels, with new offsets every epoch.
     """
     files = expand_patterns(file_patterns)
     ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
@@ -62,6 +76,13 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     if shuffle:
         ds = ds.shuffle(buffer_size=20_000, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    if shift:
+        # One stateless seed per batch from a seeded stream that differs each epoch: reproducible
+        # whatever order the parallel map calls run in.
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip(ds, seeds).map(
+            lambda batch, batch_seed: (shift_images(batch[0], shift, batch_seed), batch[1]),
+            num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 

@@ -27,13 +27,16 @@ class TrainConfig:
     (pipelines.config.PipelineConfig takes them from here)."""
 
     # bn_cnn: two conv blocks (24, 48 filters) with batch norm, a dense head, dropout; 165,746 parameters.
-    # seed_cnn: the seed article's model (with seed-like settings: batch 32, constant 1e-3, 5 epochs).
+    # seed_cnn: the seed article's model (with seed-like settings: batch 32, constant 1e-3, 5 epochs,
+    # no augmentation).
     model: str = "bn_cnn"
     epochs: int = 4
     batch_size: int = 128
     learning_rate: float = 3e-3  # the peak, with one_cycle
     # one_cycle: linear warm-up over the first 15 % of steps, then cosine decay to 0.
     lr_schedule: str = "one_cycle"
+    # Augmentation: each training image moves by up to this many pixels each epoch (0: none).
+    augment_shift: int = 2
     seed: int = 42
     accelerator: str = "auto"
     # bfloat16 compute on a GPU or TPU (weights stay float32); ignored, and recorded so, on CPU.
@@ -48,6 +51,8 @@ class TrainConfig:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"accelerator {self.accelerator!r} is not one of {ACCELERATORS}")
+        if not 0 <= self.augment_shift <= 8:
+            raise ValueError(f"augment_shift must be 0..8 pixels, got {self.augment_shift}")
         if self.epochs < 1 or self.batch_size < 1 or self.steps_per_execution < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size, steps_per_execution and learning_rate must be positive")
 

@@ -56,8 +56,9 @@ def build_model(name: str) -> nn.Module:
     if name == "bn_cnn":
         return nn.Sequential(
             Normalize(),
-            nn.Conv2d(1, 24, 3, bias=False), nn.BatchNorm2d(24), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(24, 48, 3, bias=False), nn.BatchNorm2d(48), nn.ReLU(), nn.MaxPool2d(2),
+            # Conv -> MaxPool -> BatchNorm -> ReLU, as in Keras (see keras_trainer._conv_block).
+            nn.Conv2d(1, 24, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),
+            nn.Conv2d(24, 48, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(48), nn.ReLU(),
             nn.Flatten(), nn.Dropout(0.25), nn.Linear(48 * 5 * 5, 128), nn.ReLU(),
             nn.Dropout(0.25), nn.Linear(128, common.NUM_CLASSES),
         )
@@ -158,7 +159,8 @@ def run_fn(fn_args: FnArgs) -> None:
 
     # Streamed from the TFRecords every epoch (no in-memory copy of the split); each pass
     # reshuffles (seeded), as Keras' fit does.
-    train_ds = common.make_dataset(fn_args.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=False)
+    train_ds = common.make_dataset(fn_args.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed, cache=False,
+                                   shift=cfg.augment_shift)
     eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed, cache=False)
     model = build_model(cfg.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
