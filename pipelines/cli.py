@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+import yaml
+
 from pipelines.config import REPO_ROOT, PipelineConfig, load_config
 
 DEFAULT_KFP_REGISTRY_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
@@ -114,7 +116,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--run", help="pipeline run id (default: the latest run)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cfg = _config(args)
+    try:
+        cfg = _config(args)
+    except (ValueError, TypeError, OSError, yaml.YAMLError) as e:
+        # A bad setting is the user's input: one line naming it (and the file), not a traceback.
+        problem = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        parser.error(f"invalid configuration ({f'{args.config} and ' if args.config else ''}flags): {problem}")
 
     if args.command == "compile":
         from pipelines.runners import compile_kubeflow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from kfp import components
 
@@ -16,6 +17,24 @@ def _compile(tmp_path, *args):
     out = tmp_path / "pipeline.yaml"
     assert cli.main(["compile", "--output", str(out), *args]) == 0
     return out
+
+
+@pytest.mark.parametrize("yaml_text, flags, message", [
+    ("augment_shift: 9\n", [], "augment_shift must be 0..8 pixels, got 9"),
+    ("epochs: 4\n", ["--lr-schedule", "cosine"], "lr_schedule 'cosine' is not one of"),
+    ("epoch: 4\n", [], "unknown config keys ['epoch']"),
+    ("epochs: [4\n", [], "while parsing a flow sequence; in \""),
+])
+def test_a_bad_setting_is_one_line_naming_the_file(tmp_path, capsys, yaml_text, flags, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml_text)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compile", "--config", str(config), "--output", str(tmp_path / "p.yaml"), *flags])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"pipelines.cli: error: invalid configuration ({config} and flags): ")
+    assert message in error and "Traceback" not in error
+    assert not (tmp_path / "p.yaml").exists()
 
 
 def test_committed_pipeline_yaml_is_in_sync(tmp_path):
