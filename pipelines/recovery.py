@@ -22,6 +22,8 @@ from collections.abc import Iterator
 
 from ml_metadata.proto import metadata_store_pb2
 
+from pipelines import validation
+
 RUNNING_STATES = (metadata_store_pb2.Execution.RUNNING, metadata_store_pb2.Execution.NEW)
 REAPED_PROPERTY = "reaped_reason"
 
@@ -72,14 +74,13 @@ def reap_interrupted_executions(store, pipeline_root: str) -> list[tuple[int, st
     """Marks the executions an earlier, killed run left unfinished as FAILED and deletes their
     partial outputs. Only call it while holding `exclusive_run`: then none of them is live.
     Returns (execution id, node id) of each one reaped."""
-    root = os.path.realpath(pipeline_root)
     reaped = []
     for execution in store.get_executions():
         if execution.last_known_state not in RUNNING_STATES:
             continue
         node = node_id(store, execution.id)
         for partial in _partial_output_dirs(pipeline_root, node, execution.id):
-            if os.path.commonpath([root, os.path.realpath(partial)]) == root:
+            if validation.is_inside(pipeline_root, partial):
                 shutil.rmtree(partial, ignore_errors=True)
         execution.last_known_state = metadata_store_pb2.Execution.FAILED
         execution.custom_properties[REAPED_PROPERTY].string_value = (

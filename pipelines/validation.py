@@ -29,10 +29,16 @@ def check_name(value: Any, field: str) -> str:
     return value
 
 
-def check_inside(root: str, path: str, field: str) -> str:
+def is_inside(root: str, path: str) -> bool:
     """`path` (which may not exist yet) resolves, symlinks followed, inside `root`."""
-    real_root, real = os.path.realpath(root), os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root:
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def check_inside(root: str, path: str, field: str) -> str:
+    """`path` unless it resolves outside `root` (then a ValueError naming `field`)."""
+    if not is_inside(root, path):
+        real_root, real = os.path.realpath(root), os.path.realpath(path)
         raise ValueError(f"{field} {path} resolves to {real}, outside output_root {real_root} (a symlink or "
                          "'..' leads out of it); point output_root at the real location instead")
     return path

@@ -120,10 +120,6 @@ def _seconds_to_restart(store, execution_id: int, launched_at: float) -> float:
     return execution.create_time_since_epoch / 1000 - launched_at
 
 
-def _latest_run(store):
-    return runners.run_context(store)
-
-
 def _states_by_node(store, run) -> dict[str, list[tuple[int, int]]]:
     """node id -> [(execution id, state)] of the run."""
     found: dict[str, list[tuple[int, int]]] = {}
@@ -160,7 +156,7 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     for i, node in enumerate(KILL_ORDER):
         launched_at, partial = _kill_during(cfg, config, log, node)
         store = runners._store(cfg)
-        run = _latest_run(store)
+        run = runners.run_context(store)
         states = _states_by_node(store, run)
         execution_id = int(partial.name)
         # Killed while running: ML Metadata still says RUNNING, the partial folder is there.
@@ -187,7 +183,7 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
 
     launched_at, total = _run_to_end(config, log)
     store = runners._store(cfg)
-    first = _latest_run(store)
+    first = runners.run_context(store)
     states = _states_by_node(store, first)
     assert [s for _, s in states["RegistryPusher"]] == [Execution.COMPLETE]
     for done in KILL_ORDER[:-1]:
@@ -203,7 +199,7 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     # Rerun on the same data and code: all cached, nothing registered, the champion unchanged.
     _run_to_end(config, log)
     store = runners._store(cfg)
-    second = _latest_run(store)
+    second = runners.run_context(store)
     assert second.id != first.id
     states = _states_by_node(store, second)
     for node in KILL_ORDER:  # DriftValidator and DataGate re-check against the new champion's statistics
@@ -215,7 +211,7 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     config.write_text(yaml.safe_dump({**values, "train_limit": 2400}))
     _run_to_end(config, log)
     store = runners._store(cfg)
-    third = _latest_run(store)
+    third = runners.run_context(store)
     states = _states_by_node(store, third)
     assert [s for _, s in states["MnistExampleGen"]] == [Execution.COMPLETE]
     assert [s for _, s in states["RegistryPusher"]] == [Execution.COMPLETE]

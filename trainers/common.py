@@ -7,6 +7,7 @@ decoded at once), so any accuracy difference comes from the model and the traini
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import tensorflow as tf
@@ -44,6 +45,18 @@ def _parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return images, features["label"]
 
 
+def count_elements(ds: tf.data.Dataset) -> int:
+    """One pass over `ds`, counting its elements (records, or batches of a batched dataset)."""
+    return int(ds.reduce(0, lambda n, _: n + 1))
+
+
+def count_batches(file_patterns: list[str], batch_size: int) -> int:
+    """Batches per epoch of make_dataset over these files, from one pass over the raw records
+    (nothing parsed or augmented)."""
+    files = expand_patterns(file_patterns)
+    return math.ceil(count_elements(tf.data.TFRecordDataset(files, compression_type="GZIP")) / batch_size)
+
+
 def shift_images(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
     """Moves each image of the batch by its own random whole-pixel offset in [-max_shift, max_shift]
     along each axis, filling with background (0). Stateless: the same seed gives the same shifts."""
@@ -72,7 +85,7 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     if cache:
         ds = ds.cache()
         # This pass over the data fills the cache: the first epoch then reads memory, not files.
-        ds = ds.apply(tf.data.experimental.assert_cardinality(int(ds.reduce(0, lambda n, _: n + 1))))
+        ds = ds.apply(tf.data.experimental.assert_cardinality(count_elements(ds)))
     if shuffle:
         ds = ds.shuffle(buffer_size=20_000, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)

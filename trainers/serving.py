@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trainers.spec import IMAGE_SHAPE, read_model_meta
+from trainers.spec import IMAGE_SHAPE, file_exists, read_bytes, read_model_meta
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -28,24 +28,6 @@ _ZIP_MAGIC = b"PK\x03\x04"
 
 class UntrustedModelError(ValueError):
     """A file where a model is expected is not in a format that runs no code when loaded."""
-
-
-def _read_bytes(path: str) -> bytes:
-    if "://" in path:  # gs:// and other remote artifact stores
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path, "rb") as f:
-            return f.read()
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def _exists(path: str) -> bool:
-    if "://" in path:
-        import tensorflow as tf
-
-        return tf.io.gfile.exists(path)
-    return os.path.isfile(path)
 
 
 def _refuse_pickle(path: str, data: bytes, expected: str) -> None:
@@ -98,9 +80,9 @@ def check_saved_model(model_dir: str) -> None:
     from tensorflow.core.protobuf import saved_model_pb2
 
     path = os.path.join(model_dir, SAVED_MODEL_FILE)
-    if not _exists(path):
+    if not file_exists(path):
         raise FileNotFoundError(f"{path}: missing; {model_dir} holds no binary SavedModel")
-    data = _read_bytes(path)
+    data = read_bytes(path)
     _refuse_pickle(path, data, "SavedModel protobuf")
     names = _zip_names(data)
     if names is not None:
@@ -141,7 +123,7 @@ def _load_keras(model_dir: str) -> Predictor:
 def _load_torchscript(path: str) -> Predictor:
     import torch
 
-    data = _read_bytes(path)
+    data = read_bytes(path)
     check_torchscript(path, data)
     try:  # the bytes that were checked are the bytes that are loaded
         module = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
@@ -183,7 +165,7 @@ def load_state_dict(path: str) -> dict[str, Any]:
     import torch
 
     try:
-        state = torch.load(io.BytesIO(_read_bytes(path)), map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(read_bytes(path)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         lines = [line for line in str(e).splitlines() if line.strip()]
         detail = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[0] if lines else "")

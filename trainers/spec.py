@@ -103,16 +103,30 @@ def container_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
     return cores
 
 
-def read_model_meta(model_dir: str) -> dict[str, Any]:
-    path = os.path.join(model_dir, MODEL_META_FILE)
-    if "://" in path:  # gs:// and other remote artifact stores
+def _is_remote(path: str) -> bool:
+    return "://" in path  # gs:// and other remote artifact stores, read through TensorFlow's gfile
+
+
+def file_exists(path: str) -> bool:
+    if _is_remote(path):
         import tensorflow as tf
 
-        if not tf.io.gfile.exists(path):
-            raise FileNotFoundError(f"{path}: missing; {model_dir} was not written by this project's trainers")
-        with tf.io.gfile.GFile(path) as f:
-            return json.load(f)
-    if not os.path.isfile(path):
+        return tf.io.gfile.exists(path)
+    return os.path.isfile(path)
+
+
+def read_bytes(path: str) -> bytes:
+    if _is_remote(path):
+        import tensorflow as tf
+
+        with tf.io.gfile.GFile(path, "rb") as f:
+            return f.read()
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def read_model_meta(model_dir: str) -> dict[str, Any]:
+    path = os.path.join(model_dir, MODEL_META_FILE)
+    if not file_exists(path):
         raise FileNotFoundError(f"{path}: missing; {model_dir} was not written by this project's trainers")
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(read_bytes(path))

@@ -30,11 +30,6 @@ def batches(dataset, device: torch.device):
                torch.from_numpy(labels).to(device, non_blocking=True))
 
 
-def count_batches(dataset) -> int:
-    """One pass over the (streamed) dataset, reading only its labels' lengths."""
-    return int(dataset.reduce(0, lambda n, _: n + 1))
-
-
 # --- model ---------------------------------------------------------------------------------
 class Normalize(nn.Module):
     """uint8 [N, 28, 28] -> normalized float [N, 1, 28, 28], as the Keras model does."""
@@ -165,7 +160,7 @@ def run_fn(fn_args: FnArgs) -> None:
     model = build_model(cfg.model).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     # The schedule needs the epoch's length; a streamed split has none until one pass counted it.
-    steps_per_epoch = count_batches(train_ds) if cfg.lr_schedule != "constant" else 0
+    steps_per_epoch = common.count_batches(fn_args.train_files, cfg.batch_size) if cfg.lr_schedule != "constant" else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: common.learning_rate_at(
         step, steps_per_epoch * cfg.epochs, cfg.learning_rate, cfg.lr_schedule) / cfg.learning_rate)
     writer = SummaryWriter(log_dir=fn_args.model_run_dir)
