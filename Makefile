@@ -16,7 +16,7 @@ env:
 
 run:  ## set up if needed, get MNIST, run the whole pipeline locally, print the decision
 	venv=$$(infra/bootstrap.sh)
-	"$$venv/bin/python" -m pipelines.cli run $(ARGS)
+	"$$venv/bin/python" -m pipelines run $(ARGS)
 
 test:  ## lint, then the whole test suite (real TFX, Beam, TF, PyTorch, MLflow, KFP compile)
 	venv=$$(infra/bootstrap.sh)
@@ -26,11 +26,11 @@ test:  ## lint, then the whole test suite (real TFX, Beam, TF, PyTorch, MLflow, 
 
 compile:  ## regenerate pipeline.yaml (KFP v2 IR) from the code
 	venv=$$(infra/bootstrap.sh)
-	"$$venv/bin/python" -m pipelines.cli compile $(ARGS)
+	"$$venv/bin/python" -m pipelines compile $(ARGS)
 
 summary:  ## the latest local run's decision, accuracies and output locations
 	venv=$$(infra/bootstrap.sh)
-	"$$venv/bin/python" -m pipelines.cli summary $(ARGS)
+	"$$venv/bin/python" -m pipelines summary $(ARGS)
 
 lint:
 	venv=$$(infra/bootstrap.sh)
@@ -38,4 +38,4 @@ lint:
 
 show:  ## the latest run's comparison table, paired tests and decision (ARGS="--run ID" for another)
 	venv=$$(infra/bootstrap.sh)
-	"$$venv/bin/python" -m pipelines.cli show $(ARGS)
+	"$$venv/bin/python" -m pipelines show $(ARGS)

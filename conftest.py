@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import REPO_ROOT
+from pipelines.config import REPO_ROOT, PipelineConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -19,6 +19,8 @@ SMALL = {"train_limit": 3000, "test_limit": 1000, "eval_ratio": 0.1}
 # Tests of the pipeline's mechanics train the seed's small model with its plain settings: seconds
 # per run, and one epoch on a few thousand images already clears the tests' low accuracy bars.
 FAST_TRAINING = {"model": "seed_cnn", "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant"}
+# The pipeline's default settings, for component tests that check them (they import nothing of pipelines/).
+DEFAULTS = PipelineConfig()
 # Naming an SDK image (which the in-process DirectRunner never uses) stops TFX from building an
 # sdist of itself for remote Beam workers on every executor start: about 4 s per call.
 TEST_BEAM_ARGS = ["--direct_running_mode=in_memory", "--sdk_container_image=unused-by-the-direct-runner"]
@@ -105,10 +107,38 @@ def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry
     context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
     executor.Executor(context).Do(
         inputs, {"evaluation": [evaluation], "blessing": [blessing]},
-        {"min_value": min_accuracy, "split": "test", "registry_uri": registry_uri,
+        {"min_metric": min_accuracy, "split": "test", "registry_uri": registry_uri,
          "registered_model_name": model_name})
     with open(tmp_path / "evaluation" / "evaluation.json") as f:
         return json.load(f), blessing
+
+
+def load_champion_pyfunc(registry):
+    """`mlflow.pyfunc.load_model("models:/<name>@champion")` as a user's process does it, with
+    MLflow's process-wide URIs pointing at the registry (the pipeline itself never sets them)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(registry.uri)
+    mlflow.set_registry_uri(registry.uri)
+    return mlflow.pyfunc.load_model(registry.champion_uri())
+
+
+def write_idx(path: str, records) -> str:
+    """Writes uint8 images [n, 28, 28] or labels [n] as an IDX file (gzip-compressed if path ends
+    in .gz), for data sets that tests make from real records."""
+    import gzip
+    import struct
+
+    import numpy as np
+
+    from components.mnist_example_gen import idx
+
+    records = np.ascontiguousarray(records, dtype=np.uint8)
+    magic = idx.IMAGE_MAGIC if records.ndim == 3 else idx.LABEL_MAGIC
+    content = struct.pack(f">I{records.ndim}I", magic, *records.shape) + records.tobytes()
+    with (gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")) as f:
+        f.write(content)
+    return path
 
 
 @pytest.fixture

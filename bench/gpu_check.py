@@ -1,53 +1,100 @@
-"""GPU check (under a minute of work): both trainers, one epoch on CUDA, throughput and device.
+"""GPU check of the PyTorch trainer's model: one short script that needs PyTorch and numpy only
+(the lent GPU machines have no TensorFlow), on MNIST arrays read straight from the IDX files.
 
-PYTHONPATH=. python bench/gpu_check.py [--mnist DIR] [--model bn_cnn|seed_cnn] [--batch-size 128] [--mixed-precision]
+PYTHONPATH=. python bench/gpu_check.py [--mnist DIR] [--model bn_cnn|seed_cnn] [--epochs 1]
+    [--batch-size 128] [--mixed-precision]
 
-Kept ready for when a GPU machine is lent; asks for accelerator=gpu, so it fails loudly (rather
-than measuring the CPU) where TensorFlow or PyTorch sees no GPU.
+The same model, training step, evaluation and one-cycle schedule as the pipeline's PyTorch
+trainer (trainers/torch_model.py, trainers/config.py); only the input differs (in-memory arrays
+on the GPU instead of the shared tf.data input). Asks for CUDA and fails loudly without it.
+Prints one JSON line: device, driver, CUDA, images/s, test accuracy.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import os
-import sys
-import tempfile
+import struct
+import subprocess
+import time
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+import numpy as np
+import torch
+
+from trainers.config import TrainConfig, learning_rate_at
+from trainers.torch_model import build_model, count_parameters, evaluate, train_epoch
+
+FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+         "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def read_idx(folder: str, name: str) -> np.ndarray:
+    """An IDX file (`name` or `name.gz` in `folder`) as a uint8 array."""
+    path = os.path.join(folder, name)
+    opener = gzip.open if not os.path.exists(path) else open
+    with opener(path if opener is open else path + ".gz", "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = struct.unpack(f">{dims}I", data[4:4 + 4 * dims])
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator | None):
+    order = torch.randperm(len(labels), generator=generator, device=images.device) if generator else None
+    for start in range(0, len(labels), batch_size):
+        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+        yield images[index], labels[index]
+
+
+def driver_version() -> str:
+    try:
+        return subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                              capture_output=True, text=True, timeout=30).stdout.strip()
+    except OSError:
+        return "unknown"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--mnist", default=os.path.join(REPO, "..", "shared", "data", "mnist"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mnist", default=os.path.join("..", "shared", "data", "mnist"))
     parser.add_argument("--model", default="bn_cnn")
+    parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute (both trainers)")
+    parser.add_argument("--mixed-precision", action="store_true", help="bfloat16 compute (autocast)")
     args = parser.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: this check measures the GPU, not the CPU")
+    cfg = TrainConfig(model=args.model, epochs=args.epochs, batch_size=args.batch_size,
+                      mixed_precision=args.mixed_precision, accelerator="gpu")
+    device = torch.device("cuda")
+    torch.manual_seed(cfg.seed)
+    arrays = {key: torch.from_numpy(read_idx(args.mnist, name).copy()).to(device) for key, name in FILES.items()}
+    train_x, train_y = arrays["train_images"], arrays["train_labels"].long()
+    test_x, test_y = arrays["test_images"], arrays["test_labels"].long()
 
-    from tfx.components.trainer.fn_args_utils import FnArgs
-
-    from bench.trainers import ingest
-    from trainers import keras_trainer, torch_trainer
-    from trainers.spec import read_model_meta
-
-    work = tempfile.mkdtemp(prefix="gpu-check-")
-    _, examples = ingest(args.mnist, work)
-    for name, run_fn in (("keras", keras_trainer.run_fn), ("pytorch", torch_trainer.run_fn)):
-        out = os.path.join(work, name)
-        fn_args = FnArgs(train_files=[os.path.join(examples, "Split-train", "*")],
-                         eval_files=[os.path.join(examples, "Split-eval", "*")],
-                         serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
-                         custom_config={"model": args.model, "epochs": 1, "batch_size": args.batch_size,
-                                        "accelerator": "gpu", "mixed_precision": args.mixed_precision})
-        run_fn(fn_args)
-        meta = read_model_meta(fn_args.serving_model_dir)
-        with open(os.path.join(examples, "split_counts.json")) as f:
-            n_train = json.load(f)["train"]
-        print(f"{name}: device {meta['device']}, mixed precision {meta['mixed_precision']}, "
-              f"1 epoch in {meta['train_seconds']:.1f} s, "
-              f"{n_train / meta['train_seconds']:.0f} examples/s (batch {args.batch_size})", flush=True)
+    model = build_model(cfg.model).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    total = -(-len(train_y) // cfg.batch_size) * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_at(
+        step, total, cfg.learning_rate, cfg.lr_schedule) / cfg.learning_rate)
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(cfg.epochs):
+        train_epoch(model, batches(train_x, train_y, cfg.batch_size, generator), optimizer, scheduler,
+                    cfg.mixed_precision)
+    torch.cuda.synchronize()
+    seconds = time.perf_counter() - started
+    _, accuracy = evaluate(model, batches(test_x, test_y, 1000, None), cfg.mixed_precision)
+    print(json.dumps({
+        "framework": "pytorch", "device": torch.cuda.get_device_name(0), "driver": driver_version(),
+        "torch": torch.__version__, "cuda": torch.version.cuda, "model": cfg.model,
+        "parameters": count_parameters(model), "mixed_precision": cfg.mixed_precision,
+        "batch_size": cfg.batch_size, "epochs": cfg.epochs, "train_seconds": round(seconds, 2),
+        "images_per_second": round(cfg.epochs * len(train_y) / seconds), "test_accuracy": round(accuracy, 4),
+    }), flush=True)
 
 
 if __name__ == "__main__":

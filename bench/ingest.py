@@ -26,7 +26,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 
 from components.drift_validator import executor as drift_executor
 from components.mnist_example_gen import executor as example_gen_executor
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, load_config
 from pipelines.schema_tool import write_baseline
 
 STEPS = ("ingest", "statistics", "schema validation", "drift/skew validation")
@@ -101,7 +101,7 @@ def main() -> None:
     parser.add_argument("--baseline-out", default="")
     parser.add_argument("--json", default="", help="also write the timings here")
     args = parser.parse_args()
-    cfg = PipelineConfig(source=args.source)
+    cfg = load_config(source=args.source)
     results = {}
     with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
         for mode in args.modes:

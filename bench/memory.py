@@ -21,7 +21,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 STAGES = ("MnistExampleGen", "StatisticsGen", "DriftValidator", "keras_trainer", "pytorch_trainer",
           "BakeoffEvaluator", "RegistryPusher")
@@ -33,14 +32,14 @@ def run_stage(config: dict, node_id: str) -> None:
     from tfx import v1 as tfx
     from tfx.orchestration import pipeline as tfx_pipeline
 
-    from pipelines import recovery, runners
-    from pipelines.config import PipelineConfig
+    from pipelines import local_runner, recovery
+    from pipelines.config import load_config
 
-    cfg = PipelineConfig(**config)
+    cfg = load_config(**config)
     os.makedirs(os.path.join(cfg.output_root, "registry"), exist_ok=True)
     with recovery.exclusive_run(cfg.output_root):
         options = tfx_pipeline.RunOptions(to_nodes=[node_id]) if node_id else None
-        tfx.orchestration.LocalDagRunner().run(runners.local_pipeline(cfg), run_options=options)
+        tfx.orchestration.LocalDagRunner().run(local_runner.local_pipeline(cfg), run_options=options)
 
 
 def measure(config: dict, node_id: str, log) -> tuple[float, float]:

@@ -18,6 +18,7 @@ the 10,000 test images.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import subprocess
@@ -26,7 +27,6 @@ import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
 
 
 def _arrays(cache: str):
@@ -113,9 +113,9 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from trainers import serving
-    from trainers.spec import read_model_meta
+    from trainers.model_format import read_model_meta
 
-    module = __import__(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer", fromlist=["run_fn"])
+    module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
     out = tempfile.mkdtemp()
     fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
                      eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
@@ -141,16 +141,25 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
 
 
 def ingest(mnist: str, work: str) -> tuple[str, str]:
-    """The four files into the cache and our TFRecords, once (not timed)."""
-    from conftest import run_example_gen
+    """The four files into the cache and our TFRecords, once (not timed): the pipeline's own
+    MnistExampleGen executor, in this process."""
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.types import standard_artifacts
+
+    from components.mnist_example_gen import executor
 
     cache = os.path.join(work, "cache")
     examples_dir = os.path.join(work, "examples")
     if not os.path.exists(os.path.join(examples_dir, "split_counts.json")):
-        ex = run_example_gen(__import__("pathlib").Path(examples_dir), cache, source=mnist,
-                             train_limit=0, test_limit=0, eval_ratio=0.1)
+        examples = standard_artifacts.Examples()
+        examples.uri = examples_dir
+        context = base_beam_executor.BaseBeamExecutor.Context(
+            beam_pipeline_args=["--direct_running_mode=in_memory", "--sdk_container_image=unused"])
+        executor.Executor(context).Do({}, {"examples": [examples]}, {
+            executor.SOURCE: mnist, executor.CACHE_DIR: cache, executor.EVAL_RATIO: 0.1,
+            executor.TRAIN_LIMIT: 0, executor.TEST_LIMIT: 0})
         with open(os.path.join(examples_dir, "split_counts.json"), "w") as f:
-            f.write(ex.get_string_custom_property("split_counts"))
+            f.write(examples.get_string_custom_property("split_counts"))
     return cache, examples_dir
 
 

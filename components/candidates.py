@@ -10,7 +10,7 @@ from __future__ import annotations
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec
 
-RESERVED = ("examples", "champion", "evaluation", "blessing")
+RESERVED = ("examples", "champion", "evaluation", "blessing", "statistics")
 
 
 def spec_with_candidates(base: type[ComponentSpec], names: list[str], minimum: int = 1) -> type[ComponentSpec]:

@@ -1,70 +1,173 @@
-"""Command line: `run` the pipeline locally, `compile` pipeline.yaml, `summary` of the latest run.
+"""The one command line: `python -m pipelines COMMAND` (make run / compile / summary / show call it).
 
-python -m pipelines.cli run [--config FILE] [--source URI] [--epochs N] ...
-python -m pipelines.cli compile [--output pipeline.yaml]
+  run        run the whole pipeline locally (LocalDagRunner, Beam DirectRunner)
+  compile    compile the pipeline to a KFP v2 package (pipeline.yaml)
+  presubmit  check a compiled package for its target before a cluster sees it
+  deploy     upload a package to Kubeflow Pipelines (and run it), or submit it to Vertex AI
+  launch     run a package's tasks here, one process each, as the KFP v2 launcher would
+  registry   list versions, roll the champion back, predict with the champion
+  schema     propose a curated schema, or pin a drift baseline, from a run's artifacts
+  summary    the latest local run's decision and where its outputs are
+  show       a run's comparison table, paired tests and decision
+
+Every setting of the config (pipelines/config.py) is a flag of run, compile, summary, show and
+registry, generated from its field: `--epochs 2`, `--min-metric 0.99`, `--no-verify-checksums`.
+This module is the edge: it alone reads the environment (MNIST_SOURCE, MLFLOW_TRACKING_URI) and
+git, and passes what it found down.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
+import typing
+from typing import Any, Literal
 
 import yaml
 
-from pipelines.config import REPO_ROOT, PipelineConfig, load_config
+from pipelines import validation
+from pipelines.config import REPO_ROOT, SECTIONS, PipelineConfig, load_config, setting_fields
 
-DEFAULT_KFP_REGISTRY_URI = "http://mlflow.mlflow.svc.cluster.local:5000"
-
-# flag -> (config field, type, help)
-OVERRIDES = {
-    "--source": ("source", str, "MNIST source: folder or gs://, s3://, http(s) URI (env MNIST_SOURCE)"),
-    "--output-root": ("output_root", str, "where runs, metadata and the default registry go"),
-    "--cache-dir": ("cache_dir", str, "local cache of verified MNIST files"),
-    "--epochs": ("epochs", int, "training epochs, both trainers"),
-    "--batch-size": ("batch_size", int, "training batch size, both trainers"),
-    "--learning-rate": ("learning_rate", float, "(peak) learning rate, both trainers"),
-    "--lr-schedule": ("lr_schedule", str, "one_cycle (warm-up, cosine decay) | constant"),
-    "--augment-shift": ("augment_shift", int, "random shift of training images, up to N pixels (0 = none)"),
-    "--seed": ("seed", int, "training seed, both trainers"),
-    "--model": ("model", str, "architecture, both trainers: bn_cnn (default) | seed_cnn"),
-    "--train-limit": ("train_limit", int, "use only the first N training-file records (0 = all)"),
-    "--test-limit": ("test_limit", int, "use only the first N test-file records (0 = all)"),
-    "--min-metric": ("min_metric", float, "primary metric (test accuracy) the winner needs to be blessed"),
-    "--registry-uri": ("registry_uri", str, "MLflow tracking URI (default: SQLite under output root)"),
-    "--accelerator": ("accelerator", str, "auto | cpu | gpu | tpu"),
-    "--image": ("image", str, "container image for the compiled pipeline"),
+# Environment variable -> the setting it provides (below a YAML file and flags).
+ENVIRONMENT_SETTINGS = {"MNIST_SOURCE": "source", "MLFLOW_TRACKING_URI": "registry_uri"}
+CONFIG_COMMANDS = {
+    "run": "run the whole pipeline locally (LocalDagRunner, Beam DirectRunner)",
+    "compile": "compile the pipeline to a KFP v2 package (pipeline.yaml)",
+    "summary": "print the latest local run's decision and where its outputs are",
+    "show": "print the bake-off's comparison table, paired tests and decision for a run",
 }
+GROUPS = {None: "pipeline settings", **{name: f"{name} settings ({cls.__name__})" for name, cls in SECTIONS.items()}}
 
 
-# compile only: flag -> (config field, type, help); the rest of the placement goes in --config YAML.
-KFP_OVERRIDES = {
-    "--kfp-target": ("kfp_target", str, "kubeflow (open-source KFP) | vertex (Vertex AI Pipelines)"),
-    "--kfp-pipeline-root": ("kfp_pipeline_root", str, "pipeline root on the cluster (gs://)"),
-    "--kfp-accelerator": ("kfp_accelerator", str, "each trainer's accelerator: none | gpu | tpu"),
-    "--kfp-accelerator-count": ("kfp_accelerator_count", int, "accelerators per trainer"),
-    "--kfp-accelerator-type": ("kfp_accelerator_type", str, "GKE node label: nvidia-l4, tpu-v5-lite-podslice, ..."),
-    "--kfp-tpu-topology": ("kfp_tpu_topology", str, "TPU slice topology, e.g. 2x2"),
-}
+# --- flags generated from the config's fields ----------------------------------------------------
+def _flag_options(kind: Any, metadata: Any) -> dict[str, Any] | None:
+    """argparse options for a setting of type `kind`; None for settings only a YAML file can set."""
+    options: dict[str, Any] = {"default": None}
+    if kind is bool:
+        options["action"] = argparse.BooleanOptionalAction
+    elif kind in (int, float, str):
+        options["type"] = kind
+    elif typing.get_origin(kind) is Literal:
+        options.update(type=str, choices=typing.get_args(kind))
+    elif typing.get_origin(kind) is tuple:
+        options.update(type=str, nargs="+")
+    else:
+        return None
+    if metadata.get("choices"):
+        options["choices"] = metadata["choices"]
+    return options
 
 
-def _flag_values(args: argparse.Namespace, flags: dict) -> dict:
-    return {field: getattr(args, flag.lstrip("-").replace("-", "_"), None)
-            for flag, (field, _, _) in flags.items()}
+def add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML file of settings (keys: the flags' names with '_')")
+    groups = {section: parser.add_argument_group(title) for section, title in GROUPS.items()}
+    for name, (section, field, kind) in setting_fields().items():
+        options = _flag_options(kind, field.metadata)
+        if options is not None:
+            help_text = field.metadata.get("help", "").replace("%", "%%")
+            groups[section].add_argument("--" + name.replace("_", "-"), dest=name, help=help_text, **options)
 
 
-def _config(args: argparse.Namespace) -> PipelineConfig:
-    overrides = {field: getattr(args, flag.lstrip("-").replace("-", "_"))
-                 for flag, (field, _, _) in OVERRIDES.items()}
-    if overrides["source"] is None and os.environ.get("MNIST_SOURCE"):
-        overrides["source"] = os.environ["MNIST_SOURCE"]
-    return load_config(args.config, **overrides)
+def settings_from_environment(environ: typing.Mapping[str, str]) -> dict[str, str]:
+    """The settings the environment provides; a registry URI with credentials in it is refused."""
+    found = {setting: environ[variable] for variable, setting in ENVIRONMENT_SETTINGS.items()
+             if environ.get(variable)}
+    if "registry_uri" in found:
+        validation.check_registry_uri(found["registry_uri"], "MLFLOW_TRACKING_URI")
+    return found
 
 
-def _print_summary(summary: dict, seconds: float | None = None) -> None:
+def config_from_args(args: argparse.Namespace, environ: typing.Mapping[str, str]) -> PipelineConfig:
+    flags = {name: getattr(args, name, None) for name in setting_fields()}
+    return load_config(args.config, settings_from_environment(environ), **flags)
+
+
+# --- the parser --------------------------------------------------------------------------------------
+def _add_package_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("package", nargs="?", default=str(REPO_ROOT / "pipeline.yaml"))
+
+
+def _add_deploy_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--package", default=str(REPO_ROOT / "pipeline.yaml"))
+    p.add_argument("--param", action="append", metavar="NAME=VALUE", help="run parameter (repeat)")
+    p.add_argument("--pipeline-root", help="artifact root of the run (default: the package's)")
+    p.add_argument("--run-name")
+    p.add_argument("--version", help="pipeline version name and code_revision (default: the git revision)")
+    p.add_argument("--no-cache", action="store_true", help="run every task, reuse no cached result")
+    p.add_argument("--skip-presubmit", action="store_true")
+
+
+def _add_kubeflow_commands(sub: Any) -> None:
+    check = sub.add_parser("presubmit", help="check a compiled package for its target")
+    _add_package_argument(check)
+    check.add_argument("--target", choices=("kubeflow", "vertex"), default="kubeflow")
+    check.add_argument("--pipeline-root", help="the pipeline root the run will be given")
+    launch = sub.add_parser("launch", help="run the package's tasks here, as the KFP v2 launcher would")
+    _add_package_argument(launch)
+    launch.add_argument("--run-root", required=True, help="folder for the task outputs and logs")
+    launch.add_argument("--param", action="append", metavar="NAME=VALUE", help="run parameter (repeat)")
+    deploy = sub.add_parser("deploy", help="upload pipeline.yaml and optionally run it")
+    targets = deploy.add_subparsers(dest="target", required=True)
+    kfp_p = targets.add_parser("kubeflow", help="open-source Kubeflow Pipelines (kfp.Client)")
+    kfp_p.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
+    kfp_p.add_argument("--namespace", default="kubeflow")
+    kfp_p.add_argument("--pipeline-name", help="default: the package's pipeline name")
+    kfp_p.add_argument("--run", action="store_true", help="start a run of the uploaded version")
+    kfp_p.add_argument("--experiment", default="mnist-bakeoff")
+    _add_deploy_flags(kfp_p)
+    vtx = targets.add_parser("vertex", help="Vertex AI Pipelines (aiplatform.PipelineJob)")
+    vtx.add_argument("--project", required=True)
+    vtx.add_argument("--region", required=True)
+    vtx.add_argument("--service-account")
+    _add_deploy_flags(vtx)
+    vtx.set_defaults(run=True, pipeline_name=None, experiment="")
+
+
+def _add_registry_and_schema_commands(sub: Any) -> None:
+    registry = sub.add_parser("registry", help="the model registry: list, rollback, predict")
+    add_config_flags(registry)
+    actions = registry.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="versions with their key metrics; which one is champion")
+    rollback = actions.add_parser("rollback", help="move the champion alias back to VERSION")
+    rollback.add_argument("version")
+    rollback.add_argument("--reason", default="")
+    predict = actions.add_parser("predict", help="the champion's digit for a PNG or an IDX record")
+    predict.add_argument("png", nargs="?")
+    predict.add_argument("--idx", help="an images IDX file (raw or .gz)")
+    predict.add_argument("--index", type=int, default=0)
+    schema = sub.add_parser("schema", help="propose a curated schema, or pin a drift baseline")
+    kinds = schema.add_subparsers(dest="action", required=True)
+    propose = kinds.add_parser("propose", help="a curated schema from a Split-train folder of TFRecords")
+    propose.add_argument("split_dir")
+    propose.add_argument("--output", default="schema/proposed_schema.pbtxt")
+    baseline = kinds.add_parser("baseline", help="the pinned drift baseline from a StatisticsGen folder")
+    baseline.add_argument("statistics_dir")
+    baseline.add_argument("--output", default="schema/baseline_statistics.pbtxt")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in CONFIG_COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        add_config_flags(p)
+        if name == "compile":
+            p.add_argument("--output", default=str(REPO_ROOT / "pipeline.yaml"))
+        if name in ("run", "summary"):
+            p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        if name in ("summary", "show"):
+            p.add_argument("--run", help="pipeline run id (default: the latest run)")
+    _add_kubeflow_commands(sub)
+    _add_registry_and_schema_commands(sub)
+    return parser
+
+
+# --- the commands --------------------------------------------------------------------------------
+def print_summary(summary: dict, seconds: float | None = None) -> None:
     print(f"\n=== MNIST bake-off (run {summary['run_id']}) ===")
     print(summary["table"])
     print(f"winner:     {summary['winner']} ({'blessed' if summary['blessed'] else 'NOT blessed'})")
@@ -89,65 +192,120 @@ def _print_summary(summary: dict, seconds: float | None = None) -> None:
         print(f"wall time:  {seconds:.1f} s")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="pipelines.cli", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    commands = {
-        "run": "run the whole pipeline locally (LocalDagRunner, Beam DirectRunner)",
-        "compile": "compile the pipeline to a KFP v2 package (pipeline.yaml)",
-        "summary": "print the latest local run's decision and where its outputs are",
-        "show": "print the bake-off's comparison table, paired tests and decision for a run",
-    }
-    for name, help_text in commands.items():
-        p = sub.add_parser(name, help=help_text)
-        p.add_argument("--config", help="YAML file of PipelineConfig fields")
-        for flag, (_, type_, help_) in OVERRIDES.items():
-            p.add_argument(flag, type=type_, help=help_)
-        if name == "compile":
-            p.add_argument("--output", default=str(REPO_ROOT / "pipeline.yaml"))
-            p.add_argument("--kfp-registry-uri", default=DEFAULT_KFP_REGISTRY_URI,
-                           help="MLflow tracking URI the cluster's pusher uses")
-            for flag, (_, type_, help_) in KFP_OVERRIDES.items():
-                p.add_argument(flag, type=type_, help=help_)
-        if name in ("run", "summary"):
-            p.add_argument("--json", action="store_true", help="print the summary as JSON")
-        if name in ("summary", "show"):
-            p.add_argument("--run", help="pipeline run id (default: the latest run)")
+def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    from pipelines import summary
+
+    if args.command == "compile":
+        from pipelines.kubeflow.compile import compile_kubeflow
+
+        print(compile_kubeflow(cfg, args.output))
+    elif args.command == "show":
+        from components.artifacts import REPORT_FILE
+        from components.bakeoff_evaluator import report
+
+        evaluation, evaluation_dir = summary.load_evaluation(cfg, args.run)
+        print(report.render_markdown(evaluation))
+        print(f"report: {os.path.join(evaluation_dir, REPORT_FILE)}")
+    else:
+        started = time.monotonic()
+        if args.command == "run":
+            from pipelines import local_runner, revision
+
+            result = local_runner.run_local(cfg, code_version=revision.code_fingerprint(),
+                                            code_revision=revision.code_revision())
+        else:
+            result = summary.summarize(cfg, args.run)
+        if args.json:
+            print(json.dumps(result, indent=2, default=str))
+        else:
+            print_summary(result, time.monotonic() - started if args.command == "run" else None)
+    return 0
+
+
+def _registry_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    from components.registry import MlflowRegistry, RegistryError
+    from pipelines import registry_commands
+
+    try:
+        registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
+        if args.action == "list":
+            registry_commands.list_versions(registry)
+        elif args.action == "rollback":
+            registry_commands.rollback(registry, args.version, args.reason)
+        else:
+            registry_commands.predict_file(registry, args.png, args.idx, args.index)
+    except (RegistryError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def deployment_from_args(args: argparse.Namespace):
+    """What `deploy` will do (pipelines.kubeflow.deploy.Deployment), from its flags and git."""
+    from pipelines.kubeflow import deploy
+    from pipelines.revision import code_revision
+
+    return deploy.build_deployment(
+        args.package, args.version or code_revision(), args.param or [], pipeline_name=args.pipeline_name,
+        pipeline_root=args.pipeline_root, run=args.run, run_name=args.run_name, experiment=args.experiment,
+        enable_caching=not args.no_cache)
+
+
+def _kubeflow_command(args: argparse.Namespace) -> int:
+    from pipelines.kubeflow import deploy, launch, package, presubmit
+
+    if args.command == "presubmit":
+        problems = presubmit.presubmit_problems(args.package, args.target, pipeline_root=args.pipeline_root)
+        print("\n".join(problems) or f"{args.package}: ok for {args.target}")
+        return 1 if problems else 0
+    if args.command == "launch":
+        values = deploy.parse_parameters(args.param or [], package.Package.read(args.package))
+        print(json.dumps(launch.launch_locally(args.package, os.path.abspath(args.run_root), values), indent=2))
+        return 0
+    deployment = deployment_from_args(args)
+    if not args.skip_presubmit:
+        problems = presubmit.presubmit_problems(deployment.package, args.target,
+                                                pipeline_root=deployment.pipeline_root,
+                                                parameters=deployment.parameters)
+        if problems:
+            print("\n".join(problems + ["not deployed (--skip-presubmit to deploy anyway)"]), file=sys.stderr)
+            return 1
+    if args.target == "kubeflow":
+        import kfp
+
+        client = kfp.Client(host=args.host, namespace=args.namespace)
+        print(json.dumps(deploy.deploy_kubeflow(deployment, client), indent=2))
+    else:
+        print(deploy.deploy_vertex(deployment, args.project, args.region, args.service_account))
+    return 0
+
+
+def _schema_command(args: argparse.Namespace) -> int:
+    from pipelines import schema_tool
+
+    if args.action == "propose":
+        print(schema_tool.propose_schema(args.split_dir, args.output))
+    else:
+        print(schema_tool.write_baseline(args.statistics_dir, args.output))
+    return 0
+
+
+def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None = None) -> int:
+    import logging
+
+    parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("schema",):
+        return _schema_command(args)
+    if args.command not in (*CONFIG_COMMANDS, "registry"):
+        return _kubeflow_command(args)
     try:
-        cfg = _config(args)
+        cfg = config_from_args(args, os.environ if environ is None else environ)
     except (ValueError, TypeError, OSError, yaml.YAMLError) as e:
         # A bad setting is the user's input: one line naming it (and the file), not a traceback.
         problem = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         parser.error(f"invalid configuration ({f'{args.config} and ' if args.config else ''}flags): {problem}")
-
-    if args.command == "compile":
-        from pipelines.runners import compile_kubeflow
-
-        placement = {k: v for k, v in _flag_values(args, KFP_OVERRIDES).items() if v is not None}
-        print(compile_kubeflow(cfg.replace(**placement), args.output, args.kfp_registry_uri))
-        return 0
-
-    from pipelines import runners
-
-    if args.command == "show":
-        from components.bakeoff_evaluator import report
-
-        evaluation, evaluation_dir = runners.load_evaluation(cfg, args.run)
-        print(report.render_markdown(evaluation))
-        print(f"report: {os.path.join(evaluation_dir, 'report.html')}")
-        return 0
-    started = time.monotonic()
-    summary = runners.run_local(cfg) if args.command == "run" else runners.summarize(cfg, args.run)
-    elapsed = time.monotonic() - started if args.command == "run" else None
-    if args.json:
-        print(json.dumps(summary, indent=2, default=str))
-    else:
-        _print_summary(summary, elapsed)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if args.command == "registry":
+        return _registry_command(args, cfg)
+    return _config_command(args, cfg)

@@ -6,7 +6,6 @@ from tfx import v1 as tfx
 
 from components.bakeoff_evaluator.component import BakeoffEvaluator
 from components.data_gate.component import DataGate
-from components.drift_validator.baseline import resolve_baseline
 from components.drift_validator.component import DriftValidator
 from components.mnist_example_gen.component import MnistExampleGen
 from components.registry_pusher.component import RegistryPusher
@@ -18,9 +17,11 @@ TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)
 
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
                     metadata_path: str | None = None,
-                    beam_pipeline_args: list[str] | None = None, code_version: str = "") -> tfx.dsl.Pipeline:
+                    beam_pipeline_args: list[str] | None = None, code_version: str = "",
+                    code_revision: str = "") -> tfx.dsl.Pipeline:
     """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
-    editing a trainer retrains instead of reusing a model the old code made."""
+    editing a trainer retrains instead of reusing a model the old code made. `code_revision`: the
+    revision recorded on a registered version."""
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
                                   train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                   verify_checksums=cfg.verify_checksums, class_names=cfg.class_names)
@@ -33,8 +34,9 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     drift_validator = DriftValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
         anomalies=example_validator.outputs["anomalies"],
-        baseline_statistics=resolve_baseline(metadata_path, cfg.resolved_baseline_statistics(),
-                                             cfg.baseline_from_champion),
+        # The pinned baseline; the champion's training statistics replace it at run time.
+        baseline_statistics=cfg.resolved_baseline_statistics(), baseline_from_champion=cfg.baseline_from_champion,
+        registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
         label_linf=cfg.drift_label_linf, pixel_js=cfg.drift_pixel_js)
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                          schema=schema_importer.outputs["schema"],
@@ -54,11 +56,12 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
 
     models = {f"{framework}_model": t.outputs["model"] for framework, t in trainers.items()}
     # One evaluation for all candidates and the registry's current champion; one decision.
-    evaluator = BakeoffEvaluator(examples=examples, candidates=models, rule=cfg.decision_rule(),
+    evaluator = BakeoffEvaluator(examples=examples, candidates=models, rule=cfg.rule,
                                  registry_uri=registry_uri, registered_model_name=cfg.registered_model_name)
     pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
-                            candidates=models, registry_uri=registry_uri,
-                            registered_model_name=cfg.registered_model_name)
+                            candidates=models, statistics=statistics_gen.outputs["statistics"],
+                            registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
+                            code_revision=code_revision)
 
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,

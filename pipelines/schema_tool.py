@@ -1,7 +1,7 @@
 """Proposes a curated schema from an Examples split, for a human to review and check in.
 
-python -m pipelines.schema_tool EXAMPLES_SPLIT_DIR [--output schema/schema.pbtxt]
-python -m pipelines.schema_tool --baseline STATISTICS_DIR [--output schema/baseline_statistics.pbtxt]
+python -m pipelines schema propose EXAMPLES_SPLIT_DIR [--output schema/proposed_schema.pbtxt]
+python -m pipelines schema baseline STATISTICS_DIR [--output schema/baseline_statistics.pbtxt]
 
 TFDV infers the schema; the curation then states what MNIST must be: every feature present
 exactly once per example, labels in 0-9, pixel summaries within their possible ranges.
@@ -11,7 +11,6 @@ baseline: one text DatasetFeatureStatisticsList, one dataset per split, named af
 
 from __future__ import annotations
 
-import argparse
 import os
 
 import tensorflow_data_validation as tfdv
@@ -46,7 +45,7 @@ def propose(statistics: statistics_pb2.DatasetFeatureStatisticsList) -> schema_p
 
 def write_baseline(statistics_dir: str, output: str) -> str:
     """Every split's statistics in one reviewable text file, datasets named by split."""
-    from components.drift_validator.executor import load_baseline
+    from components.drift_validator.baseline import load_baseline
 
     combined = statistics_pb2.DatasetFeatureStatisticsList()
     for split, stats in sorted(load_baseline(statistics_dir).items()):
@@ -58,25 +57,9 @@ def write_baseline(statistics_dir: str, output: str) -> str:
     return output
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("split_dir", nargs="?", help="a Split-train folder of GZIP TFRecords")
-    parser.add_argument("--baseline", metavar="STATISTICS_DIR", help="write a drift baseline from these statistics")
-    parser.add_argument("--output", default="")
-    args = parser.parse_args()
-    if args.baseline:
-        print(write_baseline(args.baseline, args.output or "schema/baseline_statistics.pbtxt"))
-        return
-    if not args.split_dir:
-        parser.error("give a Split-train folder, or --baseline STATISTICS_DIR")
-    args.output = args.output or "schema/proposed_schema.pbtxt"
-    stats = tfdv.generate_statistics_from_tfrecord(
-        os.path.join(args.split_dir, "*"),
-        stats_options=tfdv.StatsOptions())
-    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
-    tfdv.write_schema_text(propose(stats), args.output)
-    print(args.output)
-
-
-if __name__ == "__main__":
-    main()
+def propose_schema(split_dir: str, output: str) -> str:
+    """TFDV's schema for the records in `split_dir`, curated, written for review."""
+    stats = tfdv.generate_statistics_from_tfrecord(os.path.join(split_dir, "*"), stats_options=tfdv.StatsOptions())
+    os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+    tfdv.write_schema_text(propose(stats), output)
+    return output

@@ -3,30 +3,22 @@ and URIs, output paths that must stay inside the output root, and registry URIs 
 carry credentials (those come from the environment only, and never reach pipeline.yaml,
 artifacts or logs).
 
-Imports nothing of the project: `pipelines.config` calls `check_config` from `__post_init__`.
+`pipelines.config` calls `check_config` from `__post_init__`; nothing here reads the environment
+(the command line checks what it takes from there with `check_registry_uri`).
 """
 
 from __future__ import annotations
 
 import os
-import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
-# Names from config and the registry's model names (components/registry_pusher/registry.py).
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")  # fullmatch: "$" would allow a final newline
+from components.names import check_name
+
 # Query parameters that carry credentials (presigned URLs, tokens in URIs).
 _SECRET_QUERY_KEYS = ("password", "passwd", "pwd", "secret", "token", "key", "signature", "credential", "auth")
 CREDENTIALS_HINT = ("set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN, "
                     "in the environment instead (credentials never go in config, pipeline.yaml, artifacts or logs)")
-
-
-def check_name(value: Any, field: str) -> str:
-    """A name used in paths and URIs: 1-128 letters, digits, '.', '_', '-'; no '..'."""
-    if not isinstance(value, str) or not NAME.fullmatch(value) or ".." in value:
-        raise ValueError(f"{field} {value!r} is not a safe name: use 1-128 letters, digits, '.', '_' or '-', "
-                         "starting with a letter or digit, without '..' (names end up in paths and URIs)")
-    return value
 
 
 def is_inside(root: str, path: str) -> bool:
@@ -74,8 +66,7 @@ def check_config(cfg: Any) -> None:
     check_name(cfg.pipeline_name, "pipeline_name")
     check_name(cfg.registered_model_name, "registered_model_name")
     check_registry_uri(cfg.registry_uri)
-    if not cfg.registry_uri:
-        check_registry_uri(os.environ.get("MLFLOW_TRACKING_URI", ""), "MLFLOW_TRACKING_URI")
+    check_registry_uri(cfg.kfp_registry_uri, "kfp_registry_uri")
     if "://" not in cfg.output_root:  # local runs: the derived outputs stay under output_root
         for field, path in (("pipeline_root", cfg.pipeline_root), ("metadata_path", cfg.metadata_path),
                             ("registry folder", os.path.join(cfg.output_root, "registry"))):

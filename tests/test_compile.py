@@ -21,7 +21,7 @@ def _compile(tmp_path, *args):
 
 @pytest.mark.parametrize("yaml_text, flags, message", [
     ("augment_shift: 9\n", [], "augment_shift must be 0..8 pixels, got 9"),
-    ("epochs: 4\n", ["--lr-schedule", "cosine"], "lr_schedule 'cosine' is not one of"),
+    ("lr_schedule: cosine\n", ["--epochs", "4"], "lr_schedule 'cosine' is not one of"),
     ("epoch: 4\n", [], "unknown config keys ['epoch']"),
     ("epochs: [4\n", [], "while parsing a flow sequence; in \""),
 ])
@@ -32,8 +32,18 @@ def test_a_bad_setting_is_one_line_naming_the_file(tmp_path, capsys, yaml_text, 
         cli.main(["compile", "--config", str(config), "--output", str(tmp_path / "p.yaml"), *flags])
     assert exit_info.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(f"pipelines.cli: error: invalid configuration ({config} and flags): ")
+    assert error.startswith(f"python -m pipelines: error: invalid configuration ({config} and flags): ")
     assert message in error and "Traceback" not in error
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_a_flag_outside_its_choices_is_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["compile", "--lr-schedule", "cosine", "--output", str(tmp_path / "p.yaml")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == ("python -m pipelines compile: error: argument --lr-schedule: invalid choice: 'cosine' "
+                     "(choose from 'constant', 'one_cycle')")
     assert not (tmp_path / "p.yaml").exists()
 
 

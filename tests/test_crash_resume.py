@@ -9,8 +9,8 @@ local runs, each `python -m pipelines.cli run` in its own process:
    each restart must redo the killed stage from scratch and take the stages that had finished
    from the cache (checked in ML Metadata: CACHED executions, not timing);
 2. attempt 7 finishes;
-3. the same run again: ingest, statistics, training, evaluation and push cached (the drift check
-   runs again: its baseline is now the champion's statistics), no new version, champion unchanged;
+3. the same run again: every stage cached (the drift check's baseline, read from the registry at
+   run time, only matters for new data), no new version, champion unchanged;
 4. the same run on changed data: a new decision is recorded; the champion moves only if the rule
    says so; the metadata store has no execution left running.
 
@@ -36,9 +36,9 @@ import pytest
 import yaml
 from ml_metadata.proto import metadata_store_pb2
 
-from components.registry_pusher.registry import SOURCE_MODEL_TAG, MlflowRegistry
+from components.registry import SOURCE_MODEL_TAG, MlflowRegistry
 from conftest import FAST_TRAINING
-from pipelines import recovery, runners
+from pipelines import recovery, revision, summary
 from pipelines.config import REPO_ROOT, load_config
 from tests.test_secrets import SECRET_VARIABLES, files_holding
 
@@ -57,7 +57,7 @@ def _start(config: Path, log: Path) -> subprocess.Popen:
     env.update(PLANTED, MLFLOW_TRACKING_USERNAME="pipeline-user", PYTHONPATH=str(REPO_ROOT),
                TF_CPP_MIN_LOG_LEVEL="0")
     with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "pipelines.cli", "run", "--config", str(config)],
+        return subprocess.Popen([sys.executable, "-m", "pipelines", "run", "--config", str(config)],
                                 cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
@@ -155,8 +155,8 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     killed: list[tuple[str, int, Path]] = []
     for i, node in enumerate(KILL_ORDER):
         launched_at, partial = _kill_during(cfg, config, log, node)
-        store = runners._store(cfg)
-        run = runners.run_context(store)
+        store = summary.open_store(cfg)
+        run = summary.run_context(store)
         states = _states_by_node(store, run)
         execution_id = int(partial.name)
         # Killed while running: ML Metadata still says RUNNING, the partial folder is there.
@@ -182,8 +182,8 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
         assert len(versions) == (1 if node == "RegistryPusher" else 0)
 
     launched_at, total = _run_to_end(config, log)
-    store = runners._store(cfg)
-    first = runners.run_context(store)
+    store = summary.open_store(cfg)
+    first = summary.run_context(store)
     states = _states_by_node(store, first)
     assert [s for _, s in states["RegistryPusher"]] == [Execution.COMPLETE]
     for done in KILL_ORDER[:-1]:
@@ -194,12 +194,12 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     assert registry.champion().version == version.version
     assert version.tags[SOURCE_MODEL_TAG].startswith(str(Path(cfg.pipeline_root)))
     report.append(("RegistryPusher", _seconds_to_restart(store, states["RegistryPusher"][0][0], launched_at)))
-    evaluation_1, _ = runners.load_evaluation(cfg)
+    evaluation_1, _ = summary.load_evaluation(cfg)
 
     # Rerun on the same data and code: all cached, nothing registered, the champion unchanged.
     _run_to_end(config, log)
-    store = runners._store(cfg)
-    second = runners.run_context(store)
+    store = summary.open_store(cfg)
+    second = summary.run_context(store)
     assert second.id != first.id
     states = _states_by_node(store, second)
     for node in KILL_ORDER:  # DriftValidator and DataGate re-check against the new champion's statistics
@@ -210,16 +210,16 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     # Changed data: everything from ingest on runs again and the decision is recorded.
     config.write_text(yaml.safe_dump({**values, "train_limit": 2400}))
     _run_to_end(config, log)
-    store = runners._store(cfg)
-    third = runners.run_context(store)
+    store = summary.open_store(cfg)
+    third = summary.run_context(store)
     states = _states_by_node(store, third)
     assert [s for _, s in states["MnistExampleGen"]] == [Execution.COMPLETE]
     assert [s for _, s in states["RegistryPusher"]] == [Execution.COMPLETE]
-    evaluation_3, _ = runners.load_evaluation(cfg)
+    evaluation_3, _ = summary.load_evaluation(cfg)
     assert evaluation_3 != evaluation_1
     decision = evaluation_3["decision"]
     assert evaluation_3["candidates"]["champion"]["version"] == version.version
-    pushed = runners.run_artifact(store, third, "PushedModel")
+    pushed = summary.run_artifact(store, third, "PushedModel")
     if decision["blessed"]:
         assert registry.champion().version == pushed.custom_properties["registered_version"].string_value != "1"
     else:
@@ -234,7 +234,7 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     # The trainers' cache key includes their code's fingerprint.
     (keras_exec,) = [store.get_executions_by_id([eid])[0] for eid, _ in states["keras_trainer"]]
     trainer_config = json.loads(keras_exec.custom_properties["custom_config"].string_value)
-    assert trainer_config["code_version"] == runners.code_fingerprint()
+    assert trainer_config["code_version"] == revision.code_fingerprint()
 
     # No planted secret in the nine runs' logs or anything they wrote (the scan does find the
     # model's name, so it reads the real files).
@@ -256,10 +256,10 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
 def test_code_fingerprint_follows_the_trainers_source(tmp_path):
     for name in ("a.py", "b.py"):
         (tmp_path / name).write_text(f"# {name}\n")
-    before = runners.code_fingerprint(str(tmp_path))
-    assert runners.code_fingerprint(str(tmp_path)) == before
+    before = revision.code_fingerprint(str(tmp_path))
+    assert revision.code_fingerprint(str(tmp_path)) == before
     (tmp_path / "b.py").write_text("# b.py, changed\n")
-    assert runners.code_fingerprint(str(tmp_path)) != before
+    assert revision.code_fingerprint(str(tmp_path)) != before
 
 
 def test_a_second_local_run_on_the_same_output_root_is_refused(tmp_path):

@@ -1,7 +1,7 @@
 """Every bad input of issue 3 through the real MnistExampleGen executor: each one stops the ingest
 with an error that names the file and the problem, and writes no examples.
 
-The data sets are built here from real MNIST records with `idx.write_idx` (small, so each case
+The data sets are built here from real MNIST records with `conftest.write_idx` (small, so each case
 takes a second); the schema/drift cases (shifted labels, inverted images) are in
 test_data_drift_e2e.py, through a whole LocalDagRunner run.
 """
@@ -19,7 +19,7 @@ import pytest
 
 from components.mnist_example_gen import idx, sources
 from components.mnist_example_gen.sources import MNIST_FILES
-from conftest import run_example_gen
+from conftest import run_example_gen, write_idx
 
 N_TRAIN, N_TEST = 600, 200
 
@@ -39,8 +39,8 @@ def idx_folder(folder: Path, cache: Path, transform: Callable[[np.ndarray, np.nd
         images, labels = real_records(cache, "t10k" if part == "test" else "train", n)
         if transform is not None:
             images, labels = transform(images, labels)
-        idx.write_idx(str(folder / (MNIST_FILES[f"{part}_images"].name + ".gz")), images)
-        idx.write_idx(str(folder / (MNIST_FILES[f"{part}_labels"].name + ".gz")), labels)
+        write_idx(str(folder / (MNIST_FILES[f"{part}_images"].name + ".gz")), images)
+        write_idx(str(folder / (MNIST_FILES[f"{part}_labels"].name + ".gz")), labels)
     return folder
 
 
@@ -86,7 +86,7 @@ def _swapped(folder: Path) -> str:
 def _labels_out_of_range(folder: Path) -> str:
     labels = np.frombuffer(_raw(folder, TRAIN_LABELS)[8:], dtype=np.uint8).copy()
     labels[123] = 10
-    idx.write_idx(str(folder / f"{TRAIN_LABELS}.gz"), labels)
+    write_idx(str(folder / f"{TRAIN_LABELS}.gz"), labels)
     return TRAIN_LABELS
 
 

@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from components.data_gate.executor import DataAnomaliesError
-from components.registry_pusher.registry import MlflowRegistry
+from components.registry import MlflowRegistry
 from conftest import FAST_TRAINING
-from pipelines import runners
-from pipelines.config import PipelineConfig
+from pipelines import local_runner
+from pipelines.config import PipelineConfig, load_config
 from pipelines.pipeline import TRAINER_IDS
+from pipelines.summary import open_store
 from tests.test_data_bad_inputs import idx_folder
 
 N_TRAIN, N_TEST = 2500, 1000
@@ -30,14 +31,14 @@ def shared_root(tmp_path_factory) -> Path:
 
 
 def _config(root: Path, source: Path) -> PipelineConfig:
-    return PipelineConfig(output_root=str(root / "out"), source=str(source), cache_dir=str(root / "cache"),
+    return load_config(output_root=str(root / "out"), source=str(source), cache_dir=str(root / "cache"),
                           verify_checksums=False, registered_model_name="mnist-drift-e2e",
                           beam_direct_running_mode="in_memory", train_limit=N_TRAIN, test_limit=N_TEST,
                           eval_ratio=0.2, epochs=1, **FAST_TRAINING)
 
 
 def _executions(cfg: PipelineConfig, node_ids) -> list:
-    store = runners._store(cfg)
+    store = open_store(cfg)
     return [e for e in store.get_executions()
             if any(c.type == "node" and c.name.split(".")[-1] in node_ids
                    for c in store.get_contexts_by_execution(e.id))]
@@ -45,7 +46,7 @@ def _executions(cfg: PipelineConfig, node_ids) -> list:
 
 def _run_expecting_the_gate(cfg: PipelineConfig) -> str:
     with pytest.raises(DataAnomaliesError) as err:
-        runners.run_local(cfg)
+        local_runner.run_local(cfg)
     message = str(err.value)
     assert not _executions(cfg, TRAINER_IDS), "no trainer may run on drifted data"
     assert MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name).versions() == []

@@ -10,7 +10,7 @@ import pytest
 
 from components.mnist_example_gen import sources
 from conftest import run_example_gen
-from pipelines.config import PipelineConfig
+from pipelines.config import PipelineConfig, load_config
 from tests.test_data_bad_inputs import TRAIN_LABELS, idx_folder
 
 FIVE_CLASSES = ["zero-five", "one-six", "two-seven", "three-eight", "four-nine"]
@@ -85,6 +85,6 @@ def test_labels_outside_the_configured_classes(mnist_cache, tmp_path):
 
 def test_config_class_names():
     assert PipelineConfig().class_names == tuple("0123456789")
-    assert PipelineConfig(class_names=["cat", "dog"]).class_names == ("cat", "dog")
+    assert load_config(class_names=["cat", "dog"]).class_names == ("cat", "dog")
     with pytest.raises(ValueError, match="class_names needs 2 to 10 names"):
-        PipelineConfig(class_names=[str(i) for i in range(11)])
+        load_config(class_names=[str(i) for i in range(11)])

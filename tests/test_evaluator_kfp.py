@@ -19,5 +19,5 @@ def test_evaluator_task_outputs_render_in_the_kfp_ui():
     assert titles == EXPECTED
     inputs = component["inputDefinitions"]["artifacts"]
     assert {"examples", "keras_model", "pytorch_model"} == set(inputs)
-    assert {"primary_metric", "min_value", "champion_policy", "registry_uri"} <= set(
+    assert {"primary_metric", "min_metric", "champion_policy", "registry_uri"} <= set(
         component["inputDefinitions"]["parameters"])

@@ -16,10 +16,11 @@ import yaml
 from kfp import components
 
 from conftest import FAST_TRAINING
-from pipelines import kubeflow
-from pipelines.cli import DEFAULT_KFP_REGISTRY_URI
-from pipelines.config import REPO_ROOT, PipelineConfig
-from pipelines.kubeflow import Package, presubmit_problems
+from pipelines import cli, revision
+from pipelines.config import REPO_ROOT, PipelineConfig, load_config
+from pipelines.kubeflow import deploy, launch, placement
+from pipelines.kubeflow.package import Package, PackageError
+from pipelines.kubeflow.presubmit import _image_problem, presubmit_problems
 from pipelines.pipeline import TRAINER_IDS
 
 COMMITTED = REPO_ROOT / "pipeline.yaml"
@@ -57,13 +58,13 @@ VARIANTS = {
 @pytest.fixture(scope="module")
 def compiled(tmp_path_factory) -> dict[str, Path]:
     """Each configuration compiled once, for real (KubeflowV2DagRunner + the placement step)."""
-    from pipelines.runners import compile_kubeflow
+    from pipelines.kubeflow.compile import compile_kubeflow
 
     out = tmp_path_factory.mktemp("variants")
     paths = {}
     for name, (changes, _, _) in VARIANTS.items():
-        cfg = PipelineConfig(kfp_pipeline_root=BUCKET, **changes)
-        paths[name] = Path(compile_kubeflow(cfg, str(out / f"{name}.yaml"), DEFAULT_KFP_REGISTRY_URI))
+        cfg = load_config(kfp_pipeline_root=BUCKET, **changes)
+        paths[name] = Path(compile_kubeflow(cfg, str(out / f"{name}.yaml")))
     return paths
 
 
@@ -96,30 +97,30 @@ def test_kfp_loads_variant_and_presubmit_passes(compiled, variant):
     _, _, kubernetes = VARIANTS[variant]
     if kubernetes:  # kfp parsed the platform section into its PlatformSpec
         executors = component.platform_spec.platforms["kubernetes"].deployment_spec.executors
-        assert {kubeflow.Package.read(compiled[variant]).executor_label(t) for t in TRAINER_IDS} == set(executors)
+        assert {Package.read(compiled[variant]).executor_label(t) for t in TRAINER_IDS} == set(executors)
     target = "vertex" if variant.startswith("vertex") else "kubeflow"
     assert presubmit_problems(compiled[variant], target) == []
 
 
 def test_vertex_rejects_an_unknown_accelerator_at_compile():
-    cfg = PipelineConfig(kfp_target="vertex", kfp_accelerator="gpu", kfp_accelerator_type="nvidia-rtx-9090")
+    cfg = load_config(kfp_target="vertex", kfp_accelerator="gpu", kfp_accelerator_type="nvidia-rtx-9090")
     with pytest.raises(ValueError, match="kfp_accelerator_type 'nvidia-rtx-9090' has no Vertex AI name"):
-        kubeflow.accelerator_resource(cfg)
+        placement.accelerator_resource(cfg)
 
 
 def test_config_refuses_unknown_accelerator_kind():
     with pytest.raises(ValueError, match="kfp_accelerator 'fpga' is not none, gpu or tpu"):
-        PipelineConfig(kfp_accelerator="fpga")
+        load_config(kfp_accelerator="fpga")
 
 
 # --- pre-submit on the committed package and on broken variants ---------------------------------
 def test_presubmit_passes_on_committed_package_given_a_pipeline_root():
     assert presubmit_problems(COMMITTED, "kubeflow", pipeline_root=BUCKET) == []
-    assert kubeflow.main(["presubmit", str(COMMITTED), "--pipeline-root", BUCKET]) == 0
+    assert cli.main(["presubmit", str(COMMITTED), "--pipeline-root", BUCKET]) == 0
 
 
 def test_presubmit_command_fails_on_the_placeholder_root(capsys):
-    assert kubeflow.main(["presubmit", str(COMMITTED)]) == 1
+    assert cli.main(["presubmit", str(COMMITTED)]) == 1
     assert "is the placeholder" in capsys.readouterr().out
 
 
@@ -232,7 +233,7 @@ def test_presubmit_names_the_problem(tmp_path, case):
 def test_presubmit_refuses_three_documents(tmp_path):
     path = tmp_path / "three.yaml"
     path.write_text(COMMITTED.read_text() + "\n---\n{a: 1}\n")
-    with pytest.raises(kubeflow.PackageError, match=f"{path}: expected a pipeline spec and at most one"):
+    with pytest.raises(PackageError, match=f"{path}: expected a pipeline spec and at most one"):
         presubmit_problems(path, "kubeflow")
 
 
@@ -241,7 +242,7 @@ def test_committed_package_takes_run_parameters_with_defaults():
     package = Package.read(COMMITTED)
     parameters = package.root_parameters
     assert {name: p["defaultValue"] for name, p in parameters.items()} == {
-        "source": "", "registry_uri": DEFAULT_KFP_REGISTRY_URI,
+        "code_revision": "", "source": "", "registry_uri": PipelineConfig().kfp_registry_uri,
         "trainer_config": json.dumps(PipelineConfig().trainer_config(), sort_keys=True)}
     uses = {(task_id, name): p["componentInputParameter"] for task_id, task in package.tasks.items()
             for name, p in task["inputs"].get("parameters", {}).items() if "componentInputParameter" in p}
@@ -261,7 +262,7 @@ def _single_document(tmp_path: Path) -> Package:
 
 def test_parameters_are_typed_and_trainer_settings_edit_trainer_config():
     package = Package.read(COMMITTED)
-    values = kubeflow.parse_parameters(["source=gs://b/mnist", "epochs=2", "learning_rate=0.01"], package)
+    values = deploy.parse_parameters(["source=gs://b/mnist", "epochs=2", "learning_rate=0.01"], package)
     assert values["source"] == "gs://b/mnist"
     assert json.loads(values["trainer_config"]) == {**PipelineConfig().trainer_config(),
                                                     "epochs": 2, "learning_rate": 0.01}
@@ -269,23 +270,24 @@ def test_parameters_are_typed_and_trainer_settings_edit_trainer_config():
 
 def test_unknown_parameter_names_the_package_and_what_it_takes():
     package = Package.read(COMMITTED)
-    with pytest.raises(ValueError, match=r"pipeline.yaml: the pipeline has no parameter 'epoch' "
-                                         r"\(it takes: registry_uri, source, trainer_config, accelerator, "):
-        kubeflow.parse_parameters(["epoch=2"], package)
+    with pytest.raises(ValueError, match=r"pipeline.yaml: the pipeline has no parameter 'epoch' \(it takes: "
+                                         r"code_revision, registry_uri, source, trainer_config, accelerator, "):
+        deploy.parse_parameters(["epoch=2"], package)
     with pytest.raises(ValueError, match="--param epochs: 'two' is not a INT"):
-        kubeflow.parse_parameters(["epochs=two"], package)
+        deploy.parse_parameters(["epochs=two"], package)
     with pytest.raises(ValueError, match="expected NAME=VALUE"):
-        kubeflow.parse_parameters(["epochs"], package)
+        deploy.parse_parameters(["epochs"], package)
 
 
-def _deploy_args(*argv: str) -> argparse.Namespace:
-    return kubeflow._parser().parse_args(["deploy", *argv])
+def _deployment(*argv: str) -> deploy.Deployment:
+    return cli.deployment_from_args(cli.build_parser().parse_args(["deploy", *argv]))
 
 
 def test_kubeflow_deployment_defaults_to_the_code_revision():
-    d = kubeflow.build_deployment(_deploy_args("kubeflow", "--host", "http://kfp", "--run"))
-    assert d.version_name == kubeflow.code_revision() and d.run_name == f"run-{d.version_name}"
-    assert d.pipeline_name == "mnist-bakeoff" and d.run and d.enable_caching and d.parameters == {}
+    d = _deployment("kubeflow", "--host", "http://kfp", "--run")
+    assert d.version_name == revision.code_revision() and d.run_name == f"run-{d.version_name}"
+    assert d.pipeline_name == "mnist-bakeoff" and d.run and d.enable_caching
+    assert d.parameters == {"code_revision": d.version_name}  # recorded on the registered version
 
 
 class RecordingKfpClient:
@@ -316,22 +318,22 @@ class RecordingKfpClient:
 
 
 def test_deploy_creates_the_pipeline_once_then_adds_versions():
-    d = kubeflow.build_deployment(_deploy_args("kubeflow", "--host", "h", "--version", "abc"))
+    d = _deployment("kubeflow", "--host", "h", "--version", "abc")
     first, later = RecordingKfpClient(None), RecordingKfpClient("p-old")
-    assert kubeflow.deploy_kubeflow(d, first) == {"pipeline_id": "p-new", "version_id": "v-1"}
+    assert deploy.deploy_kubeflow(d, first) == {"pipeline_id": "p-new", "version_id": "v-1"}
     assert [c[0] for c in first.calls] == ["get_pipeline_id", "upload_pipeline", "upload_pipeline_version"]
-    kubeflow.deploy_kubeflow(d, later)
+    deploy.deploy_kubeflow(d, later)
     assert later.calls[-1] == ("upload_pipeline_version", "abc", "p-old")
 
 
 def test_deploy_with_run_passes_parameters_and_root():
-    d = kubeflow.build_deployment(_deploy_args(
+    d = _deployment(
         "kubeflow", "--host", "h", "--version", "abc", "--run", "--param", "source=gs://b/mnist",
-        "--pipeline-root", BUCKET, "--no-cache"))
+        "--pipeline-root", BUCKET, "--no-cache")
     client = RecordingKfpClient("p-old")
-    assert kubeflow.deploy_kubeflow(d, client)["run_id"] == "r-1"
+    assert deploy.deploy_kubeflow(d, client)["run_id"] == "r-1"
     assert client.calls[-1] == ("run_pipeline", "e-1", "run-abc", {
-        "pipeline_id": "p-old", "version_id": "v-1", "params": {"source": "gs://b/mnist"},
+        "pipeline_id": "p-old", "version_id": "v-1", "params": {"source": "gs://b/mnist", "code_revision": "abc"},
         "pipeline_root": BUCKET, "enable_caching": False})
 
 
@@ -341,11 +343,11 @@ def test_vertex_pipeline_job_is_built_from_the_deployment(tmp_path):
     from google.cloud import aiplatform
 
     package = _single_document(tmp_path)
-    d = kubeflow.build_deployment(_deploy_args(
+    d = _deployment(
         "vertex", "--project", "proj", "--region", "europe-west4", "--package", package.path,
         "--param", "epochs=3", "--param", "source=gs://b/mnist", "--pipeline-root", BUCKET,
-        "--run-name", "bakeoff-1"))
-    job = aiplatform.PipelineJob(**kubeflow.vertex_job_arguments(d, "proj", "europe-west4"),
+        "--run-name", "bakeoff-1")
+    job = aiplatform.PipelineJob(**deploy.vertex_job_arguments(d, "proj", "europe-west4"),
                                  credentials=AnonymousCredentials())
     runtime = job._gca_resource.runtime_config
     assert runtime.gcs_output_directory == BUCKET
@@ -356,14 +358,14 @@ def test_vertex_pipeline_job_is_built_from_the_deployment(tmp_path):
 
 def test_deploy_refuses_a_package_that_fails_presubmit(capsys):
     # The committed package's root is the placeholder; nothing is contacted.
-    assert kubeflow.main(["deploy", "kubeflow", "--host", "http://127.0.0.1:9", "--version", "x"]) == 1
+    assert cli.main(["deploy", "kubeflow", "--host", "http://127.0.0.1:9", "--version", "x"]) == 1
     assert "is the placeholder" in capsys.readouterr().err
 
 
 def test_deploy_checks_the_package_with_the_run_parameters(capsys):
     argv = ["deploy", "kubeflow", "--host", "http://127.0.0.1:9", "--version", "x", "--pipeline-root", BUCKET,
             "--param", "registry_uri=sqlite:///runs/registry/mlflow.db"]
-    assert kubeflow.main(argv) == 1
+    assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert "registry_uri 'sqlite:///runs/registry/mlflow.db' is not a registry a cluster can reach" in err
 
@@ -397,7 +399,7 @@ def _containers(objects: list[dict]) -> list[dict]:
 def test_mlflow_service_is_the_registry_uri_the_compile_uses():
     from urllib.parse import urlparse
 
-    url = urlparse(DEFAULT_KFP_REGISTRY_URI)
+    url = urlparse(PipelineConfig().kfp_registry_uri)
     service, namespace = url.hostname.split(".")[:2]
     objects = _mlflow_objects()
     services = {(o["metadata"]["name"], o["metadata"]["namespace"]): o for o in objects if o["kind"] == "Service"}
@@ -417,7 +419,7 @@ def test_mlflow_images_are_pinned_and_secrets_documented():
     example = yaml.safe_load((MLFLOW_DIR / "secret.example.yaml").read_text())
     for container in _containers(objects):
         image = replaced.get(container["image"], container["image"])
-        assert kubeflow._image_problem(container["name"], image) is None, image
+        assert _image_problem(container["name"], image) is None, image
         for source in container.get("envFrom", []):
             assert source["secretRef"]["name"] == example["metadata"]["name"]
         for env in container.get("env", []):
@@ -458,25 +460,25 @@ def launched(mnist_dir, tmp_path_factory):
     """A package compiled for a small real MNIST subset, every task run from its container command
     and executor-input JSON (in this venv, the checkout standing in for the image's /pipeline).
     Returns the package, the outputs by task/key, the registry URI and the failure, if any."""
-    from pipelines.runners import compile_kubeflow
+    from pipelines.kubeflow.compile import compile_kubeflow
 
     root = tmp_path_factory.mktemp("launch")
-    cfg = PipelineConfig(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
+    cfg = load_config(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
                          registered_model_name="mnist-launch", **LAUNCH_SUBSET)
-    package = compile_kubeflow(cfg, str(root / "pipeline.yaml"), DEFAULT_KFP_REGISTRY_URI)
+    package = compile_kubeflow(cfg, str(root / "pipeline.yaml"))
     registry_uri = f"sqlite:///{root}/registry.db"
     try:
-        outputs = kubeflow.launch_locally(package, root / "run",
+        outputs = launch.launch_locally(package, root / "run",
                                           {"source": str(mnist_dir), "registry_uri": registry_uri})
         failure = None
-    except kubeflow.TaskFailed as e:
+    except launch.TaskFailed as e:
         outputs, failure = e.outputs, e
     return Package.read(package), outputs, registry_uri, failure
 
 
 def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched):
     package, outputs, _, failure = launched
-    order = kubeflow.task_order(package)
+    order = launch.task_order(package)
     assert set(order) == set(package.tasks)
     for position, task_id in enumerate(order):
         assert set(package.tasks[task_id].get("dependentTasks", [])) <= set(order[:position])
@@ -491,7 +493,7 @@ def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched
 
 def test_launched_package_evaluates_and_registers_the_winner(launched):
     """The whole package, the bake-off's system.* KFP UI outputs included (infra/kfp_types)."""
-    from components.registry_pusher.registry import MlflowRegistry
+    from components.registry import MlflowRegistry
 
     package, outputs, registry_uri, failure = launched
     assert failure is None, Path(str(failure).rpartition("its log: ")[2]).read_text()[-3000:]

@@ -9,18 +9,18 @@ from __future__ import annotations
 import json
 import struct
 
-import mlflow
 import numpy as np
 import pytest
 
 from components.bakeoff_evaluator import executor as evaluator
 from components.data_gate.executor import DataAnomaliesError
 from components.mnist_example_gen.idx import IdxFormatError
-from components.registry_pusher.registry import MlflowRegistry
-from conftest import FAST_TRAINING
-from pipelines import runners
-from pipelines.config import PipelineConfig
+from components.registry import MlflowRegistry
+from conftest import FAST_TRAINING, load_champion_pyfunc
+from pipelines import local_runner
+from pipelines.config import load_config
 from pipelines.pipeline import TRAINER_IDS
+from pipelines.summary import open_store
 
 SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1, **FAST_TRAINING}
 
@@ -28,15 +28,15 @@ SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 
 @pytest.fixture(scope="module")
 def e2e(mnist_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
-    cfg = PipelineConfig(output_root=str(root / "out"), source=str(mnist_dir),
+    cfg = load_config(output_root=str(root / "out"), source=str(mnist_dir),
                          cache_dir=str(root / "cache"), min_metric=0.5,
                          registered_model_name="mnist-e2e", beam_direct_running_mode="in_memory", **SUBSET)
-    summary = runners.run_local(cfg)
+    summary = local_runner.run_local(cfg)
     return cfg, summary, root
 
 
 def _trainer_executions(cfg) -> int:
-    store = runners._store(cfg)
+    store = open_store(cfg)
     return sum(1 for e in store.get_executions()
                for c in store.get_contexts_by_execution(e.id)
                if c.type == "node" and c.name.split(".")[-1] in TRAINER_IDS)
@@ -57,7 +57,7 @@ def test_run_registers_the_winner_as_champion(e2e):
                                              "BakeoffEvaluator", "RegistryPusher"}
 
     # Serving check: the champion, loaded by alias, scores what the evaluator recorded.
-    model = mlflow.pyfunc.load_model(registry.champion_uri())
+    model = load_champion_pyfunc(registry)
     examples_uri = evaluation["data"]["examples_uri"]
     from tfx.types import standard_artifacts
 
@@ -76,7 +76,7 @@ def test_anomalies_stop_the_run_before_training(e2e):
     schema.write_text(open(cfg.schema_path).read().replace("max: 9", "max: 8"))
     trainers_before = _trainer_executions(cfg)
     with pytest.raises(DataAnomaliesError, match=r"feature 'label'.*[Oo]ut-of-range"):
-        runners.run_local(cfg.replace(schema_path=str(schema)))
+        local_runner.run_local(cfg.replace(schema_path=str(schema)))
     assert _trainer_executions(cfg) == trainers_before
     assert [v.version for v in MlflowRegistry(cfg.resolved_registry_uri(),
                                               cfg.registered_model_name).versions()] == ["1"]
@@ -87,7 +87,7 @@ def test_corrupted_idx_fails_ingest_and_pushes_nothing(e2e, corrupt_source):
     name = "train-labels-idx1-ubyte"
     folder = corrupt_source(name, struct.pack(">II", 0x00000803, 60000) + bytes(60000))
     with pytest.raises(Exception, match=rf"{name}") as err:
-        runners.run_local(cfg.replace(source=str(folder), cache_dir=str(root / "cache-corrupt")))
+        local_runner.run_local(cfg.replace(source=str(folder), cache_dir=str(root / "cache-corrupt")))
     assert "checksum mismatch" in str(err.value) or isinstance(err.value, IdxFormatError)
     assert [v.version for v in MlflowRegistry(cfg.resolved_registry_uri(),
                                               cfg.registered_model_name).versions()] == ["1"]
@@ -98,7 +98,7 @@ def test_second_run_is_judged_against_the_champion(e2e):
     registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
     before = registry.champion()
     # New training seed: the trainers, the evaluator and the pusher run again; data steps are cached.
-    summary = runners.run_local(cfg.replace(seed=7))
+    summary = local_runner.run_local(cfg.replace(seed=7))
     with open(summary["evaluation"]) as f:
         evaluation = json.load(f)
     assert evaluation["decision"]["champion"] == "champion"

@@ -13,16 +13,15 @@ import sys
 import time
 import urllib.request
 
-import mlflow
 import numpy as np
 import pytest
 
 from components.bakeoff_evaluator import executor as evaluator
+from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from components.registry_pusher.executor_test import MODEL_NAME as NAME
 from components.registry_pusher.executor_test import run_pusher
-from components.registry_pusher.registry import MlflowRegistry, RegistryError
-from conftest import run_evaluator
-from pipelines import registry_cli
+from conftest import load_champion_pyfunc, run_evaluator
+from pipelines import cli, registry_commands
 from pipelines.config import REPO_ROOT
 
 
@@ -74,7 +73,7 @@ def evaluations(small_examples, small_models, tmp_path_factory):
 
 
 def _accuracy_through_alias(registry: MlflowRegistry, small_examples) -> float:
-    model = mlflow.pyfunc.load_model(registry.champion_uri())
+    model = load_champion_pyfunc(registry)
     images, labels = evaluator.load_split(small_examples, "test")
     return float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
 
@@ -82,7 +81,7 @@ def _accuracy_through_alias(registry: MlflowRegistry, small_examples) -> float:
 @pytest.mark.parametrize("framework", ["keras", "pytorch"])
 def test_serving_check_for_each_framework(evaluations, small_examples, tmp_path, framework):
     eval_tmp, evaluation, blessing, models = evaluations[framework]
-    uri = MlflowRegistry.default_uri(str(tmp_path))
+    uri = embedded_uri(str(tmp_path))
     run_pusher(tmp_path, eval_tmp / "evaluation", blessing, models, uri)
     registry = MlflowRegistry(uri, NAME)
     champion = registry.champion()
@@ -155,33 +154,33 @@ def test_concurrent_pushes_both_register_and_the_better_one_is_champion(evaluati
 def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir, capsys):
     registry, uri = _two_versions(evaluations, tmp_path)
     assert [v.version for v in registry.versions()] == ["1", "2"]
-    argv = ["--registry-uri", uri, "--model-name", NAME]
+    argv = ["registry", "--registry-uri", uri, "--registered-model-name", NAME]
 
-    assert registry_cli.main(argv + ["rollback", "1", "--reason", "test"]) == 0
+    assert cli.main(argv + ["rollback", "1", "--reason", "test"]) == 0
     champion = registry.champion()
     assert champion.version == "1" and champion.tags["rollback_reason"] == "test"
     assert champion.tags["rolled_back_from"] in ("1", "2")
 
-    assert registry_cli.main(argv + ["list"]) == 0
+    assert cli.main(argv + ["list"]) == 0
     listing = capsys.readouterr().out
     assert "champion" in listing and "keras" in listing and "pytorch" in listing
 
     from PIL import Image
 
-    champion_model = mlflow.pyfunc.load_model(registry.champion_uri())
+    champion_model = load_champion_pyfunc(registry)
     images, _ = evaluator.load_split(small_examples, "test", limit=1)
     Image.fromarray(images[0]).save(tmp_path / "digit.png")
-    assert registry_cli.main(argv + ["predict", str(tmp_path / "digit.png")]) == 0
+    assert cli.main(argv + ["predict", str(tmp_path / "digit.png")]) == 0
     answer = json.loads(capsys.readouterr().out)
     assert answer["version"] == "1" and sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-4)
     assert answer["digit"] == int(np.asarray(champion_model.predict(images)).argmax())
-    assert registry_cli.main(argv + ["predict", "--idx", str(mnist_dir / "t10k-images-idx3-ubyte.gz"),
+    assert cli.main(argv + ["predict", "--idx", str(mnist_dir / "t10k-images-idx3-ubyte.gz"),
                                      "--index", "0"]) == 0
-    first_test_digit = registry_cli.load_idx_record(str(mnist_dir / "t10k-images-idx3-ubyte.gz"), 0)
+    first_test_digit = registry_commands.load_idx_record(str(mnist_dir / "t10k-images-idx3-ubyte.gz"), 0)
     assert json.loads(capsys.readouterr().out)["digit"] == int(
         np.asarray(champion_model.predict(first_test_digit)).argmax())
 
-    assert registry_cli.main(argv + ["rollback", "9"]) == 2
+    assert cli.main(argv + ["rollback", "9"]) == 2
     assert "has no version '9'" in capsys.readouterr().err and registry.champion().version == "1"
 
 
@@ -189,18 +188,18 @@ def test_bad_registry_input_is_a_clear_error(tmp_path):
     with pytest.raises(RegistryError, match="unreachable"):
         MlflowRegistry(f"http://127.0.0.1:{_free_port()}", NAME)
     with pytest.raises(RegistryError, match="invalid registered model name 'bad/name'"):
-        MlflowRegistry(MlflowRegistry.default_uri(str(tmp_path)), "bad/name")
+        MlflowRegistry(embedded_uri(str(tmp_path)), "bad/name")
 
 
 def test_failed_upload_leaves_no_version(tmp_path):
-    registry = MlflowRegistry(MlflowRegistry.default_uri(str(tmp_path)), NAME)
+    registry = MlflowRegistry(embedded_uri(str(tmp_path)), NAME)
     with pytest.raises(Exception):  # noqa: B017  (MLflow's own error for a missing artifact folder)
         registry.register(str(tmp_path / "no-such-model"), "keras", tags={}, metrics={})
     assert registry.versions() == [] and registry.champion() is None
 
 
 def _two_versions(evaluations, tmp_path) -> tuple[MlflowRegistry, str]:
-    uri = MlflowRegistry.default_uri(str(tmp_path / "reg"))
+    uri = embedded_uri(str(tmp_path / "reg"))
     for framework in ("keras", "pytorch"):
         eval_tmp, _, blessing, models = evaluations[framework]
         (tmp_path / framework).mkdir()
@@ -227,7 +226,7 @@ def test_promotion_follows_the_evaluation_unless_a_concurrent_run_moved_the_alia
 def test_champion_downloads_in_a_fresh_process(evaluations, tmp_path):
     """No process-wide MLflow URI set (as in a new pipeline run's evaluator): the registry's own."""
     registry, uri = _two_versions(evaluations, tmp_path)
-    code = ("import json, sys; from components.registry_pusher.registry import MlflowRegistry; "
+    code = ("import json, sys; from components.registry import MlflowRegistry; "
             "v, d = MlflowRegistry(sys.argv[1], sys.argv[2]).download_champion(sys.argv[3]); "
             "print(json.dumps([v.version, d]))")
     done = subprocess.run([sys.executable, "-c", code, uri, NAME, str(tmp_path / "dl")], capture_output=True,

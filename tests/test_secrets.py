@@ -54,15 +54,18 @@ def test_compiled_package_holds_no_secret_from_the_environment(tmp_path, monkeyp
 def test_cluster_registry_uris_with_credentials_are_refused(tmp_path):
     """The registry URI given for the cluster goes into pipeline.yaml or a run's parameters: it
     must carry no credentials, whichever way it comes in."""
-    from pipelines import kubeflow, runners
-    from pipelines.config import PipelineConfig
+    from pipelines.config import REPO_ROOT, load_config
+    from pipelines.kubeflow.compile import compile_kubeflow
+    from pipelines.kubeflow.presubmit import presubmit_problems
 
     leaky = "https://ci-bot:planted-secret-uri@mlflow.example.com"
     with pytest.raises(ValueError, match="credentials") as err:
-        runners.compile_kubeflow(PipelineConfig(), str(tmp_path / "p.yaml"), leaky)
+        compile_kubeflow(load_config(kfp_registry_uri=leaky), str(tmp_path / "p.yaml"))
     assert "planted-secret-uri" not in str(err.value)
     assert not (tmp_path / "p.yaml").exists()
-    problems = kubeflow.presubmit_problems(runners.REPO_ROOT / "pipeline.yaml", "kubeflow",
-                                           parameters={"registry_uri": leaky})
+    with pytest.raises(SystemExit):  # the same URI as a flag: one line, exit 2, nothing written
+        cli.main(["compile", "--kfp-registry-uri", leaky, "--output", str(tmp_path / "p.yaml")])
+    assert not (tmp_path / "p.yaml").exists()
+    problems = presubmit_problems(REPO_ROOT / "pipeline.yaml", "kubeflow", parameters={"registry_uri": leaky})
     assert any("credentials" in p for p in problems), problems
     assert not any("planted-secret-uri" in p for p in problems)

@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from trainers import common, keras_trainer, serving, torch_trainer
+from trainers import common, keras_trainer, serving, torch_model, torch_trainer
 
 
 @pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 165_746)])
 def test_same_architecture_same_parameter_count(name, expected):
     keras_params = keras_trainer.count_trainable(keras_trainer.build_model(name))
-    torch_params = torch_trainer.count_parameters(torch_trainer.build_model(name))
+    torch_params = torch_model.count_parameters(torch_model.build_model(name))
     assert keras_params == torch_params == expected
 
 
@@ -33,7 +33,7 @@ def _keras_layer_sequence(model) -> list[str]:
 @pytest.mark.parametrize("name", common.MODEL_NAMES)
 def test_same_layers_in_the_same_order(name):
     # The served Keras model ends in softmax; torch's trains on logits and its export adds softmax.
-    torch_sequence = [type(m).__name__ for m in torch_trainer.build_model(name)]
+    torch_sequence = [type(m).__name__ for m in torch_model.build_model(name)]
     assert _keras_layer_sequence(keras_trainer.build_model(name)) == torch_sequence
 
 
@@ -102,7 +102,7 @@ def test_normalization_is_identical_in_both_frameworks():
     raw = np.random.default_rng(0).integers(0, 256, size=(4, 28, 28), dtype=np.uint8)
     keras_model = keras_trainer.build_model("seed_cnn")
     keras_norm = keras_model.layers[1](raw).numpy()
-    torch_norm = torch_trainer.Normalize()(torch.from_numpy(raw)).numpy()[:, 0]
+    torch_norm = torch_model.Normalize()(torch.from_numpy(raw)).numpy()[:, 0]
     np.testing.assert_allclose(keras_norm, torch_norm, rtol=1e-5, atol=1e-5)
 
 
@@ -130,7 +130,7 @@ def test_both_frameworks_follow_the_same_learning_rate_schedule(schedule):
     import torch
 
     total, peak = 200, 3e-3
-    keras_schedule = keras_trainer.LearningRate(peak, total, schedule)
+    keras_schedule = keras_trainer.LearningRate(common.learning_rates(total, peak, schedule))
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=peak)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -152,16 +152,16 @@ def test_both_frameworks_follow_the_same_learning_rate_schedule(schedule):
 def test_pipeline_defaults_are_the_trainers_defaults():
     import dataclasses
 
-    from pipelines.config import PipelineConfig
+    from pipelines.config import PipelineConfig, load_config
 
     assert PipelineConfig().trainer_config() == dataclasses.asdict(common.TrainConfig())
     assert common.TrainConfig().model == "bn_cnn"
     with pytest.raises(ValueError, match="lr_schedule"):
-        PipelineConfig(lr_schedule="cosine-ish")
+        load_config(lr_schedule="cosine-ish")
     with pytest.raises(ValueError, match="model 'resnet'"):
         common.TrainConfig.from_custom_config({"model": "resnet"})
     with pytest.raises(ValueError, match="augment_shift must be 0..8 pixels, got 9"):
-        PipelineConfig(augment_shift=9)
+        load_config(augment_shift=9)
 
 
 @pytest.mark.parametrize("files, expected", [

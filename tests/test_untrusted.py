@@ -25,10 +25,10 @@ import yaml
 from PIL import Image
 
 from components.bakeoff_evaluator import executor as evaluator
-from components.registry_pusher.registry import MlflowRegistry, RegistryError
+from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from conftest import run_evaluator
-from pipelines import registry_cli
-from pipelines.config import PipelineConfig, load_config
+from pipelines import cli
+from pipelines.config import load_config
 from trainers import serving
 from trainers.serving import UntrustedModelError
 
@@ -173,10 +173,10 @@ def test_the_evaluator_refuses_a_malicious_candidate(small_examples, exports, tm
 
 
 def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tmp_path, capsys):
-    """`registry_cli predict` loads the champion's files with the installed code: code stored with
+    """`registry predict` loads the champion's files with the installed code: code stored with
     the registered pyfunc (here tampered to create a sentinel) is never run."""
     name = "mnist-untrusted"
-    uri = MlflowRegistry.default_uri(str(tmp_path / "registry"))
+    uri = embedded_uri(str(tmp_path / "registry"))
     registry = MlflowRegistry(uri, name)
     version = registry.register(str(exports["pytorch"] / "Format-Serving"), "pytorch", tags={}, metrics={})
     registry.promote(version.version)
@@ -190,7 +190,8 @@ def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tm
 
     images, _ = evaluator.load_split(small_examples, "test", limit=1)
     Image.fromarray(images[0]).save(tmp_path / "digit.png")
-    assert registry_cli.main(["--registry-uri", uri, "--model-name", name, "predict", str(tmp_path / "digit.png")]) == 0
+    argv = ["registry", "--registry-uri", uri, "--registered-model-name", name, "predict", str(tmp_path / "digit.png")]
+    assert cli.main(argv) == 0
     answer = json.loads(capsys.readouterr().out)
     expected = serving.load_predictor(str(exports["pytorch"] / "Format-Serving"))[0](images)[0]
     assert answer["version"] == version.version and answer["digit"] == int(expected.argmax())
@@ -205,14 +206,15 @@ def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tm
 
 def test_predict_refuses_a_malicious_champion(exports, tmp_path, capsys):
     name = "mnist-untrusted"
-    uri = MlflowRegistry.default_uri(str(tmp_path / "registry"))
+    uri = embedded_uri(str(tmp_path / "registry"))
     registry = MlflowRegistry(uri, name)
     sentinel = tmp_path / "sentinel"
     (exports["pytorch"] / "Format-Serving" / "model.pt").write_bytes(raw_pickle(sentinel))
     registry.promote(registry.register(str(exports["pytorch"] / "Format-Serving"), "pytorch",
                                        tags={}, metrics={}).version)
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "digit.png")
-    assert registry_cli.main(["--registry-uri", uri, "--model-name", name, "predict", str(tmp_path / "digit.png")]) == 2
+    argv = ["registry", "--registry-uri", uri, "--registered-model-name", name, "predict", str(tmp_path / "digit.png")]
+    assert cli.main(argv) == 2
     assert "model.pt: is a Python pickle" in capsys.readouterr().err
     assert not sentinel.exists()
 
@@ -235,16 +237,16 @@ def test_yaml_config_with_python_tags_is_refused(tmp_path):
                                  "a" * 129, "name\n"])
 def test_unsafe_names_are_refused(tmp_path, field, bad):
     with pytest.raises(ValueError, match=rf"{field} .* is not a safe name"):
-        PipelineConfig(output_root=str(tmp_path), **{field: bad})
+        load_config(output_root=str(tmp_path), **{field: bad})
 
 
 def test_the_registry_refuses_a_name_with_a_trailing_newline(tmp_path):
     with pytest.raises(RegistryError, match="invalid registered model name 'mnist\\\\n'"):
-        MlflowRegistry(MlflowRegistry.default_uri(str(tmp_path)), "mnist\n")
+        MlflowRegistry(embedded_uri(str(tmp_path)), "mnist\n")
 
 
 def test_safe_names_are_accepted(tmp_path):
-    cfg = PipelineConfig(output_root=str(tmp_path), pipeline_name="mnist-bakeoff", registered_model_name="Model_1.v2")
+    cfg = load_config(output_root=str(tmp_path), pipeline_name="mnist-bakeoff", registered_model_name="Model_1.v2")
     assert cfg.registered_model_name == "Model_1.v2"
     config = tmp_path / "c.yaml"
     config.write_text("registered_model_name: ../../etc/passwd\n")
@@ -259,7 +261,7 @@ def test_outputs_that_escape_output_root_through_a_symlink_are_refused(tmp_path,
     elsewhere.mkdir()
     (root / link).symlink_to(elsewhere)
     with pytest.raises(ValueError, match=rf"resolves to {elsewhere}, outside output_root {root}"):
-        PipelineConfig(output_root=str(root))
+        load_config(output_root=str(root))
 
 
 def test_symlinks_that_stay_inside_output_root_are_accepted(tmp_path):
@@ -267,7 +269,7 @@ def test_symlinks_that_stay_inside_output_root_are_accepted(tmp_path):
     inside.mkdir(parents=True)
     (real_root / "pipeline_root").symlink_to(inside)
     (tmp_path / "out").symlink_to(real_root)  # output_root itself may be a link: it is the root
-    cfg = PipelineConfig(output_root=str(tmp_path / "out"))
+    cfg = load_config(output_root=str(tmp_path / "out"))
     assert os.path.realpath(cfg.pipeline_root) == str(inside)
 
 
@@ -279,12 +281,11 @@ def test_registry_uris_with_credentials_are_refused_without_echoing_them(tmp_pat
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with pytest.raises(ValueError, match="MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or "
                                          "MLFLOW_TRACKING_TOKEN") as err:
-        PipelineConfig(output_root=str(tmp_path), registry_uri=uri)
+        load_config(output_root=str(tmp_path), registry_uri=uri)
     assert "hunter2" not in str(err.value) and "registry_uri" in str(err.value)
-    # The same URI from the environment would be copied into the pipeline's properties: refused too.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # The same URI from the environment (read by the command line, the edge): refused too.
     with pytest.raises(ValueError, match="MLFLOW_TRACKING_URI .* carries credentials") as err:
-        PipelineConfig(output_root=str(tmp_path))
+        cli.settings_from_environment({"MLFLOW_TRACKING_URI": uri})
     assert "hunter2" not in str(err.value)
 
 
@@ -292,4 +293,4 @@ def test_registry_uris_without_credentials_are_accepted(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     for uri in ("http://mlflow.mlflow.svc.cluster.local:5000", "https://mlflow.example/path?experiment=3",
                 f"sqlite:///{tmp_path}/mlflow.db", ""):
-        assert PipelineConfig(output_root=str(tmp_path), registry_uri=uri).registry_uri == uri
+        assert load_config(output_root=str(tmp_path), registry_uri=uri).registry_uri == uri

@@ -1,4 +1,5 @@
-"""What both trainers share: their config, the TFRecord input pipeline, and the model's metadata.
+"""What both trainers share: the TFRecord input pipeline, the learning-rate schedule, placement
+helpers, and the model's metadata files.
 
 Both frameworks read the same TFRecords through the same tf.data code (whole batches parsed and
 decoded at once), so any accuracy difference comes from the model and the training, not the data.
@@ -7,25 +8,55 @@ decoded at once), so any accuracy difference comes from the model and the traini
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from typing import Any
 
 import tensorflow as tf
 
-from trainers.spec import (  # noqa: F401  (re-exported for the trainer modules)
+from trainers.config import (  # noqa: F401  (re-exported for the trainer modules)
+    MODEL_NAMES,
+    WARMUP_FRACTION,
+    TrainConfig,
+    learning_rate_at,
+    learning_rates,
+)
+from trainers.model_format import (  # noqa: F401  (re-exported for the trainer modules)
     HISTORY_FILE,
     IMAGE_SHAPE,
     MODEL_META_FILE,
-    MODEL_NAMES,
     NUM_CLASSES,
     PIXEL_MEAN,
     PIXEL_STD,
-    WARMUP_FRACTION,
-    TrainConfig,
-    container_cores,
-    learning_rate_at,
-    mixed_precision_applies,
 )
+
+
+def mixed_precision_applies(cfg: TrainConfig, on_cpu: bool) -> bool:
+    """bfloat16 compute when asked for and not on a CPU; said in the log when it is not applied."""
+    if cfg.mixed_precision and on_cpu:
+        logging.warning("mixed_precision asked for, but training runs on the CPU: float32 instead")
+    return cfg.mixed_precision and not on_cpu
+
+
+def container_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:
+    """CPU cores this process may use: its affinity, capped by the container's CPU quota (cgroup
+    v2 cpu.max or v1 cfs quota), which Kubernetes CPU limits set and affinity does not show."""
+    cores = len(os.sched_getaffinity(0))
+    for quota_file, period_file in (("cpu.max", None), ("cpu/cpu.cfs_quota_us", "cpu/cpu.cfs_period_us")):
+        try:
+            with open(os.path.join(cgroup_root, quota_file)) as f:
+                fields = f.read().split()
+            if period_file:
+                with open(os.path.join(cgroup_root, period_file)) as f:
+                    fields.append(f.read().strip())
+        except OSError:
+            continue
+        quota, period = fields[0], fields[1]
+        if quota not in ("max", "-1") and int(period) > 0:
+            return max(1, min(cores, math.ceil(int(quota) / int(period))))
+        return cores
+    return cores
 
 
 def expand_patterns(patterns: list[str]) -> list[str]:

@@ -7,7 +7,6 @@ SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N,
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 
@@ -60,22 +59,18 @@ def build_model(name: str) -> keras.Model:
 
 
 class LearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """common.learning_rate_at as a Keras schedule (same formula, evaluated in the graph)."""
+    """The per-step rates of common.learning_rates, looked up in the graph: one formula for both
+    frameworks, evaluated once in Python."""
 
-    def __init__(self, peak: float, total_steps: int, schedule: str) -> None:
-        self.peak, self.total_steps, self.schedule = peak, total_steps, schedule
+    def __init__(self, rates: list[float]) -> None:
+        self.rates = [float(r) for r in rates]
 
     def __call__(self, step):
-        if self.schedule == "constant":
-            return keras.ops.convert_to_tensor(self.peak, "float32")
-        step = keras.ops.cast(step, "float32")
-        warmup = float(max(1, int(common.WARMUP_FRACTION * self.total_steps)))
-        progress = keras.ops.minimum(1.0, (step - warmup) / max(1.0, self.total_steps - warmup))
-        decay = self.peak * 0.5 * (1.0 + keras.ops.cos(math.pi * progress))
-        return keras.ops.where(step < warmup, self.peak * (step + 1.0) / warmup, decay)
+        index = keras.ops.minimum(keras.ops.cast(step, "int32"), len(self.rates) - 1)
+        return keras.ops.take(keras.ops.convert_to_tensor(self.rates, "float32"), index)
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "total_steps": self.total_steps, "schedule": self.schedule}
+        return {"rates": self.rates}
 
 
 def count_trainable(model: keras.Model) -> int:
@@ -127,7 +122,8 @@ def run_fn(fn_args: FnArgs) -> None:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with strategy.scope():
             model = build_model(cfg.model)
-            schedule = LearningRate(cfg.learning_rate, steps_per_epoch * cfg.epochs, cfg.lr_schedule)
+            schedule = LearningRate(common.learning_rates(steps_per_epoch * cfg.epochs, cfg.learning_rate,
+                                                          cfg.lr_schedule))
             # epsilon as torch.optim.Adam's (Keras' default is 1e-7)
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-8),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"],

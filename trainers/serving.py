@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trainers.spec import IMAGE_SHAPE, file_exists, read_bytes, read_model_meta
+from trainers.model_format import IMAGE_SHAPE, file_exists, read_bytes, read_model_meta
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 SAVED_MODEL_FILE = "saved_model.pb"

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+import typing
+
 from tfx import types
 from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
 from components.bakeoff_evaluator import executor, kfp_artifacts
-from components.bakeoff_evaluator.metrics import DecisionRule
+from components.bakeoff_evaluator.rule import DecisionRule
 from components.candidates import spec_with_candidates
 
 
@@ -19,11 +22,8 @@ class BakeoffEvaluatorSpec(ComponentSpec):
         executor.SPLIT: ExecutionParameter(type=str, optional=True),
         executor.REGISTRY_URI: ExecutionParameter(type=str, optional=True),
         executor.MODEL_NAME: ExecutionParameter(type=str, optional=True),
-        "primary_metric": ExecutionParameter(type=str),
-        "min_value": ExecutionParameter(type=float),
-        "champion_policy": ExecutionParameter(type=str),
-        "min_delta": ExecutionParameter(type=float),
-        "alpha": ExecutionParameter(type=float),
+        # The decision rule, one property per DecisionRule field, under the field's name.
+        **{name: ExecutionParameter(type=kind) for name, kind in typing.get_type_hints(DecisionRule).items()},
     }
     INPUTS = {executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples)}
     OUTPUTS = {
@@ -47,6 +47,4 @@ class BakeoffEvaluator(base_beam_component.BaseBeamComponent):
         outputs = {key: types.Channel(type=param.type) for key, param in BakeoffEvaluatorSpec.OUTPUTS.items()}
         super().__init__(spec=spec_class(
             examples=examples, split=split, registry_uri=registry_uri,
-            registered_model_name=registered_model_name, primary_metric=rule.primary_metric,
-            min_value=rule.min_value, champion_policy=rule.champion_policy, min_delta=rule.min_delta,
-            alpha=rule.alpha, **candidates, **outputs))
+            registered_model_name=registered_model_name, **dataclasses.asdict(rule), **candidates, **outputs))

@@ -15,8 +15,10 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
+from components import artifacts
 from components.bakeoff_evaluator import metrics, report, scoring
-from components.registry_pusher import registry as registry_lib
+from components.bakeoff_evaluator.rule import DecisionRule
+from components.registry import MlflowRegistry
 from trainers import common, serving
 
 EXAMPLES = "examples"
@@ -29,13 +31,8 @@ CLASSIFICATION_METRICS = "classification_metrics"
 SPLIT = "split"
 REGISTRY_URI = "registry_uri"
 MODEL_NAME = "registered_model_name"
-RULE_PARAMETERS = ("primary_metric", "min_value", "champion_policy", "min_delta", "alpha")
-CHAMPION = "champion"
-EVALUATION_FILE = "evaluation.json"
-REPORT_FILE = "report.html"
-SUMMARY_FILE = "summary.md"
-SCORES_FILE = "scores.npz"
-FORMAT_VERSION = 2
+# 3: the decision rule's fields named as in the config (min_metric, champion_min_delta, champion_alpha).
+FORMAT_VERSION = 3
 
 
 def split_pattern(examples: types.Artifact, split: str) -> str:
@@ -81,22 +78,22 @@ class Executor(base_beam_executor.BaseBeamExecutor):
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES])
         split = exec_properties.get(SPLIT) or "test"
-        rule = metrics.DecisionRule(**{k: exec_properties[k] for k in RULE_PARAMETERS if k in exec_properties})
+        rule = DecisionRule.from_properties(exec_properties)
         out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
         model_dirs = {name: os.path.join(artifact_utils.get_single_uri(artifacts), "Format-Serving")
                       for name, artifacts in sorted(input_dict.items()) if name != EXAMPLES}
-        if CHAMPION in model_dirs:
-            raise ValueError(f"'{CHAMPION}' is reserved for the registry's champion; rename that candidate")
+        if artifacts.CHAMPION in model_dirs:
+            raise ValueError(f"'{artifacts.CHAMPION}' is reserved for the registry's champion; rename that candidate")
 
         champion_version = None
         if exec_properties.get(REGISTRY_URI):
-            registry = registry_lib.MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
+            registry = MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
             found = registry.download_champion(os.path.join(out_dir, "champion_model"))
             if found:
-                champion_version, model_dirs[CHAMPION] = found
+                champion_version, model_dirs[artifacts.CHAMPION] = found
                 logging.info("BakeoffEvaluator: champion is version %s", champion_version.version)
 
-        scores_path = os.path.join(out_dir, SCORES_FILE)
+        scores_path = os.path.join(out_dir, artifacts.SCORES_FILE)
         with self._make_beam_pipeline() as pipeline:
             scoring.score_all(pipeline, split_pattern(examples, split), model_dirs, scores_path)
         scores = scoring.load(scores_path)
@@ -105,11 +102,11 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         candidates = {name: describe_candidate(d, scores.labels, scores.probs[name], sample)
                       for name, d in model_dirs.items()}
         if champion_version is not None:
-            candidates[CHAMPION]["version"] = champion_version.version
+            candidates[artifacts.CHAMPION]["version"] = champion_version.version
         comparisons = metrics.pairwise_mcnemar(
             scores.labels, {n: p.argmax(axis=1) for n, p in scores.probs.items()})
         decision = metrics.decide({n: c["metrics"] for n, c in candidates.items()}, rule,
-                                  CHAMPION if champion_version else None, comparisons)
+                                  artifacts.CHAMPION if champion_version else None, comparisons)
         evaluation = {
             "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
             "decision": decision,
@@ -125,8 +122,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
         html = report.render_html(evaluation, report.figures(evaluation, scores))
         markdown = report.render_markdown(evaluation)
-        files = {EVALUATION_FILE: json.dumps(evaluation, indent=2, sort_keys=True),
-                 REPORT_FILE: html, SUMMARY_FILE: markdown}
+        files = {artifacts.EVALUATION_FILE: json.dumps(evaluation, indent=2, sort_keys=True),
+                 artifacts.REPORT_FILE: html, artifacts.SUMMARY_FILE: markdown}
         for name, text in files.items():
             with tf.io.gfile.GFile(os.path.join(out_dir, name), "w") as f:
                 f.write(text)
@@ -147,8 +144,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 "confusionMatrix", kfp_classification_metrics(winner["metrics"]["confusion_matrix"]))
 
         blessing = artifact_utils.get_single_instance(output_dict[BLESSING])
-        blessing.set_int_custom_property("blessed", int(decision["blessed"]))
-        blessing.set_string_custom_property("winner", decision["winner"])
+        blessing.set_int_custom_property(artifacts.BLESSED, int(decision["blessed"]))
+        blessing.set_string_custom_property(artifacts.WINNER, decision["winner"])
         blessing.set_string_custom_property("winner_framework", winner["framework"])
         blessing.set_float_custom_property("winner_accuracy", winner["metrics"]["accuracy"])
         marker = "BLESSED" if decision["blessed"] else "NOT_BLESSED"

@@ -11,6 +11,8 @@ import numpy as np
 from scipy import stats
 from sklearn import metrics as skm
 
+from components.bakeoff_evaluator.rule import DecisionRule
+
 NUM_CLASSES = 10
 ECE_BINS = 15
 
@@ -66,26 +68,6 @@ def pairwise_mcnemar(labels: np.ndarray, predictions: dict[str, np.ndarray]) -> 
             for a, b in itertools.combinations(sorted(predictions), 2)]
 
 
-@dataclasses.dataclass(frozen=True)
-class DecisionRule:
-    """How the winner is chosen and when it is blessed (documented in the README)."""
-
-    primary_metric: str = "accuracy"  # higher is better: accuracy | macro_f1
-    min_value: float = 0.98  # the winner's primary metric must reach this to be blessed
-    # Against the registry's champion: "better_by" (must beat it by at least min_delta) or
-    # "not_significantly_worse" (blessed unless McNemar finds it worse at level alpha).
-    champion_policy: str = "better_by"
-    min_delta: float = 0.0
-    alpha: float = 0.05
-
-    def __post_init__(self) -> None:
-        if self.primary_metric not in ("accuracy", "macro_f1"):
-            raise ValueError(f"primary_metric must be accuracy or macro_f1, got {self.primary_metric!r}")
-        if self.champion_policy not in ("better_by", "not_significantly_worse"):
-            raise ValueError(f"champion_policy must be better_by or not_significantly_worse, "
-                             f"got {self.champion_policy!r}")
-
-
 def _pair(comparisons: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
     for t in comparisons:
         if {t["first"], t["second"]} == {a, b}:
@@ -98,7 +80,7 @@ def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str
     """The winner among the challengers (every result but `champion`), and whether it is blessed.
 
     Ranking: higher primary metric, then lower log loss, then name. Blessed when the winner
-    reaches rule.min_value and, if a champion exists, passes rule.champion_policy against it.
+    reaches rule.min_metric and, if a champion exists, passes rule.champion_policy against it.
     """
     key = rule.primary_metric
     challengers = [n for n in results if n != champion]
@@ -113,23 +95,23 @@ def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str
                            f"({results[winner]['log_loss']:.4f} vs {o['log_loss']:.4f})")
         else:
             reasons.append(f"{winner} has the higher test {key}: {value:.4f} vs {other} {o[key]:.4f}")
-    blessed = value >= rule.min_value
+    blessed = value >= rule.min_metric
     reasons.append(f"{winner} {key} {value:.4f} {'reaches' if blessed else 'is below'} "
-                   f"the minimum {rule.min_value:.4f}")
+                   f"the minimum {rule.min_metric:.4f}")
     if champion is not None:
         c_value = results[champion][key]
         delta = value - c_value
         if rule.champion_policy == "better_by":
-            passes = delta >= rule.min_delta
+            passes = delta >= rule.champion_min_delta
             reasons.append(f"{winner} {'beats' if passes else 'does not beat'} the champion by the required "
-                           f"{rule.min_delta:.4f}: {value:.4f} vs {c_value:.4f} (difference {delta:+.4f})")
+                           f"{rule.champion_min_delta:.4f}: {value:.4f} vs {c_value:.4f} (difference {delta:+.4f})")
         else:
             test = _pair(comparisons or [], winner, champion)
-            worse = delta < 0 and test["p_value"] < rule.alpha
+            worse = delta < 0 and test["p_value"] < rule.champion_alpha
             passes = not worse
             reasons.append(f"{winner} is {'significantly worse than' if worse else 'not significantly worse than'}"
                            f" the champion: {value:.4f} vs {c_value:.4f}, McNemar p = {test['p_value']:.4g}"
-                           f" (alpha {rule.alpha})")
+                           f" (champion_alpha {rule.champion_alpha})")
         blessed = blessed and passes
     else:
         reasons.append("no champion in the registry: the winner is compared with the minimum only")

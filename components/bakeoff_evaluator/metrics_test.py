@@ -59,23 +59,23 @@ def _comparison(first, second, p):
 
 # (case, results, champion, comparisons, rule, expected winner, expected blessed, phrase in reasons)
 DECISIONS = [
-    ("clear win, no champion", _results(a=0.99, b=0.97), None, [], metrics.DecisionRule(min_value=0.98),
+    ("clear win, no champion", _results(a=0.99, b=0.97), None, [], metrics.DecisionRule(min_metric=0.98),
      "a", True, "no champion in the registry"),
-    ("below the minimum", _results(a=0.97, b=0.96), None, [], metrics.DecisionRule(min_value=0.98),
+    ("below the minimum", _results(a=0.97, b=0.96), None, [], metrics.DecisionRule(min_metric=0.98),
      "a", False, "is below the minimum 0.9800"),
     ("beats the champion", _results(a=0.99, b=0.97, champion=0.985), "champion", [],
-     metrics.DecisionRule(min_value=0.98, min_delta=0.001), "a", True, "beats the champion"),
+     metrics.DecisionRule(min_metric=0.98, champion_min_delta=0.001), "a", True, "beats the champion"),
     ("worse than the champion", _results(a=0.99, b=0.97, champion=0.995), "champion", [],
-     metrics.DecisionRule(min_value=0.98), "a", False, "does not beat the champion"),
+     metrics.DecisionRule(min_metric=0.98), "a", False, "does not beat the champion"),
     ("champion never wins the bake-off", _results(a=0.985, b=0.99, champion=0.999), "champion", [],
-     metrics.DecisionRule(min_value=0.98), "b", False, "does not beat"),
+     metrics.DecisionRule(min_metric=0.98), "b", False, "does not beat"),
     ("not significantly worse", _results(a=0.989, b=0.97, champion=0.99), "champion",
      _comparison("a", "champion", 0.40),
-     metrics.DecisionRule(min_value=0.98, champion_policy="not_significantly_worse"), "a", True,
+     metrics.DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", True,
      "not significantly worse"),
     ("significantly worse", _results(a=0.985, b=0.97, champion=0.99), "champion",
      _comparison("a", "champion", 0.01),
-     metrics.DecisionRule(min_value=0.98, champion_policy="not_significantly_worse"), "a", False,
+     metrics.DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", False,
      "is significantly worse"),
 ]
 
@@ -92,7 +92,7 @@ def test_decision_rule(case, results, champion, comparisons, rule, winner, bless
 def test_tie_goes_to_the_lower_log_loss():
     results = {"keras_model": {"accuracy": 0.98, "log_loss": 0.07},
                "pytorch_model": {"accuracy": 0.98, "log_loss": 0.05}}
-    d = metrics.decide(results, metrics.DecisionRule(min_value=0.97))
+    d = metrics.decide(results, metrics.DecisionRule(min_metric=0.97))
     assert d["winner"] == "pytorch_model" and d["blessed"] and "ties" in d["reasons"][0]
 
 

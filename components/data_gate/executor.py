@@ -7,15 +7,15 @@ The trainers depend on the gate explicitly, so they cannot start before it has p
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-import tensorflow as tf
 from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
+
+from components import artifacts
 
 ANOMALIES = "anomalies"
 DRIFT_ANOMALIES = "drift_anomalies"
@@ -25,17 +25,6 @@ VALIDATED_SCHEMA = "validated_schema"
 
 class DataAnomaliesError(RuntimeError):
     """The data failed validation; training must not start."""
-
-
-def read_anomalies(anomalies: types.Artifact) -> dict[str, anomalies_pb2.Anomalies]:
-    """Each split's Anomalies proto, from the binary files ExampleValidator writes."""
-    result = {}
-    for split in artifact_utils.decode_split_names(anomalies.split_names):
-        split_dir = artifact_utils.get_split_uri([anomalies], split)
-        for name in tf.io.gfile.listdir(split_dir):
-            result[split] = anomalies_pb2.Anomalies.FromString(
-                io_utils.read_bytes_file(os.path.join(split_dir, name)))
-    return result
 
 
 def describe(per_split: dict[str, anomalies_pb2.Anomalies], what: str = "") -> list[str]:
@@ -58,12 +47,12 @@ class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
         anomalies = artifact_utils.get_single_instance(input_dict[ANOMALIES])
-        problems = describe(read_anomalies(anomalies))
+        problems = describe(artifacts.read_anomalies(anomalies))
         review = ""
         if input_dict.get(DRIFT_ANOMALIES):
             drift = artifact_utils.get_single_instance(input_dict[DRIFT_ANOMALIES])
-            problems += describe(read_anomalies(drift), "drift/skew:")
-            review = drift.get_string_custom_property("review_html")
+            problems += describe(artifacts.read_anomalies(drift), "drift/skew:")
+            review = drift.get_string_custom_property(artifacts.REVIEW_HTML)
         if problems:
             raise DataAnomaliesError(
                 f"data validation found {len(problems)} anomalies (details in {anomalies.uri}"

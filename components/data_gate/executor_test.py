@@ -9,7 +9,7 @@ import tensorflow_data_validation as tfdv
 
 from components.data_gate.executor import describe
 from components.drift_validator.executor import comparator_anomalies, with_comparators
-from pipelines.config import PipelineConfig
+from conftest import DEFAULTS
 
 
 def _stats(labels: np.ndarray, schema):
@@ -19,7 +19,7 @@ def _stats(labels: np.ndarray, schema):
 
 
 def test_drift_measurements_under_threshold_pass_and_over_threshold_are_named():
-    schema = tfdv.load_schema_text(PipelineConfig().schema_path)
+    schema = tfdv.load_schema_text(DEFAULTS.schema_path)
     schema.feature.remove(tfdv.get_feature(schema, "image"))
     schema = with_comparators(schema, label_linf=0.06, pixel_js=0.1)
     balanced = _stats(np.arange(1000) % 10, schema)

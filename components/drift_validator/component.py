@@ -19,6 +19,9 @@ from components.drift_validator import executor
 class DriftValidatorSpec(ComponentSpec):
     PARAMETERS = {
         executor.BASELINE: ExecutionParameter(type=str, optional=True),
+        executor.BASELINE_FROM_CHAMPION: ExecutionParameter(type=int, optional=True),
+        executor.REGISTRY_URI: ExecutionParameter(type=str, optional=True),
+        executor.MODEL_NAME: ExecutionParameter(type=str, optional=True),
         executor.LABEL_LINF: ExecutionParameter(type=float),
         executor.PIXEL_JS: ExecutionParameter(type=float),
     }
@@ -36,8 +39,13 @@ class DriftValidator(base_component.BaseComponent):
 
     def __init__(self, statistics: types.BaseChannel, schema: types.BaseChannel,
                  anomalies: types.BaseChannel, baseline_statistics: str,
-                 label_linf: float, pixel_js: float) -> None:
+                 label_linf: float, pixel_js: float, baseline_from_champion: bool = False,
+                 registry_uri: str = "", registered_model_name: str = "") -> None:
+        """baseline_statistics: the pinned file ("" = no drift check). With baseline_from_champion,
+        the registry's champion's training statistics are used instead when it has them."""
         super().__init__(spec=DriftValidatorSpec(
             statistics=statistics, schema=schema, anomalies=anomalies,
             baseline_statistics=baseline_statistics, label_linf=label_linf, pixel_js=pixel_js,
+            baseline_from_champion=int(baseline_from_champion), registry_uri=registry_uri,
+            registered_model_name=registered_model_name,
             drift_anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies)))

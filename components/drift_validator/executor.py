@@ -20,14 +20,18 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components.data_gate.executor import read_anomalies
+from components import artifacts
+from components.drift_validator import baseline as baselines
 from components.drift_validator import review
 
 STATISTICS = "statistics"
 SCHEMA = "schema"
 ANOMALIES = "anomalies"
 DRIFT_ANOMALIES = "drift_anomalies"
-BASELINE = "baseline_statistics"
+BASELINE = "baseline_statistics"  # the pinned file ("" = no drift check)
+BASELINE_FROM_CHAMPION = "baseline_from_champion"
+REGISTRY_URI = "registry_uri"
+MODEL_NAME = "registered_model_name"
 LABEL_LINF = "label_linf"
 PIXEL_JS = "pixel_js"
 
@@ -42,10 +46,6 @@ _COMPARATOR_TYPES = {t for name, t in anomalies_pb2.AnomalyInfo.Type.items() if 
 Stats = statistics_pb2.DatasetFeatureStatisticsList
 
 
-class BaselineError(RuntimeError):
-    """The configured baseline statistics cannot be read."""
-
-
 def with_comparators(schema: schema_pb2.Schema, label_linf: float, pixel_js: float) -> schema_pb2.Schema:
     """A copy of the schema with drift and skew comparators on the label and pixel summaries."""
     result = schema_pb2.Schema()
@@ -58,34 +58,6 @@ def with_comparators(schema: schema_pb2.Schema, label_linf: float, pixel_js: flo
         feature.drift_comparator.jensen_shannon_divergence.threshold = pixel_js
         feature.skew_comparator.jensen_shannon_divergence.threshold = pixel_js
     return result
-
-
-def _single(dataset: statistics_pb2.DatasetFeatureStatistics) -> Stats:
-    return Stats(datasets=[dataset])
-
-
-def load_baseline(path: str) -> dict[str, Stats]:
-    """{split name: statistics}: a Statistics artifact folder (Split-*/FeatureStats.pb), or a
-    .pbtxt/.pb DatasetFeatureStatisticsList whose datasets are named after the splits."""
-    if not tf.io.gfile.exists(path):
-        raise BaselineError(f"{path}: baseline statistics not found (set baseline_statistics, or 'none')")
-    if tf.io.gfile.isdir(path):
-        result = {}
-        for entry in sorted(tf.io.gfile.listdir(path)):
-            entry = entry.rstrip("/")
-            stats_file = os.path.join(path, entry, stats_artifact_utils.BINARY_PB_BASENAME)
-            if entry.startswith("Split-") and tf.io.gfile.exists(stats_file):
-                result[entry[len("Split-"):]] = tfdv.load_stats_binary(stats_file)
-        if not result:
-            raise BaselineError(f"{path}: no Split-*/FeatureStats.pb in this statistics folder")
-        return result
-    try:
-        stats = tfdv.load_stats_text(path) if path.endswith(".pbtxt") else tfdv.load_stats_binary(path)
-    except Exception as e:  # any parse error is the same problem for the user
-        raise BaselineError(f"{path}: not a DatasetFeatureStatisticsList ({e})") from e
-    if not stats.datasets:
-        raise BaselineError(f"{path}: the baseline holds no dataset")
-    return {d.name or "all": _single(d) for d in stats.datasets}
 
 
 def baseline_for(baseline: dict[str, Stats], split: str) -> Stats:
@@ -149,23 +121,28 @@ class Executor(base_executor.BaseExecutor):
         statistics = artifact_utils.get_single_instance(input_dict[STATISTICS])
         schema = io_utils.SchemaReader().read(
             io_utils.get_only_uri_in_dir(artifact_utils.get_single_uri(input_dict[SCHEMA])))
-        validator_anomalies = read_anomalies(artifact_utils.get_single_instance(input_dict[ANOMALIES]))
+        validator_anomalies = artifacts.read_anomalies(artifact_utils.get_single_instance(input_dict[ANOMALIES]))
         output = artifact_utils.get_single_instance(output_dict[DRIFT_ANOMALIES])
-        baseline_path = exec_properties.get(BASELINE) or ""
         label_linf, pixel_js = float(exec_properties[LABEL_LINF]), float(exec_properties[PIXEL_JS])
+        chosen = baselines.resolve(exec_properties.get(BASELINE) or "",
+                                   bool(exec_properties.get(BASELINE_FROM_CHAMPION)),
+                                   exec_properties.get(REGISTRY_URI) or "", exec_properties.get(MODEL_NAME) or "")
+        baseline_path = chosen.path
+        logging.info("DriftValidator: baseline %s (%s)", baseline_path or "none", chosen.source)
 
         current = load_current(statistics)
-        baseline = load_baseline(baseline_path) if baseline_path else None
+        baseline = baselines.load_baseline(baseline_path) if baseline_path else None
         if baseline is None:
             logging.warning("DriftValidator: no baseline configured, only train/test skew is checked")
         drift = compare(current, baseline, with_comparators(schema, label_linf, pixel_js))
         write_anomalies(output, drift)
 
         review_path = os.path.join(output.uri, REVIEW_FILE)
-        html = review.render(current=current, baseline=baseline, baseline_path=baseline_path,
+        html = review.render(current=current, baseline=baseline, baseline_path=f"{baseline_path} ({chosen.source})",
                              validator_anomalies=validator_anomalies, drift_anomalies=drift,
                              thresholds={"label L-infinity": label_linf, "pixel Jensen-Shannon": pixel_js})
         io_utils.write_string_file(review_path, html)
-        output.set_string_custom_property("review_html", review_path)
-        output.set_string_custom_property("baseline_statistics", baseline_path)
+        output.set_string_custom_property(artifacts.REVIEW_HTML, review_path)
+        output.set_string_custom_property(artifacts.BASELINE_USED, baseline_path)
+        output.set_string_custom_property("baseline_source", chosen.source)
         logging.info("DriftValidator: review written to %s", review_path)

@@ -11,12 +11,12 @@ from tfx.components.statistics_gen import executor as stats_executor
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import standard_artifacts, standard_component_specs
 
+from components import artifacts
 from components.data_gate import executor as gate
+from components.drift_validator import baseline as baselines
 from components.drift_validator import executor
+from conftest import DEFAULTS as CFG
 from conftest import TEST_BEAM_ARGS
-from pipelines.config import PipelineConfig
-
-CFG = PipelineConfig()
 
 
 def _artifact(cls, uri: Path):
@@ -57,7 +57,7 @@ def run_drift(validated, out: Path, baseline: str, label_linf: float = CFG.drift
 
 def test_real_data_passes_drift_and_skew_against_the_pinned_baseline(validated, tmp_path):
     drift = run_drift(validated, tmp_path / "drift", CFG.resolved_baseline_statistics())
-    per_split = gate.read_anomalies(drift)
+    per_split = artifacts.read_anomalies(drift)
     assert set(per_split) == {"train", "test", executor.SKEW_SPLIT}
     assert gate.describe(per_split) == []
     # The measurements are there (the comparators ran), just under their thresholds.
@@ -94,10 +94,10 @@ def test_thresholds_from_config_are_applied_and_the_gate_names_them(validated, t
 
 def test_baseline_from_a_statistics_artifact_folder(validated, tmp_path):
     stats, _, _ = validated
-    baseline = executor.load_baseline(stats.uri)
+    baseline = baselines.load_baseline(stats.uri)
     assert set(baseline) == {"train", "eval", "test"}
     drift = run_drift(validated, tmp_path / "drift", stats.uri)  # itself as baseline: no drift
-    assert gate.describe(gate.read_anomalies(drift)) == []
+    assert gate.describe(artifacts.read_anomalies(drift)) == []
 
 
 @pytest.mark.parametrize("content, message", [
@@ -108,12 +108,12 @@ def test_unreadable_baseline_is_an_error_naming_the_file(tmp_path, content, mess
     path = tmp_path / "baseline.pbtxt"
     if content is not None:
         path.write_text(content)
-    with pytest.raises(executor.BaselineError, match=rf"{path}: {message}"):
-        executor.load_baseline(str(path))
+    with pytest.raises(baselines.BaselineError, match=rf"{path}: {message}"):
+        baselines.load_baseline(str(path))
 
 
 def test_pinned_baseline_is_full_mnist():
-    baseline = executor.load_baseline(CFG.resolved_baseline_statistics())
+    baseline = baselines.load_baseline(CFG.resolved_baseline_statistics())
     counts = {split: stats.datasets[0].num_examples for split, stats in baseline.items()}
     assert counts["test"] == 10000 and counts["train"] + counts["eval"] == 60000
     assert set(counts) == {"train", "eval", "test"}

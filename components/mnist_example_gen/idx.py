@@ -91,16 +91,3 @@ def check_labels(path: str, labels: np.ndarray, first_index: int, num_classes: i
         raise IdxFormatError(
             path, f"label {int(labels[i])} at record {first_index + i} is outside 0-{num_classes - 1}"
                   f" ({bad.size} such labels in records {first_index}-{first_index + len(labels) - 1})")
-
-
-def write_idx(path: str, records: np.ndarray) -> str:
-    """Writes uint8 images [n, 28, 28] or labels [n] as an IDX file (gzip-compressed if path ends
-    in .gz): for preparing a dataset of one's own in MNIST's format, and for tests."""
-    import gzip
-
-    records = np.ascontiguousarray(records, dtype=np.uint8)
-    magic = IMAGE_MAGIC if records.ndim == 3 else LABEL_MAGIC
-    content = struct.pack(f">I{records.ndim}I", magic, *records.shape) + records.tobytes()
-    with (gzip.open(path, "wb") if path.endswith(".gz") else open(path, "wb")) as f:
-        f.write(content)
-    return path

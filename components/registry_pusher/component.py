@@ -15,10 +15,14 @@ class RegistryPusherSpec(ComponentSpec):
     PARAMETERS = {
         executor.REGISTRY_URI: ExecutionParameter(type=str),
         executor.MODEL_NAME: ExecutionParameter(type=str),
+        # Which code made the model (git revision locally, the image's on a cluster): a tag.
+        executor.CODE_REVISION: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         executor.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
+        # The statistics of the data the models were trained on, recorded on the version.
+        executor.STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
     }
     OUTPUTS = {executor.PUSHED_MODEL: ChannelParameter(type=standard_artifacts.PushedModel)}
 
@@ -29,10 +33,11 @@ class RegistryPusher(base_component.BaseComponent):
 
     def __init__(self, evaluation: types.BaseChannel, blessing: types.BaseChannel,
                  candidates: dict[str, types.BaseChannel], registry_uri: str,
-                 registered_model_name: str) -> None:
+                 registered_model_name: str, statistics: types.BaseChannel | None = None,
+                 code_revision: str = "") -> None:
         # The candidates are inputs so that lineage names the model that was pushed.
         spec_class = spec_with_candidates(RegistryPusherSpec, sorted(candidates))
         super().__init__(spec=spec_class(
-            evaluation=evaluation, blessing=blessing, registry_uri=registry_uri, **candidates,
-            registered_model_name=registered_model_name,
+            evaluation=evaluation, blessing=blessing, statistics=statistics, registry_uri=registry_uri,
+            **candidates, registered_model_name=registered_model_name, code_revision=code_revision,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

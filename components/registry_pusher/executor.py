@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from typing import Any
 
 import tensorflow as tf
@@ -16,28 +15,31 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components.bakeoff_evaluator import executor as evaluator
-from components.registry_pusher import registry as registry_lib
+from components import artifacts
+from components import registry as registry_lib
 
 EVALUATION = "evaluation"
 BLESSING = "blessing"
+STATISTICS = "statistics"
 PUSHED_MODEL = "pushed_model"
 REGISTRY_URI = "registry_uri"
 MODEL_NAME = "registered_model_name"
+CODE_REVISION = "code_revision"
 
 
-def code_revision() -> str:
-    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if os.environ.get("CODE_REVISION"):
-        return os.environ["CODE_REVISION"]
-    try:
-        return subprocess.run(["git", "-C", repo, "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def flatten_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Every candidate's headline metrics as flat MLflow metric names."""
+    out = {}
+    for name, c in evaluation["candidates"].items():
+        m = c["metrics"]
+        for key in ("accuracy", "macro_f1", "log_loss", "expected_calibration_error"):
+            out[f"{name}.{key}"] = float(m[key])
+    for t in evaluation["comparisons"]:
+        out[f"mcnemar_p.{t['first']}.vs.{t['second']}"] = float(t["p_value"])
+    return out
 
 
-def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str) -> dict[str, str]:
+def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_revision: str) -> dict[str, str]:
     """The decision record written on the registered version."""
     d = evaluation["decision"]
     winner = evaluation["candidates"][d["winner"]]
@@ -45,13 +47,14 @@ def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str) -> dic
         "framework": winner["framework"], "candidate": d["winner"], "model": winner["model"],
         "accuracy": f"{winner['metrics']['accuracy']:.6f}",
         registry_lib.PRIMARY_VALUE_TAG: repr(float(winner["metrics"][d["rule"]["primary_metric"]])),
-        "pipeline_run_id": run_id, "code_revision": code_revision(),
+        "pipeline_run_id": run_id, "code_revision": code_revision or "unknown",
         "data_sha256": evaluation["data"]["examples_sha256"],
         "data_examples": str(evaluation["data"]["examples"]),
         "source_sha256": json.dumps(evaluation["data"]["source_sha256"], sort_keys=True),
         "decision_rule": json.dumps(d["rule"], sort_keys=True),
         "decision_reasons": " | ".join(d["reasons"]),
-        "evaluated_against_version": evaluation["candidates"].get(evaluator.CHAMPION, {}).get("version", ""),
+        # The winner's lead over the runner-up or the champion is not significant at champion_alpha.
+        "evaluated_against_version": evaluation["candidates"].get(artifacts.CHAMPION, {}).get("version", ""),
         "replaced_version": replaced,
     }
     for name, c in evaluation["candidates"].items():
@@ -69,9 +72,9 @@ class Executor(base_executor.BaseExecutor):
         blessing = artifact_utils.get_single_instance(input_dict[BLESSING])
         pushed = artifact_utils.get_single_instance(output_dict[PUSHED_MODEL])
         eval_dir = artifact_utils.get_single_uri(input_dict[EVALUATION])
-        with tf.io.gfile.GFile(os.path.join(eval_dir, evaluator.EVALUATION_FILE)) as f:
+        with tf.io.gfile.GFile(os.path.join(eval_dir, artifacts.EVALUATION_FILE)) as f:
             evaluation = json.load(f)
-        if not blessing.get_int_custom_property("blessed"):
+        if not blessing.get_int_custom_property(artifacts.BLESSED):
             reasons = evaluation["decision"]["reasons"]
             logging.warning("RegistryPusher: not blessed, nothing pushed: %s", "; ".join(reasons))
             pushed.set_int_custom_property("pushed", 0)
@@ -84,7 +87,8 @@ class Executor(base_executor.BaseExecutor):
         model_dir = os.path.join(artifact_utils.get_single_uri(input_dict[winner]), "Format-Serving")
         current = registry.champion()
         run_id = (self._context.pipeline_run_id if self._context else "") or ""
-        tags = decision_tags(evaluation, run_id, current.version if current else "")
+        tags = decision_tags(evaluation, run_id, current.version if current else "",
+                             exec_properties.get(CODE_REVISION) or "")
         if self._context and self._context.pipeline_node is not None:
             tags["tfx_node_id"] = self._context.pipeline_node.node_info.id
         # ML Metadata ids of what was decided on: lineage from here reaches every execution.
@@ -94,6 +98,10 @@ class Executor(base_executor.BaseExecutor):
         # A pusher killed after registering leaves a complete version (MLflow creates a version
         # in one call, after the upload): its rerun adopts that version instead of a duplicate.
         tags[registry_lib.SOURCE_MODEL_TAG] = model_dir
+        # The statistics of the data this model was trained on: the next runs' drift baseline
+        # while this version holds the champion alias (DriftValidator asks the registry).
+        if input_dict.get(STATISTICS):
+            tags[registry_lib.STATISTICS_TAG] = artifact_utils.get_single_uri(input_dict[STATISTICS])
         version = registry.find_version(registry_lib.SOURCE_MODEL_TAG, model_dir)
         if version is not None:
             logging.warning("RegistryPusher: %s version %s already holds this model (an earlier attempt "
@@ -102,9 +110,9 @@ class Executor(base_executor.BaseExecutor):
         else:
             version = registry.register(
                 model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
-                metrics=registry_lib.flatten_metrics(evaluation),
-                files={"evaluation": os.path.join(eval_dir, evaluator.EVALUATION_FILE),
-                       "evaluation/report": os.path.join(eval_dir, evaluator.REPORT_FILE)})
+                metrics=flatten_metrics(evaluation),
+                files={"evaluation": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
+                       "evaluation/report": os.path.join(eval_dir, artifacts.REPORT_FILE)})
         # The evaluation judged the winner against the champion it saw; if a concurrent run
         # moved the alias since, the recorded primary values decide (registry.promote_if_better).
         is_champion = registry.promote_if_better(version, baseline_version=tags["evaluated_against_version"])

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import mlflow
 import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
+from components import registry
 from components.bakeoff_evaluator import executor as evaluator
-from components.registry_pusher import executor, registry
-from conftest import run_evaluator
+from components.registry_pusher import executor
+from conftest import load_champion_pyfunc, run_evaluator
 
 MODEL_NAME = "mnist-test"
 
@@ -32,7 +32,7 @@ def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri):
 
 def test_blessed_winner_is_registered_and_becomes_champion(small_examples, small_models, tmp_path):
     evaluation, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.0)
-    uri = registry.MlflowRegistry.default_uri(str(tmp_path / "registry"))
+    uri = registry.embedded_uri(str(tmp_path / "registry"))
     pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, uri)
     assert pushed.get_int_custom_property("pushed") == 1
     reg = registry.MlflowRegistry(uri, MODEL_NAME)
@@ -44,7 +44,7 @@ def test_blessed_winner_is_registered_and_becomes_champion(small_examples, small
     assert champion.tags["data_sha256"] == evaluation["data"]["examples_sha256"]
     assert champion.tags["replaced_version"] == ""
     # The registered pyfunc, loaded through the alias, scores what the evaluator recorded.
-    model = mlflow.pyfunc.load_model(reg.champion_uri())
+    model = load_champion_pyfunc(reg)
     images, labels = evaluator.load_split(small_examples, "test")
     accuracy = (np.asarray(model.predict(images)).argmax(1) == labels).mean()
     assert accuracy == pytest.approx(evaluation["candidates"][winner]["metrics"]["accuracy"], abs=1e-12)
@@ -52,7 +52,7 @@ def test_blessed_winner_is_registered_and_becomes_champion(small_examples, small
 
 def test_not_blessed_pushes_nothing(small_examples, small_models, tmp_path):
     _, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.9999)
-    uri = registry.MlflowRegistry.default_uri(str(tmp_path / "registry"))
+    uri = registry.embedded_uri(str(tmp_path / "registry"))
     pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, uri)
     assert pushed.get_int_custom_property("pushed") == 0
     assert "below the minimum" in pushed.get_string_custom_property("reason")

@@ -1,7 +1,10 @@
-"""The project's model registry: a small interface, with MLflow's Model Registry behind it.
+"""The model registry client both the evaluator and the pusher use (and the CLI's registry
+commands): one registered model in an MLflow Model Registry, embedded SQLite or any tracking
+server. It holds its own MlflowClient and never touches MLflow's process-wide tracking or
+registry URI, so two registries in one process cannot mix.
 
-The pipeline talks only to `ModelRegistry`; MLflow is one implementation (embedded SQLite by
-default, any tracking server by URI), so a Vertex AI or Kubeflow registry can be added later.
+There is one implementation and no interface class: MLflow's own client already abstracts the
+store (SQLite, a server, Databricks), and nothing else is planned to stand behind this.
 """
 
 from __future__ import annotations
@@ -10,22 +13,23 @@ import dataclasses
 import glob
 import os
 import random
+import tempfile
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Protocol
 
-from pipelines import validation
-from trainers.spec import MODEL_META_FILE
+from components.names import RULE, is_safe_name
+from trainers.model_format import MODEL_META_FILE
 
 CHAMPION_ALIAS = "champion"
 # The exported model folder a version was registered from: one version per trained model.
 SOURCE_MODEL_TAG = "source_model_uri"
-PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "pyfunc_model.py")
-TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                                "trainers")
+# Where the statistics of the data the version was trained on live (the drift baseline).
+STATISTICS_TAG = "statistics_uri"
 # Tag holding the value of the decision rule's primary metric, compared when promoting.
 PRIMARY_VALUE_TAG = "primary_value"
+PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry_pyfunc.py")
+TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainers")
 
 
 class RegistryError(RuntimeError):
@@ -45,21 +49,9 @@ class ModelVersion:
         return float(value) if value else None
 
 
-class ModelRegistry(Protocol):
-    def register(self, model_dir: str, framework: str, tags: dict[str, str], metrics: dict[str, float],
-                 files: dict[str, str] | None = None) -> ModelVersion: ...
-
-    def champion(self) -> ModelVersion | None: ...
-
-    def promote(self, version: str) -> None: ...
-
-    def promote_if_better(self, version: ModelVersion, baseline_version: str = "") -> bool: ...
-
-    def rollback(self, version: str, reason: str = "") -> ModelVersion: ...
-
-    def versions(self) -> list[ModelVersion]: ...
-
-    def download_champion(self, dst_dir: str) -> tuple[ModelVersion, str] | None: ...
+def embedded_uri(registry_dir: str) -> str:
+    """The embedded registry: an SQLite database in `registry_dir`, artifacts beside it."""
+    return "sqlite:///" + os.path.abspath(os.path.join(registry_dir, "mlflow.db"))
 
 
 def _requirements(framework: str) -> list[str]:
@@ -98,19 +90,14 @@ class MlflowRegistry:
 
     def __init__(self, uri: str, model_name: str) -> None:
         # Stricter than MLflow (which refuses '/' and ':'): names also end up in paths and URIs.
-        if not validation.NAME.fullmatch(model_name or ""):
-            raise RegistryError(f"invalid registered model name {model_name!r}: use 1-128 letters, digits, "
-                                "'.', '_' or '-', starting with a letter or digit")
+        if not is_safe_name(model_name):
+            raise RegistryError(f"invalid registered model name {model_name!r}: {RULE}")
         check_reachable(uri)
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
         self.model_name = model_name
         self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-    @staticmethod
-    def default_uri(root: str) -> str:
-        return "sqlite:///" + os.path.abspath(os.path.join(root, "mlflow.db"))
 
     def _experiment_id(self) -> str:
         from mlflow.exceptions import MlflowException
@@ -128,6 +115,17 @@ class MlflowRegistry:
         except MlflowException:  # a concurrent pusher created it first
             return self._client.get_experiment_by_name(name).experiment_id
 
+    def _ensure_registered_model(self) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._client.get_registered_model(self.model_name)
+        except MlflowException:
+            try:
+                self._client.create_registered_model(self.model_name)
+            except MlflowException:  # a concurrent pusher created it first
+                self._client.get_registered_model(self.model_name)
+
     def register(self, model_dir: str, framework: str, tags: dict[str, str], metrics: dict[str, float],
                  files: dict[str, str] | None = None) -> ModelVersion:
         """Logs the model as an MLflow pyfunc in a run, then registers it as a new version.
@@ -135,25 +133,34 @@ class MlflowRegistry:
         Upload first, register second: a failed upload leaves a failed run and no version; a
         version whose registration fails half-way is deleted before the error is raised.
         """
-        import mlflow
+        import mlflow.pyfunc
         import numpy as np
+        from mlflow.entities import Metric
         from mlflow.models import infer_signature
 
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
         signature = infer_signature(np.zeros((1, 28, 28), dtype=np.uint8), np.zeros((1, 10), dtype=np.float32))
-        with mlflow.start_run(experiment_id=self._experiment_id(), run_name=tags.get("pipeline_run_id")) as run:
-            mlflow.set_tags(tags)
-            mlflow.log_metrics(metrics)
+        run = self._client.create_run(self._experiment_id(), run_name=tags.get("pipeline_run_id"), tags=tags)
+        run_id = run.info.run_id
+        try:
+            now = int(time.time() * 1000)
+            self._client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
             for name, path in (files or {}).items():
-                mlflow.log_artifact(path, artifact_path=name)
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=PYFUNC_CODE, artifacts={"model_dir": model_dir},
-                code_paths=[TRAINERS_PACKAGE], signature=signature, pip_requirements=_requirements(framework))
+                self._client.log_artifact(run_id, path, artifact_path=name)
+            with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp:
+                local = os.path.join(tmp, "model")
+                mlflow.pyfunc.save_model(local, python_model=PYFUNC_CODE, artifacts={"model_dir": model_dir},
+                                         code_paths=[TRAINERS_PACKAGE], signature=signature,
+                                         pip_requirements=_requirements(framework))
+                self._client.log_artifacts(run_id, local, artifact_path="model")
+        except BaseException:
+            self._client.set_terminated(run_id, status="FAILED")
+            raise
+        self._client.set_terminated(run_id)
+        self._ensure_registered_model()
         version = None
         try:
-            version = mlflow.register_model(info.model_uri, self.model_name,
-                                            tags={**tags, "mlflow_run_id": run.info.run_id})
+            version = self._client.create_model_version(self.model_name, f"{run.info.artifact_uri}/model",
+                                                        run_id=run_id, tags={**tags, "mlflow_run_id": run_id})
             return self._version(version.version)
         except Exception:
             if version is not None:
@@ -231,7 +238,7 @@ class MlflowRegistry:
         champion = self.champion()
         if champion is None:
             return None
-        import mlflow
+        import mlflow.artifacts
 
         # Resolved through this registry's own client: a `models:/` URI would be resolved against
         # the process-wide registry URI, which in a fresh process is not this registry.
@@ -245,15 +252,3 @@ class MlflowRegistry:
 
     def champion_uri(self) -> str:
         return f"models:/{self.model_name}@{CHAMPION_ALIAS}"
-
-
-def flatten_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
-    """Every candidate's headline metrics as flat MLflow metric names."""
-    out = {}
-    for name, c in evaluation["candidates"].items():
-        m = c["metrics"]
-        for key in ("accuracy", "macro_f1", "log_loss", "expected_calibration_error"):
-            out[f"{name}.{key}"] = float(m[key])
-    for t in evaluation["comparisons"]:
-        out[f"mcnemar_p.{t['first']}.vs.{t['second']}"] = float(t["p_value"])
-    return out

@@ -1,0 +1,109 @@
+"""Compiling the DAG to a KFP v2 package for Kubeflow Pipelines or Vertex AI: the config as the
+cluster sees it, run parameters a run can set without a recompile, the trainers' placement, and
+what TFX's compiler leaves out of the package (post_compile)."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from tfx import v1 as tfx
+
+from pipelines import validation
+from pipelines.config import PipelineConfig
+from pipelines.kubeflow import placement
+from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
+from pipelines.pipeline import TRAINER_IDS, create_pipeline
+
+RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
+
+
+def beam_args(cfg: PipelineConfig) -> list[str]:
+    # Remote Beam workers would run the pipeline's own image, which has all the code; naming it
+    # also stops TFX from building and attaching an sdist of itself at every Beam step.
+    return ["--direct_running_mode=multi_processing", "--direct_num_workers=0",
+            f"--sdk_container_image={cfg.image}"]
+
+
+def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
+    """The config as the cluster sees it: paths inside the image, nothing of this machine."""
+    return cfg.replace(schema_path=f"{IMAGE_PROJECT_DIR}/schema/schema.pbtxt",
+                       cache_dir="/tmp/mnist-cache", output_root="/tmp/unused")
+
+
+def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, RuntimeParameter]:
+    """Exec property -> the pipeline parameter that replaces it in the compiled package, so a run
+    can set it without a recompile (the pipeline root is a run option of KFP and Vertex already).
+    Epochs live in the trainers' custom_config, which TFX passes as one JSON string: the whole
+    config is the parameter, and `deploy --param epochs=N` edits it (pipelines/kubeflow/deploy.py).
+    `code_revision` is recorded on the registered version; deploy sets it to the revision it uploads."""
+    return {
+        "code_revision": RuntimeParameter(name="code_revision", ptype=str, default=""),
+        "source": RuntimeParameter(name="source", ptype=str, default=cfg.source),
+        "registry_uri": RuntimeParameter(name="registry_uri", ptype=str, default=registry_uri),
+        "custom_config": RuntimeParameter(name=TRAINER_CONFIG_PARAMETER, ptype=str,
+                                          default=json.dumps(cfg.trainer_config(), sort_keys=True)),
+    }
+
+
+def parameterize(pipeline: tfx.dsl.Pipeline, parameters: dict[str, RuntimeParameter]) -> None:
+    """Swaps each named exec property, on every component that has it, for its parameter. Only the
+    Kubeflow compile does this: LocalDagRunner runs keep their constants."""
+    unused = set(parameters)
+    for component in pipeline.components:
+        for key, parameter in parameters.items():
+            if key in component.exec_properties:
+                component.exec_properties[key] = parameter
+                unused.discard(key)
+    if unused:
+        raise ValueError(f"no component has the exec properties {sorted(unused)}; "
+                         "update pipelines/kubeflow/compile.py:submit_time_parameters")
+
+
+def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
+    """Writes the KFP v2 pipeline package (IR YAML) to `output_path`: run parameters with their
+    defaults, trainers placed on their accelerator nodes (post_compile)."""
+    registry_uri = validation.check_registry_uri(cfg.kfp_registry_uri, "kfp_registry_uri")  # goes into the package
+    kcfg = kubeflow_config(cfg)
+    pipeline = create_pipeline(kcfg, registry_uri=registry_uri, pipeline_root=cfg.kfp_pipeline_root,
+                               beam_pipeline_args=beam_args(cfg))
+    parameters = submit_time_parameters(kcfg, registry_uri)
+    parameterize(pipeline, parameters)
+    resources = placement.trainer_resources(cfg)
+    for component in pipeline.components:
+        if component.id in TRAINER_IDS and resources is not None:
+            component.with_platform_config(resources)
+    runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
+        # Pipeline spec 2.1 (what kfp 2.x itself writes): TFX 1.16 cannot write a 2.0 package
+        # with pipeline parameters (its YAML writer reads `parameterType`, a 2.1 field).
+        config=tfx.orchestration.experimental.KubeflowV2DagRunnerConfig(
+            default_image=cfg.image, use_pipeline_spec_2_1=True),
+        output_dir=os.path.dirname(os.path.abspath(output_path)),
+        output_filename=os.path.basename(output_path))
+    runner.run(pipeline)
+    # TFX keeps parameter defaults only in the run config, which its YAML writer drops.
+    post_compile(output_path, cfg, TRAINER_IDS, {p.name: p.default for p in parameters.values()})
+    return output_path
+
+
+def set_parameter_defaults(package: Package, defaults: dict[str, Any]) -> None:
+    declared = package.root_parameters
+    missing = sorted(set(defaults) - set(declared))
+    if missing:
+        raise PackageError(f"{package.path}: the compiled pipeline lacks the parameters {missing}")
+    for name, value in defaults.items():
+        declared[name]["defaultValue"] = value
+        declared[name]["isOptional"] = True
+
+
+def post_compile(path: str, cfg: PipelineConfig, trainer_ids: Iterable[str],
+                 parameter_defaults: dict[str, Any]) -> None:
+    """What TFX's compiler leaves out of the package: the pipeline root, the parameters' defaults
+    (both live in the run config, which its YAML writer drops) and the trainers' placement."""
+    package = Package.read(path)
+    package.spec["defaultPipelineRoot"] = cfg.kfp_pipeline_root
+    set_parameter_defaults(package, parameter_defaults)
+    placement.place_trainers(package, cfg, trainer_ids)
+    package.write()

@@ -1,0 +1,136 @@
+"""Running a compiled package's tasks here, one after another, the way the KFP v2 launcher runs
+each container: the executor's command and arguments from the package, the executor-input JSON
+filled with artifact URIs and parameter values, each output's metadata passed to its consumers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.config import REPO_ROOT
+from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, Package, PackageError
+
+KFP_TYPES_DIR = REPO_ROOT / "infra" / "kfp_types"
+
+
+def task_order(package: Package) -> list[str]:
+    """Tasks in dependency order (ties by name, so every launch runs them in the same order)."""
+    pending = {t: set(task.get("dependentTasks", [])) for t, task in package.tasks.items()}
+    order: list[str] = []
+    while pending:
+        ready = sorted(t for t, deps in pending.items() if not deps - set(order))
+        if not ready:
+            raise PackageError(f"{package.path}: the tasks {sorted(pending)} depend on each other in a cycle")
+        order += ready
+        for t in ready:
+            del pending[t]
+    return order
+
+
+def in_checkout(value: Any) -> Any:
+    """A path inside the image, mapped onto this checkout (the image copies it to /pipeline)."""
+    if isinstance(value, str) and value.startswith(IMAGE_PROJECT_DIR + "/"):
+        return str(REPO_ROOT) + value[len(IMAGE_PROJECT_DIR):]
+    return value
+
+
+def executor_input(package: Package, task_id: str, produced: dict[tuple[str, str], dict],
+                   parameters: dict[str, Any], task_root: str) -> dict[str, Any]:
+    """The executor-input JSON the launcher passes as `{{$}}`: input artifacts as their producers
+    left them, parameter values, fresh output artifact URIs and the executor output file."""
+    task = package.tasks[task_id]
+    component = package.spec["components"][task["componentRef"]["name"]]
+    artifacts = {name: {"artifacts": [produced[(ref["taskOutputArtifact"]["producerTask"],
+                                                ref["taskOutputArtifact"]["outputArtifactKey"])]]}
+                 for name, ref in task.get("inputs", {}).get("artifacts", {}).items()}
+    values = {}
+    for name, param in task.get("inputs", {}).get("parameters", {}).items():
+        if "componentInputParameter" in param:
+            values[name] = parameters[param["componentInputParameter"]]
+        else:
+            values[name] = param["runtimeValue"]["constant"]
+    outputs = {name: {"artifacts": [{"name": f"{task_id}/{name}", "type": output["artifactType"],
+                                     "uri": f"{task_root}/{name}", "metadata": {}}]}
+               for name, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
+    return {"inputs": {"artifacts": artifacts, "parameterValues": {k: in_checkout(v) for k, v in values.items()}},
+            "outputs": {"artifacts": outputs, "outputFile": f"{task_root}/executor_output.json"}}
+
+
+def make_output_dirs(invocation: dict[str, Any]) -> None:
+    """Local stand-in for object storage, where any path can be written: a folder at each output
+    URI, or only its parent for value artifacts (written as one file at the URI), as TFX's own
+    launcher does for local runs."""
+    from tfx.orchestration.kubeflow.v2 import compiler_utils
+    from tfx.types import value_artifact
+    from tfx.utils import import_utils
+
+    if str(KFP_TYPES_DIR) not in sys.path:  # as on the image's PYTHONPATH: the `system` module
+        sys.path.append(str(KFP_TYPES_DIR))
+    for output in invocation["outputs"]["artifacts"].values():
+        artifact = output["artifacts"][0]
+        title = yaml.safe_load(artifact["type"]["instanceSchema"]).get("title", "")
+        try:
+            cls = import_utils.import_class_by_path(compiler_utils.TITLE_TO_CLASS_PATH.get(title, title))
+        except ImportError:  # the task itself will fail on it, naming the type
+            cls = None
+        is_file = cls is not None and issubclass(cls, value_artifact.ValueArtifact)
+        (Path(artifact["uri"]).parent if is_file else Path(artifact["uri"])).mkdir(parents=True, exist_ok=True)
+
+
+def container_command(package: Package, task_id: str, invocation: dict[str, Any]) -> list[str]:
+    """The executor container's command and arguments, `{{$}}` filled, run by this venv's python."""
+    container = package.executors[package.executor_label(task_id)]["container"]
+    command = [sys.executable if part == "python" else part for part in container["command"]]
+    return command + [json.dumps(invocation) if arg == "{{$}}" else arg for arg in container["args"]]
+
+
+class TaskFailed(RuntimeError):
+    """A launched task exited non-zero; `outputs` holds what the tasks before it produced."""
+
+    def __init__(self, message: str, task_id: str, outputs: dict[str, dict]):
+        super().__init__(message)
+        self.task_id, self.outputs = task_id, outputs
+
+
+def _by_name(produced: dict[tuple[str, str], dict]) -> dict[str, dict]:
+    return {f"{task}/{key}": artifact for (task, key), artifact in produced.items()}
+
+
+
+def _image_pythonpath() -> str:
+    """The image's PYTHONPATH (infra/Dockerfile), with the checkout standing in for /pipeline."""
+    return os.pathsep.join([str(REPO_ROOT), str(KFP_TYPES_DIR)])
+
+
+def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str, Any] | None = None,
+                   log: Any = sys.stderr) -> dict[str, dict]:
+    """Runs every task of the compiled package in dependency order, each in its own process, the
+    way the KFP v2 launcher runs each container; returns the output artifacts by task/key."""
+    package = Package.read(path)
+    values = {name: p.get("defaultValue") for name, p in package.root_parameters.items()}
+    values.update(parameters or {})
+    produced: dict[tuple[str, str], dict] = {}
+    for task_id in task_order(package):
+        task_root = f"{run_root}/{task_id}"
+        invocation = executor_input(package, task_id, produced, values, task_root)
+        Path(task_root).mkdir(parents=True, exist_ok=True)
+        make_output_dirs(invocation)
+        print(f"launch: {task_id}", file=log, flush=True)
+        with open(f"{task_root}/log.txt", "w", encoding="utf-8") as task_log:
+            done = subprocess.run(container_command(package, task_id, invocation), stdout=task_log,
+                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": _image_pythonpath()})
+        if done.returncode != 0:
+            raise TaskFailed(f"{path}: task {task_id} exited with {done.returncode}; its log: {task_root}/log.txt",
+                             task_id, _by_name(produced))
+        result = json.loads(Path(invocation["outputs"]["outputFile"]).read_text())
+        for key, declared in invocation["outputs"]["artifacts"].items():
+            written = result.get("artifacts", {}).get(key, {}).get("artifacts", [])
+            # The executor's record (with its properties) when it wrote one, else the declared one.
+            produced[(task_id, key)] = {**declared["artifacts"][0], **(written[0] if written else {})}
+    return _by_name(produced)

@@ -1,0 +1,110 @@
+"""Where the two trainers run on the cluster: the accelerator request (ResourceSpec), and the
+node selector and tolerations of the package's Kubernetes platform section.
+
+TFX's KubeflowV2DagRunner writes the ResourceSpec but no node selector or toleration, so
+`place_trainers` adds them as the second YAML document of the package, in the form kfp-kubernetes
+writes (`kfp.kubernetes.add_node_selector`, `add_toleration`):
+platforms.kubernetes.deploymentSpec.executors.<executor label>.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipelines.config import PipelineConfig
+from pipelines.kubeflow.package import Package
+
+ResourceSpec = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+
+GPU_RESOURCE = "nvidia.com/gpu"
+TPU_RESOURCE = "google.com/tpu"
+GKE_GPU_LABEL = "cloud.google.com/gke-accelerator"
+GKE_TPU_LABEL = "cloud.google.com/gke-tpu-accelerator"
+GKE_TPU_TOPOLOGY_LABEL = "cloud.google.com/gke-tpu-topology"
+# GKE taints accelerator node pools with these keys; pods tolerate them to be scheduled there.
+GPU_TOLERATION = {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+TPU_TOLERATION = {"key": TPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+
+# Accelerator names each target accepts in a ResourceSpec: Kubernetes extended resources on
+# open-source KFP; Vertex AI's AcceleratorType enum on Vertex.
+KUBEFLOW_ACCELERATORS = frozenset({GPU_RESOURCE, "amd.com/gpu", TPU_RESOURCE})
+GKE_TO_VERTEX_ACCELERATOR = {
+    "nvidia-tesla-k80": "NVIDIA_TESLA_K80", "nvidia-tesla-p4": "NVIDIA_TESLA_P4",
+    "nvidia-tesla-p100": "NVIDIA_TESLA_P100", "nvidia-tesla-v100": "NVIDIA_TESLA_V100",
+    "nvidia-tesla-t4": "NVIDIA_TESLA_T4", "nvidia-tesla-a100": "NVIDIA_TESLA_A100",
+    "nvidia-a100-80gb": "NVIDIA_A100_80GB", "nvidia-l4": "NVIDIA_L4",
+    "nvidia-h100-80gb": "NVIDIA_H100_80GB", "tpu-v5-lite-podslice": "TPU_V5_LITEPOD",
+}
+VERTEX_ACCELERATORS = frozenset({*GKE_TO_VERTEX_ACCELERATOR.values(), "TPU_V2", "TPU_V3"})
+
+
+def accelerator_resource(cfg: PipelineConfig) -> str | None:
+    """The accelerator name the ResourceSpec carries for `cfg.kfp_target`, None for no accelerator."""
+    if cfg.kfp_accelerator == "none":
+        return None
+    if cfg.kfp_target == "kubeflow":
+        return GPU_RESOURCE if cfg.kfp_accelerator == "gpu" else TPU_RESOURCE
+    name = GKE_TO_VERTEX_ACCELERATOR.get(cfg.kfp_accelerator_type, cfg.kfp_accelerator_type)
+    if name not in VERTEX_ACCELERATORS:
+        raise ValueError(f"kfp_accelerator_type {cfg.kfp_accelerator_type!r} has no Vertex AI name; "
+                         f"use one of {sorted(VERTEX_ACCELERATORS)} or a GKE label of "
+                         f"{sorted(GKE_TO_VERTEX_ACCELERATOR)}")
+    return name
+
+
+def trainer_node_selector(cfg: PipelineConfig) -> dict[str, str]:
+    """Node labels a trainer pod must land on: the accelerator's GKE labels plus the extra ones."""
+    labels: dict[str, str] = {}
+    if cfg.kfp_accelerator == "gpu":
+        labels[GKE_GPU_LABEL] = cfg.kfp_accelerator_type
+    elif cfg.kfp_accelerator == "tpu":
+        labels[GKE_TPU_LABEL] = cfg.kfp_accelerator_type
+        labels[GKE_TPU_TOPOLOGY_LABEL] = cfg.kfp_tpu_topology
+    labels.update(cfg.kfp_node_selector)
+    return labels
+
+
+def trainer_tolerations(cfg: PipelineConfig) -> list[dict[str, Any]]:
+    default = {"gpu": [GPU_TOLERATION], "tpu": [TPU_TOLERATION], "none": []}[cfg.kfp_accelerator]
+    return [dict(t) for t in default] + [dict(t) for t in cfg.kfp_tolerations]
+
+
+def trainer_kubernetes_config(cfg: PipelineConfig) -> dict[str, Any]:
+    """One trainer's KubernetesExecutorConfig as kfp-kubernetes serialises it (JSON names);
+    empty for Vertex, which places pods from the accelerator type itself."""
+    if cfg.kfp_target != "kubeflow":
+        return {}
+    config: dict[str, Any] = {}
+    selector = trainer_node_selector(cfg)
+    if selector:
+        config["nodeSelector"] = {"labels": selector}
+    tolerations = trainer_tolerations(cfg)
+    if tolerations:
+        config["tolerations"] = tolerations
+    return config
+
+
+def trainer_resources(cfg: PipelineConfig) -> ResourceSpec | None:
+    """What each trainer asks a Kubeflow node for (LocalDagRunner accepts no ResourceSpec):
+    accelerator, CPU and memory; None when nothing is asked."""
+    spec = ResourceSpec(cpu_request=cfg.kfp_cpu_request, cpu_limit=cfg.kfp_cpu_limit,
+                        memory_request=cfg.kfp_memory_request_gb, memory_limit=cfg.kfp_memory_limit_gb)
+    accelerator = accelerator_resource(cfg)
+    if accelerator:
+        spec.accelerator.type = accelerator
+        spec.accelerator.count = cfg.kfp_accelerator_count
+    return spec if spec.ByteSize() else None
+
+
+def place_trainers(package: Package, cfg: PipelineConfig, trainer_ids: Iterable[str]) -> None:
+    """Each trainer's node selector and tolerations in the Kubernetes platform section (nothing
+    for the other tasks, no section at all when there is nothing to place)."""
+    config = trainer_kubernetes_config(cfg)
+    if config:
+        executors = {package.executor_label(task_id): json.loads(json.dumps(config))
+                     for task_id in trainer_ids}
+        package.platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}

@@ -1,0 +1,139 @@
+"""The pre-submit check: everything that would make a compiled package fail or misbehave on its
+target (Kubeflow Pipelines or Vertex AI), one sentence per problem, before a cluster sees it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pipelines import validation
+from pipelines.config import REPO_ROOT
+from pipelines.kubeflow.package import CONTAINER_PATH_PREFIXES, IMAGE_PROJECT_DIR, Package
+from pipelines.kubeflow.placement import (
+    GKE_GPU_LABEL,
+    GKE_TPU_LABEL,
+    GKE_TPU_TOPOLOGY_LABEL,
+    GPU_RESOURCE,
+    KUBEFLOW_ACCELERATORS,
+    TPU_RESOURCE,
+    VERTEX_ACCELERATORS,
+)
+
+# A registry a pod can reach: an MLflow tracking server, or Databricks' hosted one.
+REMOTE_REGISTRY = re.compile(r"^(https?://|databricks)")
+# TFX executors write artifacts through tf.io.gfile: gs:// works in the image; s3:// and minio://
+# would need tensorflow-io, which the image does not have.
+REMOTE_PIPELINE_ROOT = {"kubeflow": ("gs://",), "vertex": ("gs://",)}
+PLACEHOLDER_BUCKET = "YOUR-BUCKET"
+# Prefixes that can only mean the machine that compiled the package.
+LOCAL_PATH = re.compile(r"(^|[\s'\"=])(/home/|/Users/|/root/|file://|sqlite:|[A-Za-z]:\\)")
+
+
+def _image_problem(label: str, image: str) -> str | None:
+    if "@sha256:" in image:
+        return None
+    name, _, tag = image.rpartition(":")
+    if not name or "/" in tag or tag in ("", "latest"):
+        return (f"executor {label}: image {image!r} is not pinned; tag it with the code revision "
+                "(infra/build_image.sh) or a @sha256 digest")
+    return None
+
+
+def _accelerator_problems(package: Package, label: str, accelerator: dict[str, Any],
+                          target: str) -> list[str]:
+    kind = accelerator.get("type", "")
+    valid = KUBEFLOW_ACCELERATORS if target == "kubeflow" else VERTEX_ACCELERATORS
+    if kind not in valid:
+        return [f"executor {label}: accelerator {kind!r} is not valid on {target} "
+                f"(one of {', '.join(sorted(valid))})"]
+    if target != "kubeflow":
+        return []
+    labels = package.kubernetes_executors.get(label, {}).get("nodeSelector", {}).get("labels", {})
+    needed = {GPU_RESOURCE: [GKE_GPU_LABEL], TPU_RESOURCE: [GKE_TPU_LABEL, GKE_TPU_TOPOLOGY_LABEL]}
+    if not labels:
+        return [f"executor {label}: requests {kind} but has no node selector in the kubernetes "
+                "platform section"]
+    return [f"executor {label}: requests {kind} but its node selector lacks {key}"
+            for key in needed.get(kind, []) if key not in labels]
+
+
+def _parameter_values(package: Package, overrides: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    """(task, parameter, value) of every constant or pipeline-level parameter of every task."""
+    defaults = {name: p.get("defaultValue") for name, p in package.root_parameters.items()}
+    defaults.update(overrides)
+    values = []
+    for task_id, task in package.tasks.items():
+        for name, param in task.get("inputs", {}).get("parameters", {}).items():
+            if "componentInputParameter" in param:
+                value = defaults.get(param["componentInputParameter"])
+            else:
+                constant = param.get("runtimeValue", {}).get("constant",
+                                                             param.get("runtimeValue", {}).get("constantValue"))
+                value = constant.get("stringValue", constant) if isinstance(constant, dict) else constant
+            values.append((task_id, name, value))
+    return values
+
+
+def _local_path_problem(task_id: str, name: str, value: Any) -> str | None:
+    if not isinstance(value, str) or name == "registry_uri":
+        return None
+    outside_image = value.startswith("/") and not value.startswith(CONTAINER_PATH_PREFIXES)
+    if LOCAL_PATH.search(value) or str(REPO_ROOT) in value or outside_image:
+        return (f"task {task_id}: parameter {name} = {value!r} is a path of the machine that "
+                f"compiled it; use a path inside the image ({IMAGE_PROJECT_DIR}/...) or a remote URI")
+    return None
+
+
+def _registry_problem(task_id: str, value: Any) -> str | None:
+    if isinstance(value, str):
+        try:
+            validation.check_registry_uri(value, f"task {task_id}: registry_uri")
+        except ValueError as e:
+            return str(e)
+    if isinstance(value, str) and REMOTE_REGISTRY.match(value):
+        return None
+    return (f"task {task_id}: registry_uri {value!r} is not a registry a cluster can reach; use an "
+            "http(s):// MLflow tracking server (infra/mlflow/, compile --kfp-registry-uri)")
+
+
+def _pipeline_root_problem(root: str | None, target: str) -> str | None:
+    if not root:
+        return "no pipeline root: the package has no defaultPipelineRoot and none was given (--pipeline-root)"
+    if PLACEHOLDER_BUCKET in root:
+        return f"pipeline root {root!r} is the placeholder; compile with kfp_pipeline_root or pass --pipeline-root"
+    if not root.startswith(REMOTE_PIPELINE_ROOT[target]):
+        return (f"pipeline root {root!r} is not storage the TFX executors can write to on {target} "
+                f"({' or '.join(REMOTE_PIPELINE_ROOT[target])}; tf.io.gfile in the image)")
+    return None
+
+
+def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | None = None,
+                       parameters: dict[str, Any] | None = None) -> list[str]:
+    """Everything that would make `path` fail or misbehave on `target`, one sentence each."""
+    from kfp import components
+
+    package = Package.read(path)
+    try:
+        components.load_component_from_file(str(path))
+    except Exception as e:  # kfp raises assorted types for a malformed spec; the check reports it
+        return [f"kfp cannot load the package: {e}"]
+    problems: list[str] = []
+    for label, executor in package.executors.items():
+        container = executor.get("container", {})
+        problems.append(_image_problem(label, container.get("image", "")))
+        accelerator = container.get("resources", {}).get("accelerator")
+        if accelerator:
+            problems += _accelerator_problems(package, label, accelerator, target)
+    for label in package.kubernetes_executors:
+        if label not in package.executors:
+            problems.append(f"kubernetes platform section names executor {label!r}, which the package lacks")
+    if target == "vertex" and package.platform:
+        problems.append("the package has a kubernetes platform section, which Vertex AI does not apply; "
+                        "compile with kfp_target: vertex")
+    for task_id, name, value in _parameter_values(package, parameters or {}):
+        problems.append(_local_path_problem(task_id, name, value))
+        if name == "registry_uri":
+            problems.append(_registry_problem(task_id, value))
+    problems.append(_pipeline_root_problem(pipeline_root or package.spec.get("defaultPipelineRoot"), target))
+    return [f"{path}: {p}" for p in problems if p]

@@ -1,0 +1,88 @@
+"""The registry commands (`python -m pipelines registry list|rollback|predict`): list versions,
+roll the champion back, predict with the champion. The registry is the one `run` uses."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import tempfile
+
+import numpy as np
+
+from components.registry import CHAMPION_ALIAS, MlflowRegistry, RegistryError
+
+
+def load_png(path: str) -> np.ndarray:
+    """A PNG as one MNIST-style image: grayscale, 28x28, white digit on black, uint8 [1, 28, 28]."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path).convert("L")
+    except (OSError, UnidentifiedImageError) as e:
+        raise ValueError(f"{path}: not a readable image ({e})") from e
+    if image.size != (28, 28):
+        image = image.resize((28, 28), Image.Resampling.BILINEAR)
+    return np.asarray(image, dtype=np.uint8)[None]
+
+
+def load_idx_record(path: str, index: int) -> np.ndarray:
+    from components.mnist_example_gen import idx
+
+    with tempfile.NamedTemporaryFile(suffix="-idx3-ubyte") as raw:
+        if path.endswith(".gz"):
+            with gzip.open(path, "rb") as f:
+                raw.write(f.read())
+            raw.flush()
+            path_to_read = raw.name
+        else:
+            path_to_read = path
+        header = idx.read_header(path_to_read, "images")
+        if not 0 <= index < header.count:
+            raise ValueError(f"{path}: record {index} is out of range (the file has {header.count})")
+        return idx.read_records(header, index, index + 1).copy()
+
+
+def list_versions(registry: MlflowRegistry) -> None:
+    versions = registry.versions()
+    if not versions:
+        print(f"{registry.model_name}: no versions in {registry.uri}")
+        return
+    print(f"{'version':<8} {'alias':<9} {'framework':<10} {'accuracy':<9} {'run':<28} replaced")
+    for v in versions:
+        alias = CHAMPION_ALIAS if CHAMPION_ALIAS in v.aliases else ""
+        print(f"{v.version:<8} {alias:<9} {v.tags.get('framework', ''):<10} {v.tags.get('accuracy', ''):<9} "
+              f"{v.tags.get('pipeline_run_id', ''):<28} {v.tags.get('replaced_version', '')}")
+
+
+def predict(registry: MlflowRegistry, images: np.ndarray) -> dict:
+    """The champion's probabilities for `images`. Only its exported files are downloaded and loaded
+    with this installation's `trainers.serving` (SavedModel or TorchScript, checked first): the
+    Python code stored with the registered pyfunc is never run."""
+    from trainers import serving
+
+    with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
+        found = registry.download_champion(tmp)
+        if found is None:
+            raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
+        champion, model_dir = found
+        predict, _ = serving.load_predictor(model_dir)
+        probs = np.asarray(predict(images))[0]
+    return {"digit": int(probs.argmax()), "probability": float(probs.max()),
+            "probabilities": [round(float(p), 6) for p in probs],
+            "model": registry.champion_uri(), "version": champion.version}
+
+
+def rollback(registry: MlflowRegistry, version: str, reason: str) -> None:
+    v = registry.rollback(version, reason)
+    print(f"{registry.model_name}: {CHAMPION_ALIAS} -> version {v.version} "
+          f"(was {v.tags.get('rolled_back_from') or 'none'})")
+
+
+def predict_file(registry: MlflowRegistry, png: str | None, idx_path: str | None, index: int) -> None:
+    """The champion's digit for a PNG file or one record of an IDX images file, as JSON."""
+    if bool(png) == bool(idx_path):
+        raise ValueError("predict takes a PNG file or --idx FILE, not both")
+    if registry.champion() is None:
+        raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
+    images = load_png(png) if png else load_idx_record(idx_path, index)
+    print(json.dumps(predict(registry, images)))

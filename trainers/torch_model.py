@@ -1,0 +1,95 @@
+"""The PyTorch challenger's model and its training and evaluation steps, with no TensorFlow: the
+Trainer's run_fn (torch_trainer.py) feeds them batches from the shared tf.data input, and
+bench/gpu_check.py feeds them MNIST arrays read straight from the IDX files on a GPU machine that
+has PyTorch only."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from trainers.model_format import IMAGE_SHAPE, NUM_CLASSES, PIXEL_MEAN, PIXEL_STD  # noqa: F401
+
+
+class Normalize(nn.Module):
+    """uint8 [N, 28, 28] -> normalized float [N, 1, 28, 28], as the Keras model does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(torch.float32).unsqueeze(1) / 255.0
+        return (x - PIXEL_MEAN) / PIXEL_STD
+
+
+def build_model(name: str) -> nn.Module:
+    """Logits model. Same layers and trainable parameter count as keras_trainer.build_model."""
+    if name == "seed_cnn":
+        # The seed's SimpleCNN, with the article's shape bug fixed: 28 -> conv 26 -> pool 13.
+        return nn.Sequential(
+            Normalize(),
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(32 * 13 * 13, NUM_CLASSES),
+        )
+    if name == "bn_cnn":
+        return nn.Sequential(
+            Normalize(),
+            # Conv -> MaxPool -> BatchNorm -> ReLU, as in Keras (see keras_trainer._conv_block).
+            nn.Conv2d(1, 24, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),
+            nn.Conv2d(24, 48, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(48), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(48 * 5 * 5, 128), nn.ReLU(),
+            nn.Dropout(0.25), nn.Linear(128, NUM_CLASSES),
+        )
+    raise ValueError(f"unknown model {name!r}")
+
+
+class Probabilities(nn.Module):
+    """The served form: softmax over the logits model."""
+
+    def __init__(self, logits_model: nn.Module) -> None:
+        super().__init__()
+        self.model = logits_model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.model(x), dim=1)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- train and evaluate --------------------------------------------------------------------
+def autocast(device: torch.device, enabled: bool):
+    """bfloat16 compute where the hardware has it (CUDA, XLA); float32 weights, no loss scaling."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+# --- train loop ----------------------------------------------------------------------------
+def train_epoch(model: nn.Module, data, optimizer: torch.optim.Optimizer,
+                scheduler: torch.optim.lr_scheduler.LRScheduler, mixed: bool) -> tuple[float, float]:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in data:
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(images.device, mixed):
+            logits = model(images)
+            loss = loss_fn(logits.float(), labels)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        total_loss += loss.item() * len(labels)
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, data, mixed: bool = False) -> tuple[float, float]:
+    model.eval()
+    loss_fn = nn.CrossEntropyLoss(reduction="sum")
+    total_loss, correct, seen = 0.0, 0, 0
+    for images, labels in data:
+        with autocast(images.device, mixed):
+            logits = model(images).float()
+        total_loss += loss_fn(logits, labels).item()
+        correct += (logits.argmax(1) == labels).sum().item()
+        seen += len(labels)
+    return total_loss / seen, correct / seen
