@@ -256,6 +256,8 @@ def _kubeflow_command(args: argparse.Namespace) -> int:
 
     if args.command == "presubmit":
         problems = presubmit.presubmit_problems(args.package, args.target, pipeline_root=args.pipeline_root)
+        for warning in presubmit.presubmit_warnings(args.package):
+            print(f"warning: {warning}")
         print("\n".join(problems) or f"{args.package}: ok for {args.target}")
         return 1 if problems else 0
     if args.command == "launch":

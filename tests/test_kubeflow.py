@@ -20,7 +20,7 @@ from pipelines import cli, revision
 from pipelines.config import REPO_ROOT, PipelineConfig, load_config
 from pipelines.kubeflow import deploy, launch, placement
 from pipelines.kubeflow.package import Package, PackageError
-from pipelines.kubeflow.presubmit import _image_problem, presubmit_problems
+from pipelines.kubeflow.presubmit import _image_problem, presubmit_problems, presubmit_warnings
 from pipelines.pipeline import TRAINER_IDS
 
 COMMITTED = REPO_ROOT / "pipeline.yaml"
@@ -117,6 +117,15 @@ def test_config_refuses_unknown_accelerator_kind():
 def test_presubmit_passes_on_committed_package_given_a_pipeline_root():
     assert presubmit_problems(COMMITTED, "kubeflow", pipeline_root=BUCKET) == []
     assert cli.main(["presubmit", str(COMMITTED), "--pipeline-root", BUCKET]) == 0
+
+
+@pytest.mark.parametrize("variant, warned", [("gpu", True), ("vertex_gpu", True), ("tpu", False), ("none", False)])
+def test_presubmit_warns_about_the_gpu_driver(compiled, variant, warned):
+    warnings = presubmit_warnings(compiled[variant])
+    assert bool(warnings) == warned
+    for trainer in TRAINER_IDS:  # one warning per GPU trainer, naming the driver it needs
+        label = Package.read(compiled[variant]).executor_label(trainer)
+        assert any(label in w and "NVIDIA driver >= 580" in w for w in warnings) == warned
 
 
 def test_presubmit_command_fails_on_the_placeholder_root(capsys):

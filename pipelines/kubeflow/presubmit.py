@@ -26,6 +26,9 @@ REMOTE_REGISTRY = re.compile(r"^(https?://|databricks)")
 # would need tensorflow-io, which the image does not have.
 REMOTE_PIPELINE_ROOT = {"kubeflow": ("gs://",), "vertex": ("gs://",)}
 PLACEHOLDER_BUCKET = "YOUR-BUCKET"
+# The image's PyTorch wheels are built for CUDA 13, which needs this NVIDIA driver or newer on the
+# node (TensorFlow 2.16's CUDA 12.3 libraries need 525); infra/image_check.py checks the libraries.
+MIN_NVIDIA_DRIVER = 580
 # Prefixes that can only mean the machine that compiled the package.
 LOCAL_PATH = re.compile(r"(^|[\s'\"=])(/home/|/Users/|/root/|file://|sqlite:|[A-Za-z]:\\)")
 
@@ -137,3 +140,16 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
             problems.append(_registry_problem(task_id, value))
     problems.append(_pipeline_root_problem(pipeline_root or package.spec.get("defaultPipelineRoot"), target))
     return [f"{path}: {p}" for p in problems if p]
+
+
+def presubmit_warnings(path: str | Path) -> list[str]:
+    """What a package needs of the cluster that it cannot check itself: the GPU nodes' driver."""
+    package = Package.read(path)
+    warnings = []
+    for label, executor in sorted(package.executors.items()):
+        kind = executor.get("container", {}).get("resources", {}).get("accelerator", {}).get("type", "")
+        if kind == GPU_RESOURCE or kind.startswith("NVIDIA_"):
+            warnings.append(f"{path}: executor {label} requests a GPU ({kind}): its nodes need NVIDIA driver "
+                            f">= {MIN_NVIDIA_DRIVER} (the image's PyTorch is built for CUDA 13); older drivers "
+                            "fail at the first CUDA call")
+    return warnings
