@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test compile lint bench summary show env
+.PHONY: run test compile lint bench summary show env serve kserve
 
 env:
 	@infra/bootstrap.sh
@@ -39,3 +39,11 @@ lint:
 show:  ## the latest run's comparison table, paired tests and decision (ARGS="--run ID" for another)
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines show $(ARGS)
+
+serve:  ## serve the registry's champion with MLServer on 127.0.0.1 (REST 8080, gRPC 8081) until Ctrl-C
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines serve $(ARGS)
+
+kserve:  ## print a KServe InferenceService for the champion (ARGS="--canary-traffic-percent 10 -o isvc.yaml")
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines kserve $(ARGS)

@@ -3,6 +3,7 @@ Examples artifact written once per session by the real MnistExampleGen executor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -111,6 +112,44 @@ def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry
          "registered_model_name": model_name})
     with open(tmp_path / "evaluation" / "evaluation.json") as f:
         return json.load(f), blessing
+
+
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, workers: int = 2):
+    """A real MLflow tracking server on 127.0.0.1: SQLite backend, artifacts proxied to a local
+    folder (as infra/mlflow runs it, there to an S3 bucket). Yields (URI, artifacts folder); the
+    server is stopped by its process group when the block ends."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(root / "server.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+             "--serve-artifacts", "--workers", str(workers)],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(uri + "/health", timeout=2):
+                        break
+                except OSError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
+                    time.sleep(0.5)
+            yield uri, root / "artifacts"
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=30)
 
 
 def load_champion_pyfunc(registry):

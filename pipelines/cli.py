@@ -7,11 +7,13 @@
   launch     run a package's tasks here, one process each, as the KFP v2 launcher would
   registry   list versions, roll the champion back, predict with the champion
   schema     propose a curated schema, or pin a drift baseline, from a run's artifacts
+  serve      serve the registry's champion with MLServer (v2 protocol) on 127.0.0.1 until Ctrl-C
+  kserve     render a KServe InferenceService for the champion, validated offline
   summary    the latest local run's decision and where its outputs are
   show       a run's comparison table, paired tests and decision
 
-Every setting of the config (pipelines/config.py) is a flag of run, compile, summary, show and
-registry, generated from its field: `--epochs 2`, `--min-metric 0.99`, `--no-verify-checksums`.
+Every setting of the config (pipelines/config.py) is a flag of run, compile, summary, show,
+registry, serve and kserve, generated from its field: `--epochs 2`, `--min-metric 0.99`, `--no-verify-checksums`.
 This module is the edge: it alone reads the environment (MNIST_SOURCE, MLFLOW_TRACKING_URI) and
 git, and passes what it found down.
 """
@@ -109,6 +111,10 @@ def _add_kubeflow_commands(sub: Any) -> None:
     _add_package_argument(launch)
     launch.add_argument("--run-root", required=True, help="folder for the task outputs and logs")
     launch.add_argument("--param", action="append", metavar="NAME=VALUE", help="run parameter (repeat)")
+    launch.add_argument("--image", help="run each task in a fresh container of this image (docker) instead of "
+                        "this venv; the container sees only --run-root and the --mount folders")
+    launch.add_argument("--mount", action="append", default=[], metavar="PATH",
+                        help="a host folder the containers may read, at the same path (e.g. the MNIST source)")
     deploy = sub.add_parser("deploy", help="upload pipeline.yaml and optionally run it")
     targets = deploy.add_subparsers(dest="target", required=True)
     kfp_p = targets.add_parser("kubeflow", help="open-source Kubeflow Pipelines (kfp.Client)")
@@ -148,6 +154,43 @@ def _add_registry_and_schema_commands(sub: Any) -> None:
     baseline.add_argument("--output", default="schema/baseline_statistics.pbtxt")
 
 
+def _add_serving_commands(sub: Any) -> None:
+    serve = sub.add_parser("serve", help="serve the registry's champion with MLServer on 127.0.0.1")
+    add_config_flags(serve)
+    for flag, default in (("--http-port", 8080), ("--grpc-port", 8081), ("--metrics-port", 8082),
+                          ("--max-batch", 1024), ("--workers", 1)):
+        serve.add_argument(flag, type=int, default=default)
+    serve.add_argument("--max-body-mb", type=float, default=8.0, help="larger requests get 413")
+    serve.add_argument("--serving-venv", default="", help="MLServer's environment (default: serving/bootstrap.sh)")
+    kserve = sub.add_parser("kserve", help="print a KServe InferenceService for the champion")
+    add_config_flags(kserve)
+    kserve.add_argument("--artifacts-destination", default="s3://mlflow/artifacts",
+                        help="the bucket behind the MLflow server's proxied artifacts")
+    kserve.add_argument("--service-account", default="mlflow-models-reader", help="reads the bucket")
+    kserve.add_argument("--name", default="")
+    kserve.add_argument("--namespace", default="")
+    kserve.add_argument("--canary-traffic-percent", type=int, default=None)
+    for flag, default in (("--cpu", "1"), ("--memory", "2Gi"), ("--cpu-limit", "2"), ("--memory-limit", "4Gi"),
+                          ("--runtime", "")):
+        kserve.add_argument(flag, default=default)
+    kserve.add_argument("--output", "-o", default="", help="write it here instead of printing it")
+
+
+def _serving_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    from serving import commands
+
+    registry_uri, name = cfg.resolved_registry_uri(), cfg.registered_model_name
+    if args.command == "serve":
+        return commands.serve(registry_uri, name, http_port=args.http_port, grpc_port=args.grpc_port,
+                              metrics_port=args.metrics_port, max_body_mb=args.max_body_mb,
+                              max_batch=args.max_batch, workers=args.workers, venv=args.serving_venv)
+    return commands.render_inference_service(
+        registry_uri, name, artifacts_destination=args.artifacts_destination, service_account=args.service_account,
+        name=args.name, namespace=args.namespace, canary_traffic_percent=args.canary_traffic_percent,
+        cpu=args.cpu, memory=args.memory, cpu_limit=args.cpu_limit, memory_limit=args.memory_limit,
+        runtime=args.runtime, output=args.output)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -163,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--run", help="pipeline run id (default: the latest run)")
     _add_kubeflow_commands(sub)
     _add_registry_and_schema_commands(sub)
+    _add_serving_commands(sub)
     return parser
 
 
@@ -171,6 +215,7 @@ def print_summary(summary: dict, seconds: float | None = None) -> None:
     print(f"\n=== MNIST bake-off (run {summary['run_id']}) ===")
     print(summary["table"])
     print(f"winner:     {summary['winner']} ({'blessed' if summary['blessed'] else 'NOT blessed'})")
+    print(f"verdict:    {summary['tie_statement']}")
     for name, acc in sorted(summary["accuracy"].items()):
         print(f"accuracy:   {name:<14} {acc:.4f} on the test split")
     for reason in summary["reasons"]:
@@ -262,7 +307,9 @@ def _kubeflow_command(args: argparse.Namespace) -> int:
         return 1 if problems else 0
     if args.command == "launch":
         values = deploy.parse_parameters(args.param or [], package.Package.read(args.package))
-        print(json.dumps(launch.launch_locally(args.package, os.path.abspath(args.run_root), values), indent=2))
+        container = launch.Container(args.image, tuple(os.path.abspath(m) for m in args.mount)) if args.image else None
+        outputs = launch.launch_locally(args.package, os.path.abspath(args.run_root), values, container=container)
+        print(json.dumps(outputs, indent=2))
         return 0
     deployment = deployment_from_args(args)
     if not args.skip_presubmit:
@@ -300,7 +347,7 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command in ("schema",):
         return _schema_command(args)
-    if args.command not in (*CONFIG_COMMANDS, "registry"):
+    if args.command not in (*CONFIG_COMMANDS, "registry", "serve", "kserve"):
         return _kubeflow_command(args)
     try:
         cfg = config_from_args(args, os.environ if environ is None else environ)
@@ -310,4 +357,6 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
         parser.error(f"invalid configuration ({f'{args.config} and ' if args.config else ''}flags): {problem}")
     if args.command == "registry":
         return _registry_command(args, cfg)
+    if args.command in ("serve", "kserve"):
+        return _serving_command(args, cfg)
     return _config_command(args, cfg)

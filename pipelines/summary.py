@@ -85,6 +85,8 @@ def summarize(cfg: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
         "winner": decision["winner"],
         "blessed": decision["blessed"],
         "reasons": decision["reasons"],
+        "statistical_tie": decision.get("statistical_tie"),
+        "tie_statement": report.tie_statement(evaluation),
         "accuracy": {name: c["metrics"]["accuracy"] for name, c in evaluation["candidates"].items()},
         "table": report.render_table(evaluation),
         "report": os.path.join(evaluation_dir, artifacts.REPORT_FILE),

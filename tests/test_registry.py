@@ -10,8 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
-import urllib.request
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from components.bakeoff_evaluator import executor as evaluator
 from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from components.registry_pusher.executor_test import MODEL_NAME as NAME
 from components.registry_pusher.executor_test import run_pusher
-from conftest import load_champion_pyfunc, run_evaluator
+from conftest import load_champion_pyfunc, run_evaluator, running_mlflow_server
 from pipelines import cli, registry_commands
 from pipelines.config import REPO_ROOT
 
@@ -34,29 +32,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def mlflow_server(tmp_path_factory):
     """A real MLflow tracking server: SQLite backend, proxied local artifact store."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = _free_port()
-    log = open(root / "server.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
-         "--workers", "2"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(uri + "/health", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-            time.sleep(0.5)
-    yield uri
-    os.killpg(proc.pid, 15)
-    proc.wait(timeout=30)
-    log.close()
+    with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (uri, _):
+        yield uri
 
 
 @pytest.fixture(scope="module")

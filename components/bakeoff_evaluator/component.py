@@ -10,7 +10,7 @@ from tfx.dsl.components.base import base_beam_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionParameter
 
-from components.bakeoff_evaluator import executor, kfp_artifacts
+from components.bakeoff_evaluator import corruptions, executor, kfp_artifacts
 from components.bakeoff_evaluator.rule import DecisionRule
 from components.candidates import spec_with_candidates
 
@@ -22,6 +22,8 @@ class BakeoffEvaluatorSpec(ComponentSpec):
         executor.SPLIT: ExecutionParameter(type=str, optional=True),
         executor.REGISTRY_URI: ExecutionParameter(type=str, optional=True),
         executor.MODEL_NAME: ExecutionParameter(type=str, optional=True),
+        # The robustness suite's size: how many of the corruptions each test example is scored under.
+        executor.CORRUPTIONS_PER_EXAMPLE: ExecutionParameter(type=int, optional=True),
         # The decision rule, one property per DecisionRule field, under the field's name.
         **{name: ExecutionParameter(type=kind) for name, kind in typing.get_type_hints(DecisionRule).items()},
     }
@@ -42,9 +44,9 @@ class BakeoffEvaluator(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel, candidates: dict[str, types.BaseChannel],
                  rule: DecisionRule, registry_uri: str = "", registered_model_name: str = "",
-                 split: str = "test") -> None:
+                 split: str = "test", corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE) -> None:
         spec_class = spec_with_candidates(BakeoffEvaluatorSpec, sorted(candidates), minimum=2)
         outputs = {key: types.Channel(type=param.type) for key, param in BakeoffEvaluatorSpec.OUTPUTS.items()}
         super().__init__(spec=spec_class(
-            examples=examples, split=split, registry_uri=registry_uri,
+            examples=examples, split=split, registry_uri=registry_uri, corruptions_per_example=corruptions_per_example,
             registered_model_name=registered_model_name, **dataclasses.asdict(rule), **candidates, **outputs))

@@ -16,7 +16,7 @@ from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
 from components import artifacts
-from components.bakeoff_evaluator import metrics, report, scoring
+from components.bakeoff_evaluator import corruptions, metrics, report, scoring
 from components.bakeoff_evaluator.rule import DecisionRule
 from components.registry import MlflowRegistry
 from trainers import common, serving
@@ -31,8 +31,13 @@ CLASSIFICATION_METRICS = "classification_metrics"
 SPLIT = "split"
 REGISTRY_URI = "registry_uri"
 MODEL_NAME = "registered_model_name"
+CORRUPTIONS_PER_EXAMPLE = "corruptions_per_example"
 # 3: the decision rule's fields named as in the config (min_metric, champion_min_delta, champion_alpha).
-FORMAT_VERSION = 3
+# 4: statistical ties (decision.statistical_tie, tied_with, winner_versus), paired bootstrap intervals
+#    (comparisons[].accuracy_difference[_ci95], bootstrap), the corrupted test copy (robustness,
+#    candidates.*.robustness) and the optional gates (decision.gates; rule corruption_max_drop,
+#    slice_max_recall_drop).
+FORMAT_VERSION = 4
 
 
 def split_pattern(examples: types.Artifact, split: str) -> str:
@@ -93,9 +98,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 champion_version, model_dirs[artifacts.CHAMPION] = found
                 logging.info("BakeoffEvaluator: champion is version %s", champion_version.version)
 
+        per_example = int(exec_properties.get(CORRUPTIONS_PER_EXAMPLE) or corruptions.DEFAULT_PER_EXAMPLE)
         scores_path = os.path.join(out_dir, artifacts.SCORES_FILE)
         with self._make_beam_pipeline() as pipeline:
-            scoring.score_all(pipeline, split_pattern(examples, split), model_dirs, scores_path)
+            scoring.score_all(pipeline, split_pattern(examples, split), model_dirs, scores_path, per_example)
         scores = scoring.load(scores_path)
 
         sample, _ = load_split(examples, split, limit=512)  # for latency and throughput
@@ -103,13 +109,32 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                       for name, d in model_dirs.items()}
         if champion_version is not None:
             candidates[artifacts.CHAMPION]["version"] = champion_version.version
-        comparisons = metrics.pairwise_mcnemar(
+        comparisons = metrics.pairwise_comparisons(
             scores.labels, {n: p.argmax(axis=1) for n, p in scores.probs.items()})
+        for name, c in candidates.items():  # None: the suite is off (corruptions_per_example 0)
+            c["robustness"] = metrics.corruption_accuracy(
+                scores.labels, scores.corrupted_predictions[name], corruptions.NAMES,
+                corruptions.NOT_SCORED) if per_example else None
         decision = metrics.decide({n: c["metrics"] for n, c in candidates.items()}, rule,
-                                  artifacts.CHAMPION if champion_version else None, comparisons)
+                                  artifacts.CHAMPION if champion_version else None, comparisons,
+                                  robustness={n: c["robustness"]["mean_accuracy"] for n, c in candidates.items()}
+                                  if per_example else None)
         evaluation = {
             "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
-            "decision": decision,
+            "decision": decision, "bootstrap": metrics.BOOTSTRAP,
+            "robustness": {
+                "seed": corruptions.SEED, "examples": int(len(scores.labels)), "names": list(corruptions.NAMES),
+                "corruptions_per_example": per_example,
+                "corrupted_images": int((next(iter(scores.corrupted_predictions.values()))
+                                         != corruptions.NOT_SCORED).sum()),
+                "corruptions": {c: {"description": corruptions.CORRUPTIONS[c], "sha256": scores.corruption_sha256[c]}
+                                for c in corruptions.NAMES},
+                "sha256": corruptions.combined_sha256(scores.corruption_sha256),
+                "how": "every example of the split under corruptions_per_example of the corruptions (which ones "
+                       "and how: from the record and the seed, components/bakeoff_evaluator/corruptions.py), "
+                       "made and scored in the scoring step of the same Beam pass that scores the clean examples; "
+                       "sha256 per corruption: XOR of each corrupted image's sha256",
+            },
             "data": {"split": split, "examples": int(len(scores.labels)),
                      "examples_sha256": scores.examples_sha256, "examples_uri": examples.uri,
                      "source_sha256": json.loads(examples.get_string_custom_property("source_sha256") or "{}")},
@@ -139,6 +164,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             for name, c in evaluation["candidates"].items():
                 for key in ("accuracy", "log_loss", "expected_calibration_error"):
                     kfp_metrics.set_float_custom_property(f"{name}.{key}", c["metrics"][key])
+                if c["robustness"]:
+                    kfp_metrics.set_float_custom_property(f"{name}.corrupted_mean_accuracy",
+                                                          c["robustness"]["mean_accuracy"])
         if output_dict.get(CLASSIFICATION_METRICS):
             artifact_utils.get_single_instance(output_dict[CLASSIFICATION_METRICS]).set_json_value_custom_property(
                 "confusionMatrix", kfp_classification_metrics(winner["metrics"]["confusion_matrix"]))
@@ -148,6 +176,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         blessing.set_string_custom_property(artifacts.WINNER, decision["winner"])
         blessing.set_string_custom_property("winner_framework", winner["framework"])
         blessing.set_float_custom_property("winner_accuracy", winner["metrics"]["accuracy"])
+        blessing.set_int_custom_property("statistical_tie", int(decision["statistical_tie"]))
         marker = "BLESSED" if decision["blessed"] else "NOT_BLESSED"
         with tf.io.gfile.GFile(os.path.join(blessing.uri, marker), "w") as f:
             f.write("\n".join(decision["reasons"]) + "\n")

@@ -8,7 +8,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from components.bakeoff_evaluator import executor
+from components.bakeoff_evaluator import corruptions, executor, metrics
 from conftest import run_evaluator
 from trainers import serving
 
@@ -48,9 +48,72 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
     assert "no champion in the registry" in " ".join(d["reasons"])
 
 
-def test_not_blessed_below_the_minimum(small_examples, small_models, tmp_path):
+def _records(examples, split="test"):
+    import tensorflow as tf
+
+    ds = tf.data.TFRecordDataset(tf.io.gfile.glob(executor.split_pattern(examples, split)), compression_type="GZIP")
+    return [r.numpy() for r in ds]
+
+
+def test_ties_intervals_and_the_corrupted_copy(small_examples, small_models, bakeoff):
+    """Issue #15: ties said out loud, bootstrap intervals, the corrupted copy scored in the same pass."""
+    evaluation, blessing, tmp_path = bakeoff
+    d = evaluation["decision"]
+    [pair] = evaluation["comparisons"]
+    low, high = pair["accuracy_difference_ci95"]
+    accuracy = {n: c["metrics"]["accuracy"] for n, c in evaluation["candidates"].items()}
+    assert pair["accuracy_difference"] == pytest.approx(accuracy[pair["first"]] - accuracy[pair["second"]])
+    assert low <= pair["accuracy_difference"] <= high
+    assert evaluation["bootstrap"]["seed"] == metrics.BOOTSTRAP_SEED
+    tied = pair["p_value"] >= d["rule"]["champion_alpha"]
+    assert d["statistical_tie"] is tied and d["tied_with"] == ([d["ranking"][1]] if tied else [])
+    assert any(("statistically tied" if tied else "statistically significant") in r for r in d["reasons"])
+    assert blessing.get_int_custom_property("statistical_tie") == int(tied)
+    from components.registry_pusher.executor import decision_tags
+
+    assert decision_tags(evaluation, "run", "", "rev")["statistical_tie"] == str(tied).lower()
+    assert {"corruption", "slices"} == set(d["gates"]) and not any(g["applied"] for g in d["gates"].values())
+
+    robustness = evaluation["robustness"]
+    assert robustness["names"] == list(corruptions.NAMES) and robustness["examples"] == 1000
+    assert robustness["seed"] == corruptions.SEED and len(robustness["sha256"]) == 64
+    per_example = robustness["corruptions_per_example"]
+    assert per_example == corruptions.DEFAULT_PER_EXAMPLE and robustness["corrupted_images"] == 1000 * per_example
+    # The recorded accuracies are what the exported models score on the corrupted copy made directly
+    # from the records (the same checksum), and what each model's clean accuracy is.
+    records = _records(small_examples)
+    images, labels = executor.load_split(small_examples, "test")
+    keys = corruptions.record_keys(records)
+    assigned = corruptions.assignment(keys, per_example)
+    corrupted = corruptions.corrupt(images, keys, assigned=assigned)
+    assert robustness["sha256"] == corruptions.combined_sha256(
+        {c: f"{corruptions.xor_digests(corrupted[c]):064x}" for c in corruptions.NAMES})
+    for name, c in evaluation["candidates"].items():
+        predict, _ = serving.load_predictor(str(small_models[name] / "Format-Serving"))
+        for k, corruption in enumerate(corruptions.NAMES):
+            expected = (predict(corrupted[corruption]).argmax(1) == labels[assigned[k]]).mean()
+            assert c["robustness"]["examples"][corruption] == assigned[k].sum()
+            assert c["robustness"]["per_corruption"][corruption] == pytest.approx(expected, abs=0.015), (name, k)
+        per = c["robustness"]["per_corruption"]
+        assert c["robustness"]["mean_accuracy"] == pytest.approx(np.mean(list(per.values())))
+        assert c["robustness"]["mean_accuracy"] < c["metrics"]["accuracy"]
+
+    report = (tmp_path / "evaluation" / "report.html").read_text()
+    assert 'id="statistical-tie"' in report and 'id="robustness"' in report and "paired bootstrap 95 % CI" in report
+    assert 'id="corruption-examples" alt="example corrupted digits" src="data:image/png' in report
+    summary = (tmp_path / "evaluation" / "summary.md").read_text()
+    assert "statistical tie: " in summary and "| occlusion | mean |" in summary
+
+
+def test_not_blessed_below_the_minimum(small_examples, small_models, bakeoff, tmp_path):
     evaluation, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.999)
     assert not evaluation["decision"]["blessed"]
+    # A second run on the same examples: the same corrupted copy, the same scores on it, the same intervals.
+    first = bakeoff[0]
+    assert evaluation["robustness"] == first["robustness"]
+    assert {n: c["robustness"] for n, c in evaluation["candidates"].items()} == {
+        n: c["robustness"] for n, c in first["candidates"].items()}
+    assert evaluation["comparisons"] == first["comparisons"]
     assert blessing.get_int_custom_property("blessed") == 0
     assert (tmp_path / "blessing" / "NOT_BLESSED").exists()
 
@@ -69,7 +132,7 @@ def test_report_renders_in_a_headless_browser(bakeoff):
     dom = subprocess.run([*flags, "--enable-logging=stderr", "--dump-dom", report.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for figure in ("confusion-matrices", "per-digit", "reliability", "misclassified"):
+    for figure in ("confusion-matrices", "per-digit", "reliability", "misclassified", "corruption-examples"):
         assert f'id="{figure}"' in dom.stdout and "data:image/png;base64," in dom.stdout
     assert "Uncaught" not in dom.stderr
     shot = tmp_path / "report.png"

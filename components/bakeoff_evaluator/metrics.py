@@ -68,26 +68,189 @@ def pairwise_mcnemar(labels: np.ndarray, predictions: dict[str, np.ndarray]) -> 
             for a, b in itertools.combinations(sorted(predictions), 2)]
 
 
-def _pair(comparisons: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+# Paired bootstrap of the accuracy differences: seeded, so the same scores give the same intervals.
+BOOTSTRAP_REPLICATES = 10000
+BOOTSTRAP_SEED = 0
+BOOTSTRAP = {"replicates": BOOTSTRAP_REPLICATES, "seed": BOOTSTRAP_SEED, "confidence": 0.95,
+             "method": "paired percentile bootstrap: every model on the same resamples of the examples"}
+
+
+def paired_bootstrap(labels: np.ndarray, predictions: dict[str, np.ndarray],
+                     replicates: int = BOOTSTRAP_REPLICATES,
+                     seed: int = BOOTSTRAP_SEED) -> dict[tuple[str, str], list[float]]:
+    """95 % percentile interval of accuracy(first) - accuracy(second) for every pair (sorted names).
+
+    Every model is scored on the same resamples of the examples, so each interval keeps the
+    pairing (the models' errors on an example move together), as McNemar's test does. An example
+    enters a model's accuracy only through its pattern of right and wrong across the models, so
+    drawing N examples with replacement is drawing the N patterns' counts from a multinomial with
+    the patterns' frequencies: the same bootstrap distribution as resampling indices (the tests
+    check it against that direct computation), at a cost that does not grow with N.
+    """
+    names = sorted(predictions)
+    n = len(labels)
+    correct = np.stack([predictions[name] == labels for name in names], axis=1)  # [N, M]
+    patterns, counts = np.unique(correct, axis=0, return_counts=True)  # [P, M], [P]
+    drawn = np.random.default_rng(seed).multinomial(n, counts / n, size=replicates)  # [B, P]
+    accuracy = drawn @ patterns.astype(np.float64) / n  # [B, M]
+    out = {}
+    for i, j in itertools.combinations(range(len(names)), 2):
+        low, high = np.percentile(accuracy[:, i] - accuracy[:, j], [2.5, 97.5])
+        out[(names[i], names[j])] = [float(low), float(high)]
+    return out
+
+
+def pairwise_comparisons(labels: np.ndarray, predictions: dict[str, np.ndarray],
+                         replicates: int = BOOTSTRAP_REPLICATES, seed: int = BOOTSTRAP_SEED) -> list[dict[str, Any]]:
+    """Every pair: exact McNemar, the accuracy difference (first - second) and its paired bootstrap 95 % CI."""
+    intervals = paired_bootstrap(labels, predictions, replicates, seed)
+    out = []
+    for t in pairwise_mcnemar(labels, predictions):
+        a, b = t["first"], t["second"]
+        difference = float((predictions[a] == labels).mean() - (predictions[b] == labels).mean())
+        out.append({**t, "accuracy_difference": difference, "accuracy_difference_ci95": intervals[(a, b)]})
+    return out
+
+
+def corruption_accuracy(labels: np.ndarray, predictions: np.ndarray, names: tuple[str, ...],
+                        not_scored: int = 255) -> dict[str, Any]:
+    """Accuracy under each corruption (predictions [C, N] in `names` order, `not_scored` where an
+    example was not given that corruption), the examples each was measured on, and their mean."""
+    per, examples = {}, {}
+    for k, name in enumerate(names):
+        scored = predictions[k] != not_scored
+        examples[name] = int(scored.sum())
+        per[name] = float((predictions[k][scored] == labels[scored]).mean()) if scored.any() else float("nan")
+    return {"per_corruption": per, "examples": examples, "mean_accuracy": float(np.mean(list(per.values())))}
+
+
+def _find_pair(comparisons: list[dict[str, Any]], a: str, b: str) -> dict[str, Any] | None:
     for t in comparisons:
         if {t["first"], t["second"]} == {a, b}:
             return t
-    raise KeyError(f"no comparison between {a} and {b}")
+    return None
+
+
+def _pair(comparisons: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
+    t = _find_pair(comparisons, a, b)
+    if t is None:
+        raise KeyError(f"no comparison between {a} and {b}")
+    return t
+
+
+def _oriented(t: dict[str, Any], a: str) -> tuple[float | None, list[float] | None]:
+    """The pair's accuracy difference and interval as `a` minus the other (None where not recorded)."""
+    diff, ci = t.get("accuracy_difference"), t.get("accuracy_difference_ci95")
+    if t["first"] == a or diff is None:
+        return diff, ci
+    return -diff, ([-ci[1], -ci[0]] if ci is not None else None)
+
+
+def _versus(results: dict[str, dict[str, Any]], rule: DecisionRule, comparisons: list[dict[str, Any]],
+            winner: str, other: str) -> dict[str, Any] | None:
+    """The winner against one other model: McNemar p, tie or not, the difference and its interval."""
+    t = _find_pair(comparisons, winner, other)
+    if t is None:
+        return None
+    diff, ci = _oriented(t, winner)
+    if diff is None and "accuracy" in results[winner] and "accuracy" in results[other]:
+        diff = results[winner]["accuracy"] - results[other]["accuracy"]
+    return {"p_value": t["p_value"], "tied": t["p_value"] >= rule.champion_alpha,
+            "accuracy_difference": diff, "accuracy_difference_ci95": ci}
+
+
+def _chosen_by(results: dict[str, dict[str, Any]], key: str, winner: str, other: str) -> str:
+    w, o = results[winner], results[other]
+    if w[key] != o[key]:
+        return f"the higher point estimate of test {key} ({w[key]:.4f} vs {o[key]:.4f})"
+    if w["log_loss"] != o["log_loss"]:
+        return f"the lower log loss ({w['log_loss']:.4f} vs {o['log_loss']:.4f})"
+    return "the name (equal metrics)"
+
+
+def _significance_reason(winner: str, other: str, label: str, v: dict[str, Any], alpha: float,
+                         chosen_by: str | None) -> str:
+    p = f"McNemar p = {v['p_value']:.2g} {'>=' if v['tied'] else '<'} champion_alpha {alpha}"
+    difference = ""
+    if v["accuracy_difference"] is not None:
+        difference = f"; accuracy difference {v['accuracy_difference']:+.4f}"
+        if v["accuracy_difference_ci95"] is not None:
+            low, high = v["accuracy_difference_ci95"]
+            difference += f", paired bootstrap 95 % CI {low:+.4f} to {high:+.4f}"
+    if v["tied"]:
+        text = f"{winner} and {label} are statistically tied ({p}, not significant{difference})"
+        return text + (f": {winner} is chosen by {chosen_by}" if chosen_by else "")
+    if (v["accuracy_difference"] or 0.0) >= 0:
+        return f"{winner}'s lead over {label} is statistically significant ({p}{difference})"
+    return f"{winner} is significantly less accurate than {label} ({p}{difference})"
+
+
+def _corruption_gate(rule: DecisionRule, winner: str, champion: str | None,
+                     robustness: dict[str, float] | None) -> tuple[dict[str, Any], str | None]:
+    gate: dict[str, Any] = {"applied": False, "passed": True, "corruption_max_drop": rule.corruption_max_drop}
+    if not rule.corruption_gate:
+        return gate, None
+    if champion is None:
+        return gate, (f"corruption gate (corruption_max_drop {rule.corruption_max_drop}): no champion, "
+                      f"not applied")
+    if not robustness or winner not in robustness or champion not in robustness:
+        return gate, "corruption gate: no scores on the corrupted test copy, not applied"
+    w, c = robustness[winner], robustness[champion]
+    drop = c - w
+    passed = drop <= rule.corruption_max_drop + 1e-12
+    gate.update(applied=True, passed=passed, winner_mean_accuracy=w, champion_mean_accuracy=c, drop=drop)
+    verdict = "passed" if passed else "FAILED"
+    return gate, (f"corruption gate {verdict}: {winner}'s mean accuracy on the corrupted test copy is {w:.4f} vs "
+                  f"the champion's {c:.4f} (drop {drop:+.4f}; at most corruption_max_drop "
+                  f"{rule.corruption_max_drop} allowed)")
+
+
+def _slice_gate(results: dict[str, dict[str, Any]], rule: DecisionRule, winner: str,
+                champion: str | None) -> tuple[dict[str, Any], str | None]:
+    gate: dict[str, Any] = {"applied": False, "passed": True, "slice_max_recall_drop": rule.slice_max_recall_drop,
+                            "offending_digits": []}
+    if not rule.slice_gate:
+        return gate, None
+    if champion is None:
+        return gate, (f"slice gate (slice_max_recall_drop {rule.slice_max_recall_drop}): no champion, "
+                      f"not applied")
+    w, c = results[winner]["per_class"], results[champion]["per_class"]
+    drops = {d: c[d]["recall"] - w[d]["recall"] for d in w if d in c}
+    offending = [d for d, drop in drops.items() if drop > rule.slice_max_recall_drop + 1e-12]
+    gate.update(applied=True, passed=not offending, recall_drops=drops, offending_digits=offending)
+    if offending:
+        named = ", ".join(f"{d} ({w[d]['recall']:.4f} vs the champion's {c[d]['recall']:.4f})" for d in offending)
+        return gate, (f"slice gate FAILED: {winner}'s recall falls more than slice_max_recall_drop "
+                      f"{rule.slice_max_recall_drop} below the champion's on digit{'s' if len(offending) > 1 else ''} "
+                      f"{named}")
+    worst = max(drops, key=lambda d: drops[d])
+    return gate, (f"slice gate passed: no digit's recall of {winner} is more than slice_max_recall_drop "
+                  f"{rule.slice_max_recall_drop} below the champion's (largest drop {drops[worst]:+.4f}, "
+                  f"digit {worst})")
 
 
 def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str | None = None,
-           comparisons: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+           comparisons: list[dict[str, Any]] | None = None,
+           robustness: dict[str, float] | None = None) -> dict[str, Any]:
     """The winner among the challengers (every result but `champion`), and whether it is blessed.
 
     Ranking: higher primary metric, then lower log loss, then name. Blessed when the winner
-    reaches rule.min_metric and, if a champion exists, passes rule.champion_policy against it.
+    reaches rule.min_metric and, if a champion exists, passes rule.champion_policy and the optional
+    gates (corruption_max_drop on `robustness`, each model's mean accuracy on the corrupted test
+    copy; slice_max_recall_drop on the per-digit recall) against it.
+
+    Where `comparisons` holds the winner's pair with the runner-up (or the champion), the
+    decision says whether the lead is significant at rule.champion_alpha: `statistical_tie` is
+    true when it is not for any of them, and `tied_with` names them.
     """
     key = rule.primary_metric
+    comparisons = comparisons or []
     challengers = [n for n in results if n != champion]
     ranked = sorted(challengers, key=lambda n: (-results[n][key], results[n]["log_loss"], n))
     winner = ranked[0]
     value = results[winner][key]
     reasons = []
+    versus: dict[str, dict[str, Any]] = {}
     for other in ranked[1:]:
         o = results[other]
         if o[key] == value:
@@ -95,6 +258,11 @@ def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str
                            f"({results[winner]['log_loss']:.4f} vs {o['log_loss']:.4f})")
         else:
             reasons.append(f"{winner} has the higher test {key}: {value:.4f} vs {other} {o[key]:.4f}")
+        v = _versus(results, rule, comparisons, winner, other)
+        if v is not None:
+            versus[other] = v
+            reasons.append(_significance_reason(winner, other, other, v, rule.champion_alpha,
+                                                _chosen_by(results, key, winner, other)))
     blessed = value >= rule.min_metric
     reasons.append(f"{winner} {key} {value:.4f} {'reaches' if blessed else 'is below'} "
                    f"the minimum {rule.min_metric:.4f}")
@@ -106,18 +274,31 @@ def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str
             reasons.append(f"{winner} {'beats' if passes else 'does not beat'} the champion by the required "
                            f"{rule.champion_min_delta:.4f}: {value:.4f} vs {c_value:.4f} (difference {delta:+.4f})")
         else:
-            test = _pair(comparisons or [], winner, champion)
+            test = _pair(comparisons, winner, champion)
             worse = delta < 0 and test["p_value"] < rule.champion_alpha
             passes = not worse
             reasons.append(f"{winner} is {'significantly worse than' if worse else 'not significantly worse than'}"
                            f" the champion: {value:.4f} vs {c_value:.4f}, McNemar p = {test['p_value']:.4g}"
                            f" (champion_alpha {rule.champion_alpha})")
+        v = _versus(results, rule, comparisons, winner, champion)
+        if v is not None:
+            versus[champion] = v
+            reasons.append(_significance_reason(winner, champion, "the champion", v, rule.champion_alpha, None))
         blessed = blessed and passes
     else:
         reasons.append("no champion in the registry: the winner is compared with the minimum only")
+    gates = {}
+    for name, (gate, reason) in (("corruption", _corruption_gate(rule, winner, champion, robustness)),
+                                 ("slices", _slice_gate(results, rule, winner, champion))):
+        gates[name] = gate
+        if reason:
+            reasons.append(reason)
+        blessed = blessed and gate["passed"]
+    tied_with = [n for n, v in versus.items() if v["tied"]]
     reasons.append(f"decision: {winner} is {'blessed' if blessed else 'NOT blessed'}")
     return {"winner": winner, "blessed": blessed, "ranking": ranked, "champion": champion,
-            "reasons": reasons, "rule": dataclasses.asdict(rule)}
+            "statistical_tie": bool(tied_with), "tied_with": tied_with, "winner_versus": versus,
+            "gates": gates, "reasons": reasons, "rule": dataclasses.asdict(rule)}
 
 
 def latency_and_throughput(predict, images: np.ndarray, single_calls: int = 100,

@@ -120,3 +120,171 @@ def test_invalid_rules_are_refused():
         metrics.DecisionRule(primary_metric="loss")
     with pytest.raises(ValueError, match="champion_policy"):
         metrics.DecisionRule(champion_policy="always")
+
+
+# --- statistical ties (McNemar at champion_alpha) ----------------------------------------------------------------
+def _pair(first, second, p, diff=None, ci=None):
+    t = {"first": first, "second": second, "only_first_correct": 0, "only_second_correct": 0, "p_value": p}
+    if diff is not None:
+        t.update(accuracy_difference=diff, accuracy_difference_ci95=ci)
+    return t
+
+
+# (case, results, champion, comparisons, rule, statistical_tie, tied_with, phrases in reasons)
+TIES = [
+    ("issue #15's run: a tie, said out loud", _results(keras_model=0.9939, pytorch_model=0.9932), None,
+     [_pair("keras_model", "pytorch_model", 0.37, 0.0007, [-0.0008, 0.0022])], metrics.DecisionRule(), True,
+     ["pytorch_model"], ["keras_model and pytorch_model are statistically tied (McNemar p = 0.37",
+                         "not significant; accuracy difference +0.0007, paired bootstrap 95 % CI -0.0008 to +0.0022)",
+                         "chosen by the higher point estimate of test accuracy"]),
+    ("a significant lead", _results(a=0.995, b=0.985), None, [_pair("a", "b", 0.001)], metrics.DecisionRule(),
+     False, [], ["a's lead over b is statistically significant (McNemar p = 0.001 < champion_alpha 0.05"]),
+    ("pair stored the other way round", _results(a=0.995, b=0.985), None,
+     [_pair("b", "a", 0.2, -0.01, [-0.02, 0.001])], metrics.DecisionRule(), True, ["b"],
+     ["accuracy difference +0.0100, paired bootstrap 95 % CI -0.0010 to +0.0200)"]),
+    ("alpha is the rule's champion_alpha", _results(a=0.995, b=0.985), None, [_pair("a", "b", 0.03)],
+     metrics.DecisionRule(champion_alpha=0.01), True, ["b"],
+     ["McNemar p = 0.03 >= champion_alpha 0.01, not significant"]),
+    ("equal accuracy: chosen by log loss", {"a": {"accuracy": 0.99, "log_loss": 0.05},
+                                            "b": {"accuracy": 0.99, "log_loss": 0.07}}, None,
+     [_pair("a", "b", 1.0)], metrics.DecisionRule(), True, ["b"], ["chosen by the lower log loss (0.0500 vs 0.0700)"]),
+    ("significant over the runner-up, tied with the champion", _results(a=0.995, b=0.985, champion=0.994),
+     "champion", [_pair("a", "b", 0.001), _pair("a", "champion", 0.6)], metrics.DecisionRule(), True,
+     ["champion"], ["a's lead over b is statistically significant",
+                    "a and the champion are statistically tied (McNemar p = 0.6"]),
+    ("significant over both", _results(a=0.995, b=0.985, champion=0.98), "champion",
+     [_pair("a", "b", 0.001), _pair("a", "champion", 0.0001)], metrics.DecisionRule(), False, [],
+     ["a's lead over the champion is statistically significant"]),
+]
+
+
+@pytest.mark.parametrize("case, results, champion, comparisons, rule, tie, tied_with, phrases", TIES,
+                         ids=[t[0] for t in TIES])
+def test_statistical_tie_is_said_out_loud(case, results, champion, comparisons, rule, tie, tied_with, phrases):
+    d = metrics.decide(results, rule, champion, comparisons)
+    assert d["statistical_tie"] is tie and d["tied_with"] == tied_with, d["reasons"]
+    for phrase in phrases:
+        assert any(phrase in r for r in d["reasons"]), (phrase, d["reasons"])
+    assert set(d["winner_versus"]) == {n for n in results if n != d["winner"]}
+    # A tie does not change who wins or whether it is blessed: it is said, not acted on.
+    plain = metrics.decide(results, rule, champion, [])
+    assert (plain["winner"], plain["blessed"]) == (d["winner"], d["blessed"]) and not plain["statistical_tie"]
+
+
+# --- the optional gates against the champion ----------------------------------------------------------------------
+def _with_recall(results, **recalls):
+    """Per-digit recall 0.99 for every digit, except the given {name: {digit: recall}}."""
+    for name, r in results.items():
+        r["per_class"] = {str(d): {"recall": recalls.get(name, {}).get(d, 0.99)} for d in range(10)}
+    return results
+
+
+ROBUST = {"a": 0.90, "b": 0.80, "champion": 0.92}
+# (case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase in reasons)
+GATES = [
+    ("corruption gate off by default", _with_recall(_results(a=0.99, b=0.98, champion=0.985)), "champion",
+     {"a": 0.5, "b": 0.5, "champion": 0.99}, metrics.DecisionRule(), True, "corruption", False, True, None),
+    ("corruption gate passes within the margin", _with_recall(_results(a=0.99, b=0.98, champion=0.985)),
+     "champion", ROBUST, metrics.DecisionRule(corruption_max_drop=0.02), True, "corruption", True, True,
+     "corruption gate passed: a's mean accuracy on the corrupted test copy is 0.9000 vs the champion's 0.9200"),
+    ("corruption gate fails beyond the margin", _with_recall(_results(a=0.99, b=0.98, champion=0.985)),
+     "champion", ROBUST, metrics.DecisionRule(corruption_max_drop=0.01), False, "corruption", True, False,
+     "corruption gate FAILED"),
+    ("corruption gate without a champion", _with_recall(_results(a=0.99, b=0.98)), None, ROBUST,
+     metrics.DecisionRule(corruption_max_drop=0.0), True, "corruption", False, True, "no champion, not applied"),
+    ("slice gate off by default", _with_recall(_results(a=0.99, b=0.98, champion=0.985), a={3: 0.5}), "champion",
+     ROBUST, metrics.DecisionRule(), True, "slices", False, True, None),
+    ("slice gate passes", _with_recall(_results(a=0.99, b=0.98, champion=0.985), a={3: 0.985}), "champion",
+     ROBUST, metrics.DecisionRule(slice_max_recall_drop=0.01), True, "slices", True, True,
+     "largest drop +0.0050, digit 3"),
+    ("slice gate names the offending digits", _with_recall(_results(a=0.99, b=0.98, champion=0.985),
+                                                           a={3: 0.97, 7: 0.95, 8: 0.985}), "champion",
+     ROBUST, metrics.DecisionRule(slice_max_recall_drop=0.01), False, "slices", True, False,
+     "below the champion's on digits 3 (0.9700 vs the champion's 0.9900), 7 (0.9500 vs the champion's 0.9900)"),
+    ("slice gate without a champion", _with_recall(_results(a=0.99, b=0.98), a={3: 0.5}), None, ROBUST,
+     metrics.DecisionRule(slice_max_recall_drop=0.0), True, "slices", False, True, "no champion, not applied"),
+]
+
+
+@pytest.mark.parametrize("case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase", GATES,
+                         ids=[g[0] for g in GATES])
+def test_gates(case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase):
+    d = metrics.decide(results, rule, champion, [], robustness=robustness)
+    assert d["blessed"] is blessed, d["reasons"]
+    g = d["gates"][gate]
+    assert (g["applied"], g["passed"]) == (applied, passed), g
+    if phrase is None:
+        words = {"corruption": "corruption gate", "slices": "slice gate"}[gate]
+        assert not any(words in r for r in d["reasons"]), d["reasons"]
+    else:
+        assert any(phrase in r for r in d["reasons"]), d["reasons"]
+    if gate == "slices" and applied:
+        assert g["offending_digits"] == [d_ for d_, drop in g["recall_drops"].items() if drop > 0.01]
+
+
+def test_gate_margins_are_validated():
+    with pytest.raises(ValueError, match="corruption_max_drop"):
+        metrics.DecisionRule(corruption_max_drop=2.0)
+    rule = metrics.DecisionRule()
+    assert not rule.corruption_gate and not rule.slice_gate  # off by default
+    assert metrics.DecisionRule(corruption_max_drop=0.0).corruption_gate
+
+
+# --- the paired bootstrap --------------------------------------------------------------------------------------
+def _three_models(n=600, seed=3):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    predictions = {}
+    for name, error in (("a", 0.05), ("b", 0.08), ("c", 0.2)):
+        wrong = rng.random(n) < error
+        predictions[name] = np.where(wrong, (labels + 1) % 10, labels)
+    return labels, predictions
+
+
+def test_paired_bootstrap_against_a_direct_computation():
+    """The direct paired bootstrap: resample the examples' indices, score every model on the
+    resample, take the differences' percentiles. The evaluator's (multinomial over patterns of
+    right/wrong) is the same distribution: the intervals agree within the Monte Carlo error."""
+    from sklearn.metrics import accuracy_score
+
+    labels, predictions = _three_models()
+    got = metrics.paired_bootstrap(labels, predictions)
+    assert set(got) == {("a", "b"), ("a", "c"), ("b", "c")}
+    rng = np.random.default_rng(123)
+    differences = {pair: [] for pair in got}
+    for _ in range(4000):
+        idx = rng.integers(0, len(labels), size=len(labels))
+        accuracy = {n: accuracy_score(labels[idx], p[idx]) for n, p in predictions.items()}
+        for a, b in differences:
+            differences[(a, b)].append(accuracy[a] - accuracy[b])
+    for pair, values in differences.items():
+        direct = np.percentile(values, [2.5, 97.5])
+        # Half-widths are 0.02-0.04 here; the Monte Carlo error of a 2.5 % point is about 0.001.
+        assert got[pair] == pytest.approx(list(direct), abs=0.004), pair
+
+
+def test_paired_bootstrap_is_seeded_and_sensible():
+    labels, predictions = _three_models(n=4000)
+    once = metrics.pairwise_comparisons(labels, predictions)
+    assert once == metrics.pairwise_comparisons(labels, predictions)  # same scores, same intervals
+    assert metrics.paired_bootstrap(labels, predictions, 500, seed=1) != metrics.paired_bootstrap(
+        labels, predictions, 500, seed=2)
+    for t in once:
+        low, high = t["accuracy_difference_ci95"]
+        correct_a, correct_b = predictions[t["first"]] == labels, predictions[t["second"]] == labels
+        assert t["accuracy_difference"] == pytest.approx(correct_a.mean() - correct_b.mean())
+        assert low < t["accuracy_difference"] < high
+        # About the normal approximation of a paired difference: +-1.96 standard errors.
+        d = correct_a.astype(float) - correct_b
+        half = 1.96 * d.std() / np.sqrt(len(d))
+        assert (high - low) / 2 == pytest.approx(half, rel=0.15)
+        mcnemar = metrics.mcnemar_exact(labels, predictions[t["first"]], predictions[t["second"]])
+        assert t["p_value"] == mcnemar["p_value"]
+
+
+def test_corruption_accuracy():
+    labels = np.array([0, 1, 2, 3])
+    predictions = np.array([[0, 1, 2, 3], [0, 1, 0, 0], [255, 255, 2, 0]])  # 255: not given that corruption
+    r = metrics.corruption_accuracy(labels, predictions, ("x", "y", "z"))
+    assert r == {"per_corruption": {"x": 1.0, "y": 0.5, "z": 0.5}, "examples": {"x": 4, "y": 4, "z": 2},
+                 "mean_accuracy": pytest.approx(2 / 3)}

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # headless: no display in pipelines or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from components.bakeoff_evaluator import metrics  # noqa: E402
+from components.bakeoff_evaluator import corruptions, metrics  # noqa: E402
 
 DIGITS = list(range(10))
 
@@ -91,6 +91,27 @@ def misclassified_grid(images: np.ndarray, labels: np.ndarray, predicted: np.nda
     return _png(fig)
 
 
+def corruption_examples(images: np.ndarray | None, labels: np.ndarray | None, predicted: np.ndarray | None,
+                        model: str) -> str | None:
+    """A few test digits (columns), clean and under each corruption (rows), with `model`'s answer."""
+    if images is None or labels is None or not len(labels):
+        return None
+    rows = ("clean",) + corruptions.NAMES
+    fig, axes = plt.subplots(len(rows), len(labels), figsize=(0.95 * len(labels) + 1.2, 1.0 * len(rows)),
+                             squeeze=False)
+    for r, name in enumerate(rows):
+        for k in range(len(labels)):
+            ax = axes[r][k]
+            ax.imshow(images[r, k], cmap="gray_r", vmin=0, vmax=255)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            right = predicted[r, k] == labels[k]
+            ax.set_title(f"{labels[k]}→{predicted[r, k]}", fontsize=7, color="black" if right else "red", pad=2)
+        axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
+    fig.suptitle(f"the same test digits under each corruption (true→{model}'s answer; red: wrong)", fontsize=9)
+    return _png(fig)
+
+
 def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
     order = list(evaluation["decision"]["ranking"])
     if evaluation["decision"].get("champion"):
@@ -103,6 +124,8 @@ def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
         "misclassified": misclassified_grid(
             scores.wrong_images, scores.wrong_labels, scores.wrong_predictions[winner],
             f"test digits {winner} got wrong (true→predicted), a sample"),
+        "corruptions": corruption_examples(scores.example_images, scores.example_labels,
+                                           scores.example_predictions.get(winner), winner),
     }
 
 
@@ -116,17 +139,35 @@ def comparison_rows(evaluation: dict[str, Any]) -> list[list[str]]:
     """The comparison table shared by the Markdown summary and the terminal view."""
     d = evaluation["decision"]
     names = list(d["ranking"]) + ([d["champion"]] if d.get("champion") else [])
-    rows = [["candidate", "framework", "accuracy", "95% CI", "log loss", "ECE", "p50 ms", "ex/s @256",
-             "MB", "params"]]
+    robust = all(evaluation["candidates"][n].get("robustness") for n in names)
+    rows = [["candidate", "framework", "accuracy", "95% CI", "log loss", "ECE"] + (["corrupted"] if robust else [])
+            + ["p50 ms", "ex/s @256", "MB", "params"]]
     for name in names:
         c = evaluation["candidates"][name]
         m, perf = c["metrics"], c["performance"]
         label = name + (" *" if name == d["winner"] else "") + (f" v{c['version']}" if "version" in c else "")
         rows.append([label, c["framework"], f"{m['accuracy']:.4f}",
                      f"{m['accuracy_ci95'][0]:.4f}-{m['accuracy_ci95'][1]:.4f}", f"{m['log_loss']:.4f}",
-                     f"{m['expected_calibration_error']:.4f}", f"{perf['latency_ms_p50']:.2f}",
-                     f"{perf['throughput_per_s']:.0f}", f"{c['size_bytes'] / 1e6:.2f}", str(c["parameters"])])
+                     f"{m['expected_calibration_error']:.4f}"]
+                    + ([f"{c['robustness']['mean_accuracy']:.4f}"] if robust else [])
+                    + [f"{perf['latency_ms_p50']:.2f}", f"{perf['throughput_per_s']:.0f}",
+                       f"{c['size_bytes'] / 1e6:.2f}", str(c["parameters"])])
     return rows
+
+
+def tie_statement(evaluation: dict[str, Any]) -> str:
+    """One line: is the winner's lead significant (at champion_alpha) over the runner-up and the champion?"""
+    d = evaluation["decision"]
+    if "statistical_tie" not in d:
+        return "statistical tie: not recorded (older evaluation format)"
+    alpha = d["rule"]["champion_alpha"]
+    versus = d.get("winner_versus", {})
+    if not versus:
+        return "statistical tie: no paired test of the winner"
+    parts = [f"{'tied with' if v['tied'] else 'significantly different from'} {name} (p = {v['p_value']:.2g})"
+             for name, v in sorted(versus.items(), key=lambda item: item[0] == d.get("champion"))]
+    return (f"statistical tie: {'YES' if d['statistical_tie'] else 'no'} at champion_alpha {alpha}: "
+            f"{d['winner']} is " + ", ".join(parts))
 
 
 def render_markdown(evaluation: dict[str, Any]) -> str:
@@ -135,9 +176,30 @@ def render_markdown(evaluation: dict[str, Any]) -> str:
     lines = [f"# MNIST bake-off: **{d['winner']}** {'blessed' if d['blessed'] else 'NOT blessed'}", "",
              "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
     lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    lines += ["", "Paired comparisons (exact McNemar):", ""]
-    lines += [f"- {t['first']} vs {t['second']}: {t['only_first_correct']} vs {t['only_second_correct']} "
-              f"discordant, p = {t['p_value']:.4g}" for t in evaluation["comparisons"]]
+    lines += ["", "Paired comparisons (exact McNemar; accuracy difference first - second, paired bootstrap "
+              "95 % CI):", ""]
+    for t in evaluation["comparisons"]:
+        line = (f"- {t['first']} vs {t['second']}: {t['only_first_correct']} vs {t['only_second_correct']} "
+                f"discordant, p = {t['p_value']:.4g}")
+        if "accuracy_difference_ci95" in t:
+            low, high = t["accuracy_difference_ci95"]
+            line += f"; difference {t['accuracy_difference']:+.4f} (CI {low:+.4f} to {high:+.4f})"
+        lines.append(line)
+    lines += ["", tie_statement(evaluation)]
+    if evaluation.get("robustness", {}).get("corruptions_per_example"):
+        names = list(d["ranking"]) + ([d["champion"]] if d.get("champion") else [])
+        suite = evaluation["robustness"]["names"]
+        r = evaluation["robustness"]
+        lines += ["", f"Accuracy on the corrupted test copy ({r['corrupted_images']} images: each example under "
+                  f"{r['corruptions_per_example']} of the {len(r['names'])} corruptions; seed {r['seed']}, "
+                  f"sha256 {r['sha256'][:16]}…):", "",
+                  "| candidate | clean | " + " | ".join(suite) + " | mean |", "|" + "---|" * (len(suite) + 3)]
+        for name in names:
+            c = evaluation["candidates"][name]
+            r = c["robustness"]
+            lines.append(f"| {name} | {c['metrics']['accuracy']:.4f} | "
+                         + " | ".join(f"{r['per_corruption'][k]:.4f}" for k in suite)
+                         + f" | {r['mean_accuracy']:.4f} |")
     lines += ["", "Decision:", ""] + [f"- {r}" for r in d["reasons"]]
     return "\n".join(lines) + "\n"
 

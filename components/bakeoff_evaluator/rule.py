@@ -21,7 +21,16 @@ class DecisionRule:
                                     "least champion_min_delta) or not_significantly_worse (blessed unless "
                                     "McNemar finds it worse at champion_alpha)", CHAMPION_POLICIES)
     champion_min_delta: float = setting(0.0, "better_by: the margin over the champion's primary metric")
-    champion_alpha: float = setting(0.05, "not_significantly_worse: McNemar's significance level")
+    champion_alpha: float = setting(0.05, "McNemar's significance level: for not_significantly_worse, and for "
+                                    "saying a lead is a statistical tie (the winner's lead over the runner-up "
+                                    "or the champion with p >= champion_alpha)")
+    # Optional gates against the champion; a negative margin (the default, -1) turns a gate off.
+    corruption_max_drop: float = setting(-1.0, "robustness gate: the winner's mean accuracy over the corruptions "
+                                         "of the corrupted test copy may be at most this much below the "
+                                         "champion's (e.g. 0.01); negative: off")
+    slice_max_recall_drop: float = setting(-1.0, "slice gate: no digit's recall of the winner may be more "
+                                           "than this below the champion's (e.g. 0.01; the offending digits "
+                                           "are named); negative: off")
 
     def __post_init__(self) -> None:
         if self.primary_metric not in PRIMARY_METRICS:
@@ -33,6 +42,17 @@ class DecisionRule:
             raise ValueError(f"min_metric must be in [0, 1], got {self.min_metric}")
         if not 0.0 < self.champion_alpha < 1.0:
             raise ValueError(f"champion_alpha must be in (0, 1), got {self.champion_alpha}")
+        for name in ("corruption_max_drop", "slice_max_recall_drop"):
+            if getattr(self, name) > 1.0:
+                raise ValueError(f"{name} must be negative (off) or in [0, 1], got {getattr(self, name)}")
+
+    @property
+    def corruption_gate(self) -> bool:
+        return self.corruption_max_drop >= 0
+
+    @property
+    def slice_gate(self) -> bool:
+        return self.slice_max_recall_drop >= 0
 
     @classmethod
     def from_properties(cls, properties: dict[str, Any]) -> DecisionRule:

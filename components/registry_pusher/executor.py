@@ -54,6 +54,7 @@ def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_r
         "decision_rule": json.dumps(d["rule"], sort_keys=True),
         "decision_reasons": " | ".join(d["reasons"]),
         # The winner's lead over the runner-up or the champion is not significant at champion_alpha.
+        "statistical_tie": str(d.get("statistical_tie", "unknown")).lower(),
         "evaluated_against_version": evaluation["candidates"].get(artifacts.CHAMPION, {}).get("version", ""),
         "replaced_version": replaced,
     }

@@ -4,10 +4,12 @@ filled with artifact URIs and parameter values, each output's metadata passed to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +43,7 @@ def in_checkout(value: Any) -> Any:
 
 
 def executor_input(package: Package, task_id: str, produced: dict[tuple[str, str], dict],
-                   parameters: dict[str, Any], task_root: str) -> dict[str, Any]:
+                   parameters: dict[str, Any], task_root: str, in_image: bool = False) -> dict[str, Any]:
     """The executor-input JSON the launcher passes as `{{$}}`: input artifacts as their producers
     left them, parameter values, fresh output artifact URIs and the executor output file."""
     task = package.tasks[task_id]
@@ -58,7 +60,9 @@ def executor_input(package: Package, task_id: str, produced: dict[tuple[str, str
     outputs = {name: {"artifacts": [{"name": f"{task_id}/{name}", "type": output["artifactType"],
                                      "uri": f"{task_root}/{name}", "metadata": {}}]}
                for name, output in component.get("outputDefinitions", {}).get("artifacts", {}).items()}
-    return {"inputs": {"artifacts": artifacts, "parameterValues": {k: in_checkout(v) for k, v in values.items()}},
+    if not in_image:  # the checkout stands in for the image's /pipeline
+        values = {k: in_checkout(v) for k, v in values.items()}
+    return {"inputs": {"artifacts": artifacts, "parameterValues": values},
             "outputs": {"artifacts": outputs, "outputFile": f"{task_root}/executor_output.json"}}
 
 
@@ -83,11 +87,28 @@ def make_output_dirs(invocation: dict[str, Any]) -> None:
         (Path(artifact["uri"]).parent if is_file else Path(artifact["uri"])).mkdir(parents=True, exist_ok=True)
 
 
-def container_command(package: Package, task_id: str, invocation: dict[str, Any]) -> list[str]:
-    """The executor container's command and arguments, `{{$}}` filled, run by this venv's python."""
-    container = package.executors[package.executor_label(task_id)]["container"]
-    command = [sys.executable if part == "python" else part for part in container["command"]]
-    return command + [json.dumps(invocation) if arg == "{{$}}" else arg for arg in container["args"]]
+@dataclasses.dataclass(frozen=True)
+class Container:
+    """Run each task in a fresh container of `image` (as the image's user, its own code, no source
+    tree): only `run_root` (the artifact store) and the read-only `mounts` are shared with it."""
+
+    image: str
+    mounts: tuple[str, ...] = ()
+
+    def command(self, run_root: str) -> list[str]:
+        volumes = [f"--volume={run_root}:{run_root}"] + [f"--volume={m}:{m}:ro" for m in self.mounts]
+        return ["docker", "run", "--rm", "--network=host", *volumes, self.image]
+
+
+def container_command(package: Package, task_id: str, invocation: dict[str, Any],
+                      container: Container | None = None, run_root: str = "") -> list[str]:
+    """The executor container's command and arguments exactly as in the package, `{{$}}` filled:
+    inside a fresh container of the image, or (no `container`) by this venv's python."""
+    spec = package.executors[package.executor_label(task_id)]["container"]
+    args = [json.dumps(invocation) if arg == "{{$}}" else arg for arg in spec["args"]]
+    if container is not None:
+        return container.command(run_root) + spec["command"] + args
+    return [sys.executable if part == "python" else part for part in spec["command"]] + args
 
 
 class TaskFailed(RuntimeError):
@@ -102,29 +123,43 @@ def _by_name(produced: dict[tuple[str, str], dict]) -> dict[str, dict]:
     return {f"{task}/{key}": artifact for (task, key), artifact in produced.items()}
 
 
-
 def _image_pythonpath() -> str:
     """The image's PYTHONPATH (infra/Dockerfile), with the checkout standing in for /pipeline."""
     return os.pathsep.join([str(REPO_ROOT), str(KFP_TYPES_DIR)])
 
 
+def _open_to_the_image_user(root: str) -> None:
+    # The image runs as its own non-root user; the artifact store must be writable by it.
+    for folder, _dirs, files in os.walk(root):
+        os.chmod(folder, 0o777)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666)
+
+
 def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str, Any] | None = None,
-                   log: Any = sys.stderr) -> dict[str, dict]:
-    """Runs every task of the compiled package in dependency order, each in its own process, the
-    way the KFP v2 launcher runs each container; returns the output artifacts by task/key."""
+                   log: Any = sys.stderr, container: Container | None = None) -> dict[str, dict]:
+    """Runs every task of the compiled package in dependency order, each in its own process (or
+    its own container of the image), the way the KFP v2 launcher runs each container; returns
+    the output artifacts by task/key, each with the task's wall time in `seconds`."""
     package = Package.read(path)
     values = {name: p.get("defaultValue") for name, p in package.root_parameters.items()}
     values.update(parameters or {})
     produced: dict[tuple[str, str], dict] = {}
     for task_id in task_order(package):
         task_root = f"{run_root}/{task_id}"
-        invocation = executor_input(package, task_id, produced, values, task_root)
+        invocation = executor_input(package, task_id, produced, values, task_root, in_image=container is not None)
         Path(task_root).mkdir(parents=True, exist_ok=True)
         make_output_dirs(invocation)
+        if container is not None:
+            _open_to_the_image_user(str(run_root))
         print(f"launch: {task_id}", file=log, flush=True)
+        started = time.monotonic()
         with open(f"{task_root}/log.txt", "w", encoding="utf-8") as task_log:
-            done = subprocess.run(container_command(package, task_id, invocation), stdout=task_log,
-                                  stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": _image_pythonpath()})
+            done = subprocess.run(container_command(package, task_id, invocation, container, str(run_root)),
+                                  stdout=task_log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, "PYTHONPATH": _image_pythonpath()})
+        seconds = round(time.monotonic() - started, 1)
+        print(f"launch: {task_id} exited {done.returncode} after {seconds} s", file=log, flush=True)
         if done.returncode != 0:
             raise TaskFailed(f"{path}: task {task_id} exited with {done.returncode}; its log: {task_root}/log.txt",
                              task_id, _by_name(produced))
@@ -132,5 +167,6 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
         for key, declared in invocation["outputs"]["artifacts"].items():
             written = result.get("artifacts", {}).get(key, {}).get("artifacts", [])
             # The executor's record (with its properties) when it wrote one, else the declared one.
-            produced[(task_id, key)] = {**declared["artifacts"][0], **(written[0] if written else {})}
+            produced[(task_id, key)] = {**declared["artifacts"][0], **(written[0] if written else {}),
+                                        "seconds": seconds}
     return _by_name(produced)

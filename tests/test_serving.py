@@ -1,0 +1,330 @@
+"""Serving the champion for real: a real MLServer process (MLflow runtime, serving/bootstrap.sh's
+environment) on 127.0.0.1 for the champion of a real registry holding the small real models,
+real HTTP and gRPC requests, compared with the evaluator's recorded scores (scores.npz); bad
+requests; and the KServe InferenceService rendered from a real MLflow tracking server's registry
+(proxied artifacts, as infra/mlflow runs it), before and after a rollback.
+
+The serving environment is created by serving/bootstrap.sh on first use (once, then cached): a
+broken bootstrap or server fails these tests, it never skips them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from components.registry import MlflowRegistry, embedded_uri
+from conftest import run_evaluator, running_mlflow_server
+from serving import client, commands, kserve
+from serving import server as mlserver
+
+NAME = "mnist-digits"
+FRAMEWORKS = {"keras": "keras_model", "pytorch": "pytorch_model"}
+# Probabilities go float32 -> JSON -> float32 unchanged; the server's TensorFlow (2.18, for
+# protobuf 5) against the evaluator's (2.16) may differ in the last bits of a float32.
+TOLERANCE = 1e-5
+MAX_BODY_BYTES = 1024 * 1024  # small, so that the oversized request is cheap to send
+
+
+@pytest.fixture(scope="module")
+def serving_venv() -> str:
+    return mlserver.serving_venv()
+
+
+@pytest.fixture(scope="module")
+def scored(small_examples, small_models, tmp_path_factory):
+    """The real evaluator on the small models: (evaluation.json, the scores it recorded)."""
+    from components import artifacts
+    from components.bakeoff_evaluator import scoring
+
+    out = tmp_path_factory.mktemp("serving-evaluation")
+    evaluation, _ = run_evaluator(small_examples, small_models, out, min_accuracy=0.5)
+    return evaluation, scoring.load(str(out / "evaluation" / artifacts.SCORES_FILE))
+
+
+@pytest.fixture(scope="module")
+def test_split(small_examples) -> tuple[np.ndarray, np.ndarray]:
+    """The test split the evaluator scored: uint8 images [N, 28, 28] and labels [N], in file order."""
+    import tensorflow as tf
+
+    files = sorted(str(p) for p in Path(small_examples.uri, "Split-test").iterdir())
+    records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
+    features = tf.io.parse_example(tf.constant(records), {
+        "image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)})
+    images = tf.reshape(tf.io.decode_raw(features["image"], tf.uint8), (-1, 28, 28)).numpy()
+    return images, features["label"].numpy()
+
+
+def _register(registry: MlflowRegistry, small_models, framework: str, promote: bool = True):
+    candidate = FRAMEWORKS[framework]
+    version = registry.register(str(small_models[candidate] / "Format-Serving"), framework,
+                                tags={"candidate": candidate, "pipeline_run_id": f"serving-test-{framework}"},
+                                metrics={})
+    if promote:
+        registry.promote(version.version)
+    return version
+
+
+@pytest.fixture(scope="module")
+def servers(small_models, serving_venv, tmp_path_factory):
+    """One real MLServer per framework, each serving that framework's model as the champion of its
+    own embedded registry; started on first use, stopped at the end of the module."""
+    started: dict[str, mlserver.Server] = {}
+
+    def get(framework: str) -> mlserver.Server:
+        if framework not in started:
+            root = tmp_path_factory.mktemp(f"serve-{framework}")
+            uri = embedded_uri(str(root / "registry"))
+            version = _register(MlflowRegistry(uri, NAME), small_models, framework)
+            t0 = time.monotonic()
+            started[framework] = mlserver.start(uri, NAME, http_port=0, grpc_port=0, metrics_port=0,
+                                                max_body_bytes=MAX_BODY_BYTES, venv=serving_venv,
+                                                log_path=str(root / "mlserver.log"), ready_timeout_s=240)
+            print(f"MLServer for {framework} ready in {time.monotonic() - t0:.1f} s")
+            assert started[framework].version.version == version.version
+        return started[framework]
+
+    yield get
+    for server in started.values():
+        assert server.stop() is not None
+
+
+def _match(served: np.ndarray, labels: np.ndarray, recorded: np.ndarray, recorded_labels: np.ndarray) -> float:
+    """Pairs every served row with a recorded row (the evaluator's order is Beam's, not the file's):
+    each must have a recorded twin with the same label within TOLERANCE, a different one each.
+    Returns the largest difference."""
+    assert served.shape == recorded.shape, (served.shape, recorded.shape)
+    distance = np.abs(served[:, None, :] - recorded[None, :, :]).max(axis=2)  # [served, recorded]
+    twin = distance.argmin(axis=1)
+    worst = float(distance[np.arange(len(served)), twin].max())
+    assert worst <= TOLERANCE, f"a served row differs from every recorded row by {worst:g}"
+    assert len(set(twin.tolist())) == len(twin), "served rows matched the same recorded row twice"
+    np.testing.assert_array_equal(labels, recorded_labels[twin])
+    return worst
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORKS))
+def test_served_champion_answers_as_the_evaluator_scored(framework, servers, scored, test_split, serving_venv,
+                                                         tmp_path):
+    evaluation, scores = scored
+    candidate = FRAMEWORKS[framework]
+    assert evaluation["candidates"][candidate]["framework"] == framework
+    images, labels = test_split
+    assert len(images) == len(scores.labels) == evaluation["data"]["examples"]
+    server = servers(framework)
+
+    # The model's metadata, as KServe's v2 clients read it.
+    with urllib.request.urlopen(f"{server.http_url}/v2/models/{NAME}", timeout=10) as response:
+        metadata = json.load(response)
+    assert metadata["inputs"][0]["datatype"] == "UINT8" and metadata["inputs"][0]["shape"] == [-1, 28, 28]
+    assert metadata["name"] == NAME and metadata["outputs"][0]["shape"] == [-1, 10]
+
+    # Every test digit over HTTP, in batches of 100, against the probabilities scores.npz recorded.
+    served = np.concatenate([client.infer_rest(server.infer_url, images[i:i + 100])
+                             for i in range(0, len(images), 100)])
+    assert served.dtype == np.float32 and served.shape == (len(images), 10)
+    worst = _match(served, labels, scores.probs[candidate], scores.labels)
+    print(f"{framework}: {len(images)} digits served, largest difference to scores.npz {worst:g}")
+    # The versioned URL answers the same.
+    versioned = f"{server.http_url}/v2/models/{NAME}/versions/{server.version.version}/infer"
+    np.testing.assert_allclose(client.infer_rest(versioned, images[:5]), served[:5], atol=TOLERANCE, rtol=0)
+
+    # gRPC (v2 ModelInfer), with MLServer's own stubs in the serving environment.
+    np.save(tmp_path / "images.npy", images[:64])
+    subprocess.run([os.path.join(serving_venv, "bin", "python"), "-m", "serving.client", "grpc",
+                    server.grpc_address, NAME, str(tmp_path / "images.npy"), str(tmp_path / "probs.npy")],
+                   check=True, cwd=Path(mlserver.SERVING_DIR).parent, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(Path(mlserver.SERVING_DIR).parent)})
+    np.testing.assert_allclose(np.load(tmp_path / "probs.npy"), served[:64], atol=TOLERANCE, rtol=0)
+
+
+def _bad(server: mlserver.Server, body: dict | bytes, expected_status: int, *phrases: str,
+         content_type: str = "application/json", headers: dict[str, str] | None = None) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    status, answer = client.post(server.infer_url, raw, content_type=content_type, headers=headers)
+    text = json.dumps(answer) if isinstance(answer, dict) else answer
+    assert status == expected_status, f"expected HTTP {expected_status}, got {status}: {text[:500]}"
+    for phrase in phrases:
+        assert phrase in text, f"{phrase!r} not in the error: {text[:500]}"
+
+
+def test_bad_requests_get_a_4xx_that_says_what_is_wrong_and_the_server_goes_on(servers, test_split):
+    server = servers("keras")
+    images, _ = test_split
+    good = client.v2_request(images[:3])
+    expected = client.infer_rest(server.infer_url, images[:3])
+
+    def tensor(**changes):
+        return {"inputs": [{**good["inputs"][0], **changes}]}
+
+    flat = good["inputs"][0]["data"]
+    cases = [
+        ("wrong shape", tensor(shape=[3, 784]), 400, ("shape [3, 784]", "[N, 28, 28]")),
+        ("wrong image size", tensor(shape=[1, 28, 27], data=flat[:28 * 27]), 400, ("shape [1, 28, 27]",)),
+        ("shape and data disagree", tensor(shape=[4, 28, 28]), 400, ("2352 values", "needs 3136")),
+        ("wrong dtype", tensor(datatype="FP32", data=[v / 255 for v in flat]), 400, ("datatype FP32", "UINT8")),
+        ("floats labelled UINT8", tensor(data=[v + 0.5 for v in flat]), 400, ("non-integer",)),
+        ("out of range high", tensor(data=[256] + flat[1:]), 400, ("out of range", "max 256", "0-255")),
+        ("out of range low", tensor(data=[-1] + flat[1:]), 400, ("out of range", "min -1")),
+        ("strings", tensor(data=["a"] * len(flat)), 400, ("strings",)),
+        ("empty batch", tensor(shape=[0, 28, 28], data=[]), 400, ("empty batch",)),
+        ("two inputs", {"inputs": good["inputs"] * 2}, 400, ("2 input tensors",)),
+        ("no inputs", {"inputs": []}, 400, ("0 input tensors",)),
+        ("not a v2 request", {"instances": [flat]}, 422, ("inputs",)),
+        ("non-JSON", b"\x89PNG not json {", 422, ("JSON decode error",)),
+        ("oversized payload", client.v2_request(np.zeros((600, 28, 28), np.uint8)), 413,
+         ("too large", f"limit of {MAX_BODY_BYTES} bytes")),
+        ("oversized once inflated", gzip.compress(json.dumps(client.v2_request(np.zeros((600, 28, 28), np.uint8)))
+                                                  .encode()), 413, ("inflates",)),
+    ]
+    for what, body, status, phrases in cases:
+        headers = {"Content-Encoding": "gzip"} if what == "oversized once inflated" else None
+        try:
+            _bad(server, body, status, *phrases, headers=headers)
+        except AssertionError as e:
+            raise AssertionError(f"{what}: {e}") from None
+        # ...and the server still answers good requests, with the same answer.
+        np.testing.assert_allclose(client.infer_rest(server.infer_url, images[:3]), expected, atol=0, rtol=0)
+    with urllib.request.urlopen(f"{server.http_url}/v2/health/ready", timeout=10) as response:
+        assert response.status == 200
+    assert server.process.poll() is None
+
+
+def test_serve_command_prints_the_urls_and_stops_cleanly_on_ctrl_c(small_models, serving_venv, tmp_path):
+    """`python -m pipelines serve`'s function in a real child process; SIGINT as a terminal's Ctrl-C sends it."""
+    uri = embedded_uri(str(tmp_path / "registry"))
+    version = _register(MlflowRegistry(uri, NAME), small_models, "pytorch")
+    http_port, grpc_port, metrics_port = mlserver.free_ports(3)
+    command = [sys.executable, "-m", "pipelines", "serve", "--output-root", str(tmp_path), "--registry-uri", uri,
+               "--registered-model-name", NAME, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+               "--metrics-port", str(metrics_port), "--serving-venv", serving_venv]
+    repo = str(Path(mlserver.SERVING_DIR).parent)
+    process = subprocess.Popen(command, cwd=repo, env={**os.environ, "PYTHONPATH": repo},
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    try:
+        for line in process.stdout:
+            lines.append(line)
+            if "Ctrl-C stops it" in line:
+                break
+        printed = "".join(lines)
+        assert f"serving {NAME} version {version.version}" in printed, printed
+        assert f"http://127.0.0.1:{http_port}/v2/models/{NAME}/infer" in printed
+        assert f"127.0.0.1:{grpc_port}" in printed
+        images = np.zeros((2, 28, 28), np.uint8)
+        assert client.infer_rest(f"http://127.0.0.1:{http_port}/v2/models/{NAME}/infer", images).shape == (2, 10)
+        process.send_signal(2)  # SIGINT
+        rest, _ = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, printed + rest
+    assert "stopped" in rest, rest
+    with pytest.raises(OSError):  # nothing listens any more
+        urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
+
+
+# --- KServe ----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory):
+    """A real MLflow tracking server proxying artifacts, as infra/mlflow runs it (there: to s3://mlflow/artifacts)."""
+    with running_mlflow_server(tmp_path_factory.mktemp("kserve-mlflow"), workers=1) as server:
+        yield server
+
+
+def test_inference_service_follows_the_champion_and_rollback(tracking_server, small_models, tmp_path):
+    uri, artifacts_dir = tracking_server
+    registry = MlflowRegistry(uri, NAME)
+    first = _register(registry, small_models, "keras")
+    second = _register(registry, small_models, "pytorch")
+    def rendered(**options) -> dict:
+        out = tmp_path / "isvc.yaml"
+        assert commands.render_inference_service(uri, NAME, output=str(out), **options) == 0
+        isvc = yaml.safe_load(out.read_text())
+        kserve.validate(isvc)  # what kubectl would send, read back from the file
+        return isvc
+
+    def stored_path(storage: str) -> Path:
+        assert storage.startswith("s3://mlflow/artifacts/"), storage
+        return artifacts_dir / storage[len("s3://mlflow/artifacts/"):]
+
+    isvc = rendered(canary_traffic_percent=10, service_account="models-reader", namespace="models")
+    predictor = isvc["spec"]["predictor"]
+    model = predictor["model"]
+    assert isvc["apiVersion"] == "serving.kserve.io/v1beta1" and isvc["kind"] == "InferenceService"
+    assert isvc["metadata"] == {**isvc["metadata"], "name": NAME, "namespace": "models"}
+    assert model["modelFormat"] == {"name": "mlflow"} and model["protocolVersion"] == "v2"
+    assert model["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert predictor["serviceAccountName"] == "models-reader" and predictor["canaryTrafficPercent"] == 10
+    assert isvc["metadata"]["annotations"]["mnist-bakeoff/model-version"] == second.version
+    # storageUri: the champion's files in the bucket (here the local folder the proxy writes to).
+    assert not model["storageUri"].startswith("models:/")
+    assert (stored_path(model["storageUri"]) / "MLmodel").is_file()
+    assert (stored_path(model["storageUri"]) / "artifacts").is_dir()
+    second_storage = model["storageUri"]
+
+    registry.rollback(first.version, reason="serving test")
+    isvc = rendered()
+    assert isvc["metadata"]["annotations"]["mnist-bakeoff/model-version"] == first.version
+    assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
+    first_storage = isvc["spec"]["predictor"]["model"]["storageUri"]
+    assert first_storage != second_storage and (stored_path(first_storage) / "MLmodel").is_file()
+    meta = json.loads(next(stored_path(first_storage).glob("artifacts/*/model_meta.json")).read_text())
+    assert meta["framework"] == "keras"
+
+
+def test_inference_service_schema_refuses_what_kserve_would(tmp_path):
+    from components.registry import ModelVersion
+
+    version = ModelVersion(NAME, "3", {}, ("champion",))
+    good = kserve.inference_service(NAME, version, "s3://mlflow/artifacts/1/abc/artifacts/model",
+                                    canary_traffic_percent=20)
+    kserve.validate(good)
+
+    def broken(change) -> dict:
+        isvc = json.loads(json.dumps(good))
+        change(isvc)
+        return isvc
+
+    predictor = lambda isvc: isvc["spec"]["predictor"]  # noqa: E731
+    cases = {
+        "storageUri": lambda i: predictor(i)["model"].update(storageUri=["s3://x"]),
+        "storageURI": lambda i: predictor(i)["model"].update(storageURI="s3://x"),  # misspelt: unknown field
+        "modelFormat": lambda i: predictor(i)["model"].pop("modelFormat"),  # required
+        "canaryTrafficPercent": lambda i: predictor(i).update(canaryTrafficPercent=150),
+        "minReplicas": lambda i: predictor(i).update(minReplicas="one"),
+        "limits": lambda i: predictor(i)["model"]["resources"].update(limits=["2"]),
+        "metadata.name": lambda i: i["metadata"].update(name="Mnist_Digits"),
+        "apiVersion": lambda i: i.update(apiVersion="serving.kserve.io/v1alpha1"),
+        "models:/": lambda i: predictor(i)["model"].update(storageUri=f"models:/{NAME}@champion"),
+    }
+    for what, change in cases.items():
+        with pytest.raises(kserve.RenderError, match="not a valid KServe InferenceService") as error:
+            kserve.validate(broken(change))
+        assert what.split(".")[-1].rstrip(":/") in str(error.value) or what == "modelFormat", (what, error.value)
+
+    assert kserve.storage_uri("mlflow-artifacts:/1/abc/artifacts/model", "s3://mlflow/artifacts/") == \
+        "s3://mlflow/artifacts/1/abc/artifacts/model"
+    assert kserve.storage_uri("mlflow-artifacts://mlflow:5000/1/abc/artifacts/model", "gs://b/mlflow") == \
+        "gs://b/mlflow/1/abc/artifacts/model"
+    assert kserve.storage_uri("gs://bucket/models/1") == "gs://bucket/models/1"
+    for local in ("file:///tmp/registry/artifacts/1/abc/artifacts/model", "/tmp/model", f"models:/{NAME}/3"):
+        with pytest.raises(kserve.RenderError):
+            kserve.storage_uri(local)
+
+
+def test_embedded_registry_cannot_be_rendered_for_a_cluster(small_models, tmp_path, capsys):
+    uri = embedded_uri(str(tmp_path / "registry"))
+    _register(MlflowRegistry(uri, NAME), small_models, "keras")
+    assert commands.render_inference_service(uri, NAME) == 1
+    assert "not in an object store a cluster can read" in capsys.readouterr().err
