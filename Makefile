@@ -44,6 +44,6 @@ serve:  ## serve the registry's champion with MLServer on 127.0.0.1 (REST 8080, 
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines serve $(ARGS)
 
-kserve:  ## print a KServe InferenceService for the champion (ARGS="--canary-traffic-percent 10 -o isvc.yaml")
+kserve:  ## print a KServe InferenceService for the champion (ARGS="--kserve-canary-traffic-percent 10 -o isvc.yaml")
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines kserve $(ARGS)

@@ -129,6 +129,7 @@ def running_mlflow_server(root: Path, workers: int = 2):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    root.mkdir(parents=True, exist_ok=True)
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),

@@ -164,12 +164,7 @@ def _add_serving_commands(sub: Any) -> None:
     serve.add_argument("--serving-venv", default="", help="MLServer's environment (default: serving/bootstrap.sh)")
     kserve = sub.add_parser("kserve", help="print a KServe InferenceService for the champion")
     add_config_flags(kserve)
-    kserve.add_argument("--artifacts-destination", default="s3://mlflow/artifacts",
-                        help="the bucket behind the MLflow server's proxied artifacts")
-    kserve.add_argument("--service-account", default="mlflow-models-reader", help="reads the bucket")
-    kserve.add_argument("--name", default="")
-    kserve.add_argument("--namespace", default="")
-    kserve.add_argument("--canary-traffic-percent", type=int, default=None)
+    kserve.add_argument("--name", default="", help="the InferenceService's name (default: from the model's)")
     for flag, default in (("--cpu", "1"), ("--memory", "2Gi"), ("--cpu-limit", "2"), ("--memory-limit", "4Gi"),
                           ("--runtime", "")):
         kserve.add_argument(flag, default=default)
@@ -185,8 +180,9 @@ def _serving_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
                               metrics_port=args.metrics_port, max_body_mb=args.max_body_mb,
                               max_batch=args.max_batch, workers=args.workers, venv=args.serving_venv)
     return commands.render_inference_service(
-        registry_uri, name, artifacts_destination=args.artifacts_destination, service_account=args.service_account,
-        name=args.name, namespace=args.namespace, canary_traffic_percent=args.canary_traffic_percent,
+        registry_uri, name, artifacts_destination=cfg.kserve_artifacts_destination,
+        service_account=cfg.kserve_service_account, name=args.name, namespace=cfg.kserve_namespace,
+        canary_traffic_percent=cfg.kserve_canary_traffic_percent if cfg.kserve_canary_traffic_percent >= 0 else None,
         cpu=args.cpu, memory=args.memory, cpu_limit=args.cpu_limit, memory_limit=args.memory_limit,
         runtime=args.runtime, output=args.output)
 

@@ -89,6 +89,17 @@ class PipelineConfig:
     kfp_memory_request_gb: float = setting(0.0, "trainer memory request, GB as KFP counts it (0: unset)")
     kfp_memory_limit_gb: float = setting(0.0, "trainer memory limit, GB (0: unset)")
 
+    # --- serving the champion with KServe (python -m pipelines kserve; the optional last step) ---
+    kserve_deploy: bool = setting(False, "Kubeflow target: a last step applies the champion's KServe "
+                                  "InferenceService when the run moved the champion alias")
+    kserve_namespace: str = setting("", "namespace of the InferenceService (empty: the pipeline pod's own)")
+    kserve_service_account: str = setting("mlflow-models-reader", "the service account whose secret reads the "
+                                          "registry's bucket (KServe's storage initializer)")
+    kserve_artifacts_destination: str = setting("s3://mlflow/artifacts", "the bucket behind the MLflow server's "
+                                                "proxied artifacts (its --artifacts-destination)")
+    kserve_canary_traffic_percent: int = setting(-1, "share of traffic a new champion gets at first, the "
+                                                 "previous one keeping the rest; negative: all at once")
+
     # --- local Beam ---
     # in_memory: measured faster than multi_processing for MNIST on 2 cores (bench/README.md).
     beam_direct_running_mode: BeamRunningMode = setting("in_memory", "local Beam DirectRunner mode")
@@ -110,6 +121,9 @@ class PipelineConfig:
         if self.kfp_accelerator != "none" and self.kfp_accelerator_count < 1:
             raise ValueError(f"kfp_accelerator_count must be >= 1 for a {self.kfp_accelerator}, "
                              f"got {self.kfp_accelerator_count}")
+        if self.kserve_canary_traffic_percent > 100:
+            raise ValueError(f"kserve_canary_traffic_percent must be 0-100 (negative: off), "
+                             f"got {self.kserve_canary_traffic_percent}")
         validation.check_config(self)  # names, outputs inside output_root, no credentials in URIs
 
     # Derived locations for local runs.

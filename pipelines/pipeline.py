@@ -7,6 +7,7 @@ from tfx import v1 as tfx
 from components.bakeoff_evaluator.component import BakeoffEvaluator
 from components.data_gate.component import DataGate
 from components.drift_validator.component import DriftValidator
+from components.kserve_deployer.component import KServeDeployer
 from components.mnist_example_gen.component import MnistExampleGen
 from components.registry_pusher.component import RegistryPusher
 from pipelines.config import PipelineConfig
@@ -18,10 +19,11 @@ TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None, code_version: str = "",
-                    code_revision: str = "") -> tfx.dsl.Pipeline:
+                    code_revision: str = "", kserve_deploy: bool = False) -> tfx.dsl.Pipeline:
     """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
     editing a trainer retrains instead of reusing a model the old code made. `code_revision`: the
-    revision recorded on a registered version."""
+    revision recorded on a registered version. `kserve_deploy` (Kubeflow target only): a last step
+    applies the champion's InferenceService when the run moved the alias."""
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
                                   train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                   verify_checksums=cfg.verify_checksums, class_names=cfg.class_names)
@@ -63,11 +65,17 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
                             registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
                             code_revision=code_revision)
 
+    serving = [KServeDeployer(
+        pushed_model=pusher.outputs["pushed_model"], registry_uri=registry_uri,
+        registered_model_name=cfg.registered_model_name, namespace=cfg.kserve_namespace,
+        service_account=cfg.kserve_service_account, artifacts_destination=cfg.kserve_artifacts_destination,
+        canary_traffic_percent=cfg.kserve_canary_traffic_percent)] if kserve_deploy else []
+
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,
         components=[example_gen, schema_importer, statistics_gen, example_validator, drift_validator, data_gate,
-                    *trainers.values(), evaluator, pusher],
+                    *trainers.values(), evaluator, pusher, *serving],
         enable_cache=True,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
-from serving import kserve
+from components.kserve_deployer import inference_service as kserve
 from serving import server as mlserver
 
 

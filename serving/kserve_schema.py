@@ -10,7 +10,7 @@ every object allows only its declared fields, so a misspelt or misplaced field, 
 missing required field is an error.
 
     python -m serving.kserve_schema   # downloads the two pinned wheels (hash-checked), rewrites
-                                      # serving/kserve/inferenceservice.schema.json
+                                      # components/kserve_deployer/inferenceservice.schema.json
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 SERVING_DIR = Path(__file__).resolve().parent
-SCHEMA_PATH = SERVING_DIR / "kserve" / "inferenceservice.schema.json"
-WHEELS_LOCK = SERVING_DIR / "kserve" / "schema-wheels.lock"
+SCHEMA_PATH = SERVING_DIR.parent / "components" / "kserve_deployer" / "inferenceservice.schema.json"
+WHEELS_LOCK = SCHEMA_PATH.parent / "schema-wheels.lock"
 ROOT = "V1beta1InferenceService"
 API_VERSION, KIND = "serving.kserve.io/v1beta1", "InferenceService"
 _SCALARS = {"str": {"type": "string"}, "int": {"type": "integer"}, "float": {"type": "number"},
@@ -139,7 +139,7 @@ def _sha256(path: str) -> str:
 
 
 def download_wheels(dst: str) -> dict[str, str]:
-    """The wheels pinned (with hashes) in serving/kserve/schema-wheels.lock: {project: path}."""
+    """The wheels pinned (with hashes) in components/kserve_deployer/schema-wheels.lock: {project: path}."""
     subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary",
                     ":all:", "-q", "-d", dst, "-r", str(WHEELS_LOCK)], check=True)
     wheels = {}

@@ -102,6 +102,24 @@ def test_kfp_loads_variant_and_presubmit_passes(compiled, variant):
     assert presubmit_problems(compiled[variant], target) == []
 
 
+def test_kserve_step_is_compiled_for_kubeflow_only_and_never_runs_locally(tmp_path):
+    from pipelines.kubeflow.compile import compile_kubeflow
+    from pipelines.local_runner import local_pipeline
+
+    cfg = load_config(kfp_pipeline_root=BUCKET, kserve_deploy=True, kserve_canary_traffic_percent=10,
+                      output_root=str(tmp_path / "out"))
+    package = Package.read(compile_kubeflow(cfg, str(tmp_path / "kserve.yaml")))
+    task = package.tasks["KServeDeployer"]
+    assert task["dependentTasks"] == ["RegistryPusher"]
+    assert task["inputs"]["parameters"]["registry_uri"] == {"componentInputParameter": "registry_uri"}
+    assert task["inputs"]["parameters"]["canary_traffic_percent"]["runtimeValue"]["constant"] == 10
+    assert presubmit_problems(package.path, "kubeflow") == []
+    vertex = Package.read(compile_kubeflow(cfg.replace(kfp_target="vertex"), str(tmp_path / "vertex.yaml")))
+    assert "KServeDeployer" not in vertex.tasks
+    assert "KServeDeployer" not in {c.id for c in local_pipeline(cfg).components}
+    assert "KServeDeployer" not in Package.read(COMMITTED).tasks  # off by default
+
+
 def test_vertex_rejects_an_unknown_accelerator_at_compile():
     cfg = load_config(kfp_target="vertex", kfp_accelerator="gpu", kfp_accelerator_type="nvidia-rtx-9090")
     with pytest.raises(ValueError, match="kfp_accelerator_type 'nvidia-rtx-9090' has no Vertex AI name"):

@@ -23,9 +23,10 @@ import numpy as np
 import pytest
 import yaml
 
+from components.kserve_deployer import inference_service as kserve
 from components.registry import MlflowRegistry, embedded_uri
 from conftest import run_evaluator, running_mlflow_server
-from serving import client, commands, kserve
+from serving import client, commands
 from serving import server as mlserver
 
 NAME = "mnist-digits"

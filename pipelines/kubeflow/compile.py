@@ -68,7 +68,8 @@ def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
     registry_uri = validation.check_registry_uri(cfg.kfp_registry_uri, "kfp_registry_uri")  # goes into the package
     kcfg = kubeflow_config(cfg)
     pipeline = create_pipeline(kcfg, registry_uri=registry_uri, pipeline_root=cfg.kfp_pipeline_root,
-                               beam_pipeline_args=beam_args(cfg))
+                               beam_pipeline_args=beam_args(cfg),
+                               kserve_deploy=cfg.kserve_deploy and cfg.kfp_target == "kubeflow")
     parameters = submit_time_parameters(kcfg, registry_uri)
     parameterize(pipeline, parameters)
     resources = placement.trainer_resources(cfg)

@@ -10,7 +10,7 @@ proxy (`mlflow-artifacts:/<path>`), which keeps them under its `--artifacts-dest
 at an s3://, gs:// or https:// URI is used as it is; a local file (the embedded registry) is
 refused, since no cluster can read it.
 
-The rendered object is validated against serving/kserve/inferenceservice.schema.json (built from
+The rendered object is validated against inferenceservice.schema.json beside this file (built from
 KServe's SDK by serving/kserve_schema.py: unknown fields, wrong types, missing required fields)
 plus what that schema cannot say (a DNS-1123 name, a traffic percentage of 0-100).
 `registry rollback N` moves the alias, so the next render points at version N.
@@ -26,7 +26,7 @@ from typing import Any
 
 from components.registry import CHAMPION_ALIAS, MlflowRegistry, ModelVersion
 
-SCHEMA_PATH = Path(__file__).resolve().parent / "kserve" / "inferenceservice.schema.json"
+SCHEMA_PATH = Path(__file__).resolve().parent / "inferenceservice.schema.json"
 # infra/mlflow/mlflow.yaml: `mlflow server --artifacts-destination s3://mlflow/artifacts --serve-artifacts`.
 DEFAULT_ARTIFACTS_DESTINATION = "s3://mlflow/artifacts"
 # The Kubernetes service account whose secret holds the bucket's credentials (KServe's storage
