@@ -120,15 +120,14 @@ def running_mlflow_server(root: Path, workers: int = 2):
     folder (as infra/mlflow runs it, there to an S3 bucket). Yields (URI, artifacts folder); the
     server is stopped by its process group when the block ends."""
     import signal
-    import socket
     import subprocess
     import sys
     import time
     import urllib.request
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    from serving.server import free_ports
+
+    (port,) = free_ports(1)
     root.mkdir(parents=True, exist_ok=True)
     with open(root / "server.log", "w") as log:
         process = subprocess.Popen(

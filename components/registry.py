@@ -233,16 +233,23 @@ class MlflowRegistry:
         found = self._client.search_model_versions(f"name = '{self.model_name}'")
         return sorted((self._version(mv.version) for mv in found), key=lambda v: int(v.version))
 
-    def download_champion(self, dst_dir: str) -> tuple[ModelVersion, str] | None:
-        """The champion's exported model, copied to `dst_dir`: (version, model folder), or None."""
+    def champion_source(self) -> tuple[ModelVersion, str] | None:
+        """The champion and where its registered pyfunc's files are (the version's download URI), or None.
+        Resolved through this registry's own client: a `models:/` URI would be resolved against the
+        process-wide registry URI, which in a fresh process is not this registry."""
         champion = self.champion()
         if champion is None:
             return None
+        return champion, self._client.get_model_version_download_uri(self.model_name, champion.version)
+
+    def download_champion(self, dst_dir: str) -> tuple[ModelVersion, str] | None:
+        """The champion's exported model, copied to `dst_dir`: (version, model folder), or None."""
+        found = self.champion_source()
+        if found is None:
+            return None
         import mlflow.artifacts
 
-        # Resolved through this registry's own client: a `models:/` URI would be resolved against
-        # the process-wide registry URI, which in a fresh process is not this registry.
-        source = self._client.get_model_version_download_uri(self.model_name, champion.version)
+        champion, source = found
         local = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=dst_dir, tracking_uri=self.uri)
         metas = sorted(glob.glob(os.path.join(local, "artifacts", "*", MODEL_META_FILE)))
         if not metas:

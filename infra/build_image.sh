@@ -18,16 +18,7 @@ repo=$(cd "$here/.." && pwd)
 # shellcheck source=infra/docker_env.sh
 source "$here/docker_env.sh"
 
-push=0
-name=mnist-tfx
-for arg in "$@"; do
-  case "$arg" in
-    --push) push=1 ;;
-    -h|--help) sed -n '2,16p' "$0" >&2; exit 0 ;;
-    -*) log "unknown option $arg"; exit 2 ;;
-    *) name=$arg ;;
-  esac
-done
+parse_image_args 2,16 mnist-tfx "$@"
 
 revision=$(git -C "$repo" rev-parse --short=12 HEAD)
 [ -z "$(git -C "$repo" status --porcelain)" ] || revision="$revision-dirty"
@@ -37,21 +28,5 @@ image="$name:$revision"
 source_hash=$(cd "$repo" && git ls-files -z --cached --others --exclude-standard \
   | sort -z | xargs -0 -r sha256sum 2>/dev/null | sha256sum | cut -c1-16)
 
-docker_ready
-if [ "$(docker image inspect -f '{{index .Config.Labels "mnist.source-hash"}}' "$image" 2>/dev/null)" = "$source_hash" ]; then
-  log "$image exists (sources $source_hash), not rebuilt"
-else
-  base_ready
-  log "building $image from $repo/infra/Dockerfile (base $BASE_IMAGE)"
-  start=$(date +%s)
-  docker_build -f "$repo/infra/Dockerfile" \
-    --build-arg BASE_IMAGE="$BASE_IMAGE" --build-arg CODE_REVISION="$revision" \
-    --label org.opencontainers.image.revision="$revision" --label mnist.source-hash="$source_hash" \
-    -t "$image" "$repo"
-  log "built $image in $(( $(date +%s) - start )) s"
-fi
-if [ "$push" = 1 ]; then
-  log "pushing $image"
-  docker push "$image" >&2
-fi
-echo "$image"
+build_once "$image" "$source_hash" -f "$repo/infra/Dockerfile" --build-arg CODE_REVISION="$revision" \
+  --label org.opencontainers.image.revision="$revision" "$repo"

@@ -67,3 +67,42 @@ docker_build() {
   [ ! -s "$ca" ] || secret=(--secret "id=ca_bundle,src=$ca")
   "${cmd[@]}" --network host --progress plain "${secret[@]}" "$@" >&2
 }
+
+# `[--push] [NAME]` of the calling script: sets $push (0/1) and $name (default $2); --help prints
+# the script's header lines ($1, a sed range such as 2,16).
+parse_image_args() {
+  local help_lines=$1 arg
+  name=$2
+  push=0
+  shift 2
+  for arg in "$@"; do
+    case "$arg" in
+      --push) push=1 ;;
+      -h|--help) sed -n "${help_lines}p" "$0" >&2; exit 0 ;;
+      -*) log "unknown option $arg"; exit 2 ;;
+      *) name=$arg ;;
+    esac
+  done
+}
+
+# Builds image $1 (docker_build arguments after $2) unless an image of that name was built from
+# the same sources (label mnist.source-hash = $2); pushes it when $push is 1; prints its name.
+build_once() {
+  local image=$1 source_hash=$2 start
+  shift 2
+  docker_ready
+  if [ "$(docker image inspect -f '{{index .Config.Labels "mnist.source-hash"}}' "$image" 2>/dev/null)" = "$source_hash" ]; then
+    log "$image exists (sources $source_hash), not rebuilt"
+  else
+    base_ready
+    log "building $image (base $BASE_IMAGE)"
+    start=$(date +%s)
+    docker_build --build-arg BASE_IMAGE="$BASE_IMAGE" --label mnist.source-hash="$source_hash" -t "$image" "$@"
+    log "built $image in $(( $(date +%s) - start )) s"
+  fi
+  if [ "${push:-0}" = 1 ]; then
+    log "pushing $image"
+    docker push "$image" >&2
+  fi
+  echo "$image"
+}

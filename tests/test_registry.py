@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 
@@ -21,12 +20,7 @@ from components.registry_pusher.executor_test import run_pusher
 from conftest import load_champion_pyfunc, run_evaluator, running_mlflow_server
 from pipelines import cli, registry_commands
 from pipelines.config import REPO_ROOT
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from serving.server import free_ports
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +157,7 @@ def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir,
 
 def test_bad_registry_input_is_a_clear_error(tmp_path):
     with pytest.raises(RegistryError, match="unreachable"):
-        MlflowRegistry(f"http://127.0.0.1:{_free_port()}", NAME)
+        MlflowRegistry(f"http://127.0.0.1:{free_ports(1)[0]}", NAME)
     with pytest.raises(RegistryError, match="invalid registered model name 'bad/name'"):
         MlflowRegistry(embedded_uri(str(tmp_path)), "bad/name")
 

@@ -59,13 +59,10 @@ def storage_uri(source: str, artifacts_destination: str = DEFAULT_ARTIFACTS_DEST
 
 def champion_source(registry: MlflowRegistry) -> tuple[ModelVersion, str]:
     """The champion version and its MLflow pyfunc's source URI, as the registry records it."""
-    from mlflow.tracking import MlflowClient
-
-    champion = registry.champion()
-    if champion is None:
+    found = registry.champion_source()
+    if found is None:
         raise RenderError(f"{registry.model_name} has no version with the alias {CHAMPION_ALIAS} at {registry.uri}")
-    client = MlflowClient(tracking_uri=registry.uri, registry_uri=registry.uri)
-    return champion, client.get_model_version_download_uri(registry.model_name, champion.version)
+    return found
 
 
 def service_name(model_name: str) -> str:
