@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test compile lint bench summary show env serve kserve
+.PHONY: run test compile lint bench summary show env serve kserve stack
 
 env:
 	@infra/bootstrap.sh
@@ -47,3 +47,7 @@ serve:  ## serve the registry's champion with MLServer on 127.0.0.1 (REST 8080, 
 kserve:  ## print a KServe InferenceService for the champion (ARGS="--kserve-canary-traffic-percent 10 -o isvc.yaml")
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines kserve $(ARGS)
+
+stack:  ## the deployed form here: images, SeaweedFS (S3), PostgreSQL, MLflow server; every task of pipeline.yaml in a container (ARGS="--subset")
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m infra.stack $(ARGS)

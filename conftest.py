@@ -119,37 +119,25 @@ def running_mlflow_server(root: Path, workers: int = 2):
     """A real MLflow tracking server on 127.0.0.1: SQLite backend, artifacts proxied to a local
     folder (as infra/mlflow runs it, there to an S3 bucket). Yields (URI, artifacts folder); the
     server is stopped by its process group when the block ends."""
-    import signal
-    import subprocess
-    import sys
-    import time
-    import urllib.request
+    from infra import services
 
-    from serving.server import free_ports
-
-    (port,) = free_ports(1)
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / "server.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
-             "--serve-artifacts", "--workers", str(workers)],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        uri = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    with urllib.request.urlopen(uri + "/health", timeout=2):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"mlflow server did not start: {(root / 'server.log').read_text()[-2000:]}")
-                    time.sleep(0.5)
-            yield uri, root / "artifacts"
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=30)
+    with services.mlflow_server(root, f"sqlite:///{root}/mlflow.db", str(root / "artifacts"), workers=workers) as uri:
+        yield uri, root / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def deployed_services(tmp_path_factory):
+    """What the deployed pipeline talks to, for real on 127.0.0.1: an S3 bucket (SeaweedFS), and
+    the MLflow server with PostgreSQL as backend store and the bucket as artifact store (as
+    infra/mlflow deploys it). Yields (S3Store, MLflow URI)."""
+    from infra import services
+
+    root = tmp_path_factory.mktemp("services")
+    with services.seaweedfs(root / "s3") as store, services.postgres(root / "postgres") as database, \
+            services.mlflow_server(root / "mlflow", database, f"s3://{store.bucket}/mlflow",
+                                   environment=store.environment) as uri:
+        yield store, uri
 
 
 def load_champion_pyfunc(registry):

@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 
 from components.names import RULE, is_safe_name
-from trainers.model_format import MODEL_META_FILE
+from trainers.model_format import MODEL_META_FILE, local_copy, read_bytes
 
 CHAMPION_ALIAS = "champion"
 # The exported model folder a version was registered from: one version per trained model.
@@ -71,6 +71,17 @@ def _beats(candidate: ModelVersion, champion: ModelVersion) -> bool:
     if champion.primary_value is None or candidate.primary_value is None:
         return True
     return candidate.primary_value > champion.primary_value
+
+
+def _local_file(path: str, folder: str) -> str:
+    """`path`, or a copy of it in `folder` when it is on an object store."""
+    if "://" not in path:
+        return path
+    os.makedirs(folder, exist_ok=True)
+    local = os.path.join(folder, os.path.basename(path))
+    with open(local, "wb") as f:
+        f.write(read_bytes(path))
+    return local
 
 
 def check_reachable(uri: str, timeout_s: float = 10.0) -> None:
@@ -144,11 +155,12 @@ class MlflowRegistry:
         try:
             now = int(time.time() * 1000)
             self._client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()])
-            for name, path in (files or {}).items():
-                self._client.log_artifact(run_id, path, artifact_path=name)
-            with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp:
+            # MLflow uploads local files: what is on an object store is copied down first.
+            with tempfile.TemporaryDirectory(prefix="pyfunc-") as tmp, local_copy(model_dir) as local_model:
+                for name, path in (files or {}).items():
+                    self._client.log_artifact(run_id, _local_file(path, os.path.join(tmp, name)), artifact_path=name)
                 local = os.path.join(tmp, "model")
-                mlflow.pyfunc.save_model(local, python_model=PYFUNC_CODE, artifacts={"model_dir": model_dir},
+                mlflow.pyfunc.save_model(local, python_model=PYFUNC_CODE, artifacts={"model_dir": local_model},
                                          code_paths=[TRAINERS_PACKAGE], signature=signature,
                                          pip_requirements=_requirements(framework))
                 self._client.log_artifacts(run_id, local, artifact_path="model")

@@ -1,7 +1,6 @@
 """`python -m pipelines COMMAND`: the project's one command-line entry point (pipelines/cli.py)."""
 
-import sys
-
+from components.object_store import exit_process
 from pipelines.cli import main
 
-sys.exit(main())
+exit_process(main())

@@ -5,6 +5,7 @@
   presubmit  check a compiled package for its target before a cluster sees it
   deploy     upload a package to Kubeflow Pipelines (and run it), or submit it to Vertex AI
   launch     run a package's tasks here, one process each, as the KFP v2 launcher would
+  executor   what each task's container runs: TFX's KFP v2 executor, S3 and minio:// roots enabled
   registry   list versions, roll the champion back, predict with the champion
   schema     propose a curated schema, or pin a drift baseline, from a run's artifacts
   serve      serve the registry's champion with MLServer (v2 protocol) on 127.0.0.1 until Ctrl-C
@@ -109,10 +110,16 @@ def _add_kubeflow_commands(sub: Any) -> None:
     check.add_argument("--pipeline-root", help="the pipeline root the run will be given")
     launch = sub.add_parser("launch", help="run the package's tasks here, as the KFP v2 launcher would")
     _add_package_argument(launch)
-    launch.add_argument("--run-root", required=True, help="folder for the task outputs and logs")
+    launch.add_argument("--run-root", required=True, help="artifact store of the run: a folder, or an s3:// or "
+                        "minio:// prefix (endpoint and keys from AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                        "AWS_ENDPOINT_URL, AWS_REGION, passed on to each task by name)")
+    launch.add_argument("--json", action="store_true", help="print the output artifacts as JSON, not the summary")
+    launch.add_argument("--scratch", help="local folder for each task's log and executor output file "
+                        "(default: the run root, when it is a folder)")
     launch.add_argument("--param", action="append", metavar="NAME=VALUE", help="run parameter (repeat)")
     launch.add_argument("--image", help="run each task in a fresh container of this image (docker) instead of "
-                        "this venv; the container sees only --run-root and the --mount folders")
+                        "this venv; the container sees only the object store or --run-root, --scratch and the "
+                        "--mount folders")
     launch.add_argument("--mount", action="append", default=[], metavar="PATH",
                         help="a host folder the containers may read, at the same path (e.g. the MNIST source)")
     deploy = sub.add_parser("deploy", help="upload pipeline.yaml and optionally run it")
@@ -133,7 +140,7 @@ def _add_kubeflow_commands(sub: Any) -> None:
 
 
 def _add_registry_and_schema_commands(sub: Any) -> None:
-    registry = sub.add_parser("registry", help="the model registry: list, rollback, predict")
+    registry = sub.add_parser("registry", help="the model registry: list, rollback, predict, score")
     add_config_flags(registry)
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="versions with their key metrics; which one is champion")
@@ -144,6 +151,10 @@ def _add_registry_and_schema_commands(sub: Any) -> None:
     predict.add_argument("png", nargs="?")
     predict.add_argument("--idx", help="an images IDX file (raw or .gz)")
     predict.add_argument("--index", type=int, default=0)
+    score = actions.add_parser("score", help="the champion's accuracy on an IDX images and labels pair")
+    score.add_argument("images")
+    score.add_argument("labels")
+    score.add_argument("--limit", type=int, default=0, help="only the first N records (0: all)")
     schema = sub.add_parser("schema", help="propose a curated schema, or pin a drift baseline")
     kinds = schema.add_subparsers(dest="action", required=True)
     propose = kinds.add_parser("propose", help="a curated schema from a Split-train folder of TFRecords")
@@ -250,7 +261,11 @@ def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     else:
         started = time.monotonic()
         if args.command == "run":
+            from components import object_store
             from pipelines import local_runner, revision
+
+            if object_store.is_object_store(cfg.pipeline_root):
+                object_store.enable_s3(os.environ)
 
             result = local_runner.run_local(cfg, code_version=revision.code_fingerprint(),
                                             code_revision=revision.code_revision())
@@ -273,6 +288,8 @@ def _registry_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
             registry_commands.list_versions(registry)
         elif args.action == "rollback":
             registry_commands.rollback(registry, args.version, args.reason)
+        elif args.action == "score":
+            print(json.dumps(registry_commands.score_files(registry, args.images, args.labels, args.limit)))
         else:
             registry_commands.predict_file(registry, args.png, args.idx, args.index)
     except (RegistryError, ValueError, FileNotFoundError) as e:
@@ -292,8 +309,34 @@ def deployment_from_args(args: argparse.Namespace):
         enable_caching=not args.no_cache)
 
 
+def _launch_command(args: argparse.Namespace) -> int:
+    from components import object_store
+    from pipelines.kubeflow import deploy, launch, package
+
+    values = deploy.parse_parameters(args.param or [], package.Package.read(args.package))
+    container = launch.Container(args.image, tuple(os.path.abspath(m) for m in args.mount)) if args.image else None
+    remote = object_store.is_object_store(args.run_root)
+    run_root = args.run_root if remote else os.path.abspath(args.run_root)
+    scratch = os.path.abspath(args.scratch or run_root)
+    if remote:  # the summary reads the evaluation back from the store
+        object_store.enable_s3(os.environ)
+    started = time.monotonic()
+    try:
+        outputs = launch.launch_locally(args.package, run_root, values, container=container, scratch=scratch,
+                                        environment=object_store.credentials(os.environ) if remote else None)
+    except launch.TaskFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(outputs, indent=2))
+        return 0
+    registry_uri = values.get("registry_uri") or ""
+    print_summary(launch.launch_summary(outputs, run_root, registry_uri, scratch), time.monotonic() - started)
+    return 0
+
+
 def _kubeflow_command(args: argparse.Namespace) -> int:
-    from pipelines.kubeflow import deploy, launch, package, presubmit
+    from pipelines.kubeflow import deploy, presubmit
 
     if args.command == "presubmit":
         problems = presubmit.presubmit_problems(args.package, args.target, pipeline_root=args.pipeline_root)
@@ -302,11 +345,7 @@ def _kubeflow_command(args: argparse.Namespace) -> int:
         print("\n".join(problems) or f"{args.package}: ok for {args.target}")
         return 1 if problems else 0
     if args.command == "launch":
-        values = deploy.parse_parameters(args.param or [], package.Package.read(args.package))
-        container = launch.Container(args.image, tuple(os.path.abspath(m) for m in args.mount)) if args.image else None
-        outputs = launch.launch_locally(args.package, os.path.abspath(args.run_root), values, container=container)
-        print(json.dumps(outputs, indent=2))
-        return 0
+        return _launch_command(args)
     deployment = deployment_from_args(args)
     if not args.skip_presubmit:
         problems = presubmit.presubmit_problems(deployment.package, args.target,
@@ -338,6 +377,11 @@ def _schema_command(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None = None) -> int:
     import logging
 
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["executor"]:  # TFX's own flags follow, passed through untouched
+        from pipelines.kubeflow import entrypoint
+
+        return entrypoint.run_executor(argv[1:], os.environ)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -37,6 +37,8 @@ class PipelineConfig:
     pipeline_name: str = setting("mnist-bakeoff", "the pipeline's name (ML Metadata, KFP)")
     output_root: str = setting(str(REPO_ROOT / "runs"), "local runs: pipeline root, metadata store "
                                 "(metadata.sqlite) and the embedded registry go here")
+    artifact_root: str = setting("", "local runs: every artifact on an object store instead, s3://BUCKET/PREFIX "
+                                  "(endpoint and keys from the AWS_* environment); empty: under output_root")
 
     # --- data ---
     source: str = setting("", "where the four IDX files come from: a folder or a gs://, s3://, http(s):// "
@@ -84,6 +86,9 @@ class PipelineConfig:
     kfp_tpu_topology: str = setting("2x2", "cloud.google.com/gke-tpu-topology of the TPU slice")
     kfp_node_selector: dict[str, str] = setting({}, "extra trainer node labels (kubeflow target; YAML only)")
     kfp_tolerations: list[dict[str, Any]] = setting([], "extra trainer tolerations (kubeflow target; YAML only)")
+    kfp_object_store_secret: str = setting("", "Kubernetes secret each task gets as environment (kubeflow target): "
+                                            "the object store's AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+                                            "AWS_ENDPOINT_URL, AWS_REGION, for an s3:// or minio:// pipeline root")
     kfp_cpu_request: float = setting(0.0, "trainer CPU request on the cluster, cores (0: unset)")
     kfp_cpu_limit: float = setting(0.0, "trainer CPU limit, cores (0: unset)")
     kfp_memory_request_gb: float = setting(0.0, "trainer memory request, GB as KFP counts it (0: unset)")
@@ -129,7 +134,7 @@ class PipelineConfig:
     # Derived locations for local runs.
     @property
     def pipeline_root(self) -> str:
-        return os.path.join(self.output_root, "pipeline_root")
+        return self.artifact_root.rstrip("/") or os.path.join(self.output_root, "pipeline_root")
 
     @property
     def metadata_path(self) -> str:

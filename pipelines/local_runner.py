@@ -37,7 +37,9 @@ def run_local(cfg: PipelineConfig, code_version: str = "", code_revision: str = 
     run left unfinished (killed mid-stage) is marked failed and its partial outputs deleted
     first; finished stages of earlier runs come from the cache. `code_version` and
     `code_revision` (pipelines/revision.py) come from the caller."""
-    os.makedirs(cfg.registry_dir, exist_ok=True)
+    os.makedirs(cfg.output_root, exist_ok=True)
+    if not cfg.registry_uri:  # the embedded registry
+        os.makedirs(cfg.registry_dir, exist_ok=True)
     with recovery.exclusive_run(cfg.output_root):
         if os.path.exists(cfg.metadata_path):
             recovery.reap_interrupted_executions(summary.open_store(cfg), cfg.pipeline_root)

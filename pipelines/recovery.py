@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 
 from ml_metadata.proto import metadata_store_pb2
+from tfx.dsl.io import fileio
 
 from pipelines import validation
 
@@ -62,12 +63,21 @@ def node_id(store, execution_id: int) -> str:
 
 
 def _partial_output_dirs(pipeline_root: str, node: str, execution_id: int) -> list[str]:
-    """`<pipeline_root>/<node>/<output key>/<execution id>`: where TFX puts an execution's outputs."""
+    """`<pipeline_root>/<node>/<output key>/<execution id>`: where TFX puts an execution's outputs
+    (listed through TFX's fileio: the root may be on an object store)."""
     node_dir = os.path.join(pipeline_root, node)
-    if not node or not os.path.isdir(node_dir):
+    if not node or not fileio.isdir(node_dir):
         return []
-    found = [os.path.join(node_dir, key, str(execution_id)) for key in os.listdir(node_dir)]
-    return [d for d in found if os.path.isdir(d)]
+    found = [os.path.join(node_dir, key.rstrip("/"), str(execution_id)) for key in fileio.listdir(node_dir)]
+    return [d for d in found if fileio.isdir(d)]
+
+
+def _delete_inside(root: str, folder: str) -> None:
+    if "://" in root:  # an object store: no symlinks that could lead out of it
+        if folder.startswith(root.rstrip("/") + "/"):
+            fileio.rmtree(folder)
+    elif validation.is_inside(root, folder):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def reap_interrupted_executions(store, pipeline_root: str) -> list[tuple[int, str]]:
@@ -80,8 +90,7 @@ def reap_interrupted_executions(store, pipeline_root: str) -> list[tuple[int, st
             continue
         node = node_id(store, execution.id)
         for partial in _partial_output_dirs(pipeline_root, node, execution.id):
-            if validation.is_inside(pipeline_root, partial):
-                shutil.rmtree(partial, ignore_errors=True)
+            _delete_inside(pipeline_root, partial)
         execution.last_known_state = metadata_store_pb2.Execution.FAILED
         execution.custom_properties[REAPED_PROPERTY].string_value = (
             f"interrupted: still RUNNING when a later run started at "

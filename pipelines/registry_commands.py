@@ -25,10 +25,11 @@ def load_png(path: str) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)[None]
 
 
-def load_idx_record(path: str, index: int) -> np.ndarray:
+def load_idx_records(path: str, kind: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Records [start, stop) of an IDX file (raw or .gz) of `kind` images or labels."""
     from components.mnist_example_gen import idx
 
-    with tempfile.NamedTemporaryFile(suffix="-idx3-ubyte") as raw:
+    with tempfile.NamedTemporaryFile(suffix="-idx-ubyte") as raw:
         if path.endswith(".gz"):
             with gzip.open(path, "rb") as f:
                 raw.write(f.read())
@@ -36,10 +37,15 @@ def load_idx_record(path: str, index: int) -> np.ndarray:
             path_to_read = raw.name
         else:
             path_to_read = path
-        header = idx.read_header(path_to_read, "images")
-        if not 0 <= index < header.count:
-            raise ValueError(f"{path}: record {index} is out of range (the file has {header.count})")
-        return idx.read_records(header, index, index + 1).copy()
+        header = idx.read_header(path_to_read, kind)
+        stop = header.count if stop is None else stop
+        if not 0 <= start < stop <= header.count:
+            raise ValueError(f"{path}: records {start}..{stop - 1} are out of range (the file has {header.count})")
+        return idx.read_records(header, start, stop).copy()
+
+
+def load_idx_record(path: str, index: int) -> np.ndarray:
+    return load_idx_records(path, "images", index, index + 1)
 
 
 def list_versions(registry: MlflowRegistry) -> None:
@@ -54,10 +60,10 @@ def list_versions(registry: MlflowRegistry) -> None:
               f"{v.tags.get('pipeline_run_id', ''):<28} {v.tags.get('replaced_version', '')}")
 
 
-def predict(registry: MlflowRegistry, images: np.ndarray) -> dict:
-    """The champion's probabilities for `images`. Only its exported files are downloaded and loaded
-    with this installation's `trainers.serving` (SavedModel or TorchScript, checked first): the
-    Python code stored with the registered pyfunc is never run."""
+def champion_probabilities(registry: MlflowRegistry, images: np.ndarray) -> tuple[np.ndarray, str]:
+    """The champion's probabilities for `images`, and its version. Only its exported files are
+    downloaded and loaded with this installation's `trainers.serving` (SavedModel or TorchScript,
+    checked first): the Python code stored with the registered pyfunc is never run."""
     from trainers import serving
 
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
@@ -65,11 +71,26 @@ def predict(registry: MlflowRegistry, images: np.ndarray) -> dict:
         if found is None:
             raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
         champion, model_dir = found
-        predict, _ = serving.load_predictor(model_dir)
-        probs = np.asarray(predict(images))[0]
+        predict_fn, _ = serving.load_predictor(model_dir)
+        return np.asarray(predict_fn(images)), champion.version
+
+
+def predict(registry: MlflowRegistry, images: np.ndarray) -> dict:
+    probabilities, version = champion_probabilities(registry, images)
+    probs = probabilities[0]
     return {"digit": int(probs.argmax()), "probability": float(probs.max()),
             "probabilities": [round(float(p), 6) for p in probs],
-            "model": registry.champion_uri(), "version": champion.version}
+            "model": registry.champion_uri(), "version": version}
+
+
+def score_files(registry: MlflowRegistry, images_path: str, labels_path: str, limit: int = 0) -> dict:
+    """The champion's accuracy on an IDX images and labels pair (the first `limit` records), as
+    the evaluator records it."""
+    images = load_idx_records(images_path, "images", 0, limit or None)
+    labels = load_idx_records(labels_path, "labels", 0, limit or None)
+    probabilities, version = champion_probabilities(registry, images)
+    return {"accuracy": float((probabilities.argmax(1) == labels).mean()), "examples": int(len(labels)),
+            "model": registry.champion_uri(), "version": version}
 
 
 def rollback(registry: MlflowRegistry, version: str, reason: str) -> None:

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 from tfx import v1 as tfx
+from tfx.dsl.io import fileio
 
 from components import artifacts
 from pipelines import recovery
@@ -67,21 +68,21 @@ def load_evaluation(cfg: PipelineConfig, run_id: str | None = None) -> tuple[dic
     artifact = run_artifact(store, run, "ModelEvaluation")
     if artifact is None:
         raise ValueError(f"pipeline run {run.name} has no evaluation (did it stop before the bake-off?)")
-    with open(os.path.join(artifact.uri, artifacts.EVALUATION_FILE), encoding="utf-8") as f:
-        return json.load(f), artifact.uri
+    return read_evaluation(artifact.uri), artifact.uri
 
 
-def summarize(cfg: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
+def read_evaluation(evaluation_dir: str) -> dict[str, Any]:
+    """evaluation.json of an evaluation folder, local or on an object store."""
+    with fileio.open(os.path.join(evaluation_dir, artifacts.EVALUATION_FILE), "r") as f:
+        return json.load(f)
+
+
+def decision_summary(evaluation: dict[str, Any], evaluation_dir: str) -> dict[str, Any]:
+    """What the summary says of the bake-off, from its evaluation (any runner's)."""
     from components.bakeoff_evaluator import report
 
-    store = open_store(cfg)
-    run = run_context(store, run_id)
-    evaluation, evaluation_dir = load_evaluation(cfg, run.name)
-    pushed = run_artifact(store, run, "PushedModel")
-    drift = run_artifact(store, run, "ExampleAnomalies")  # DriftValidator's, the newest of the run
     decision = evaluation["decision"]
     return {
-        "run_id": run.name,
         "winner": decision["winner"],
         "blessed": decision["blessed"],
         "reasons": decision["reasons"],
@@ -91,6 +92,18 @@ def summarize(cfg: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
         "table": report.render_table(evaluation),
         "report": os.path.join(evaluation_dir, artifacts.REPORT_FILE),
         "evaluation": os.path.join(evaluation_dir, artifacts.EVALUATION_FILE),
+    }
+
+
+def summarize(cfg: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
+    store = open_store(cfg)
+    run = run_context(store, run_id)
+    evaluation, evaluation_dir = load_evaluation(cfg, run.name)
+    pushed = run_artifact(store, run, "PushedModel")
+    drift = run_artifact(store, run, "ExampleAnomalies")  # DriftValidator's, the newest of the run
+    return {
+        "run_id": run.name,
+        **decision_summary(evaluation, evaluation_dir),
         "data_review": (_custom(drift, artifacts.REVIEW_HTML) or None) if drift else None,
         "artifacts": cfg.pipeline_root,
         "metadata": cfg.metadata_path,

@@ -67,7 +67,11 @@ def check_config(cfg: Any) -> None:
     check_name(cfg.registered_model_name, "registered_model_name")
     check_registry_uri(cfg.registry_uri)
     check_registry_uri(cfg.kfp_registry_uri, "kfp_registry_uri")
+    if cfg.artifact_root and not cfg.artifact_root.startswith(("s3://", "minio://", "gs://")):
+        raise ValueError(f"artifact_root {cfg.artifact_root} is not an object store URI (s3://, minio:// or "
+                         "gs://); leave it empty to keep the artifacts under output_root")
     if "://" not in cfg.output_root:  # local runs: the derived outputs stay under output_root
-        for field, path in (("pipeline_root", cfg.pipeline_root), ("metadata_path", cfg.metadata_path),
+        local = [] if cfg.artifact_root else [("pipeline_root", cfg.pipeline_root)]
+        for field, path in (*local, ("metadata_path", cfg.metadata_path),
                             ("registry folder", os.path.join(cfg.output_root, "registry"))):
             check_inside(cfg.output_root, path, field)

@@ -205,6 +205,13 @@ def _unknown_platform_executor(spec, platform):
     platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]["Nope_executor"] = {}
 
 
+def _set_command(command):
+    def change(spec, platform):
+        for executor in spec["deploymentSpec"]["executors"].values():
+            executor["container"]["command"] = command
+    return change
+
+
 def _drop_pipeline_root(spec, platform):
     spec.pop("defaultPipelineRoot", None)
 
@@ -242,8 +249,9 @@ BROKEN = {
     "no_pipeline_root": (_drop_pipeline_root, "kubeflow", None, "no pipeline root"),
     "placeholder_root": (lambda s, p: None, "kubeflow", None,
                          "pipeline root 'gs://YOUR-BUCKET/mnist-bakeoff' is the placeholder"),
-    "minio_root_on_kubeflow": (lambda s, p: None, "kubeflow", "minio://mlpipeline/v2",
-                               "'minio://mlpipeline/v2' is not storage the TFX executors can write to on kubeflow"),
+    "tfx_command_with_s3": (_set_command(["python", "-m", "tfx.orchestration.kubeflow.v2.container."
+                                          "kubeflow_v2_run_executor"]), "kubeflow", "minio://mlpipeline/v2",
+                            "executor StatisticsGen_executor: command ['python', '-m', 'tfx.orchestration"),
     "s3_root_on_vertex": (_drop_platform, "vertex", "s3://bucket/root",
                           "pipeline root 's3://bucket/root' is not storage the TFX executors can write to on vertex"),
 }
@@ -255,6 +263,23 @@ def test_presubmit_names_the_problem(tmp_path, case):
     path = _broken(tmp_path, change)
     problems = presubmit_problems(path, target, pipeline_root=root)
     assert any(expected in p and p.startswith(f"{path}: ") for p in problems), problems
+
+
+def test_an_s3_root_needs_the_store_secret_on_every_task(tmp_path):
+    problems = presubmit_problems(COMMITTED, "kubeflow", pipeline_root="minio://mlpipeline/v2/artifacts")
+    assert any("get no secret with its keys; compile with kfp_object_store_secret" in p for p in problems), problems
+    cfg = load_config(kfp_object_store_secret="mlpipeline-s3", kfp_pipeline_root="minio://mlpipeline/v2/artifacts")
+    from pipelines.kubeflow.compile import compile_kubeflow
+
+    package = Package.read(compile_kubeflow(cfg, str(tmp_path / "pipeline.yaml")))
+    for label in package.executors:
+        (secret,) = package.kubernetes_executors[label]["secretAsEnv"]
+        assert secret["secretName"] == "mlpipeline-s3"
+        assert {m["envVar"] for m in secret["keyToEnv"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    for root in ("s3://mnist-bakeoff/root", "minio://mlpipeline/v2/artifacts"):
+        assert presubmit_problems(package.path, "kubeflow", pipeline_root=root) == []
+    # The keys never travel in the package itself.
+    assert "AWS_SECRET_ACCESS_KEY=" not in Path(package.path).read_text()
 
 
 def test_presubmit_refuses_three_documents(tmp_path):
@@ -483,28 +508,36 @@ LAUNCH_SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "ep
 
 
 @pytest.fixture(scope="module")
-def launched(mnist_dir, tmp_path_factory):
+def launched(mnist_dir, deployed_services, tmp_path_factory):
     """A package compiled for a small real MNIST subset, every task run from its container command
-    and executor-input JSON (in this venv, the checkout standing in for the image's /pipeline).
-    Returns the package, the outputs by task/key, the registry URI and the failure, if any."""
+    and executor-input JSON (in this venv, the checkout standing in for the image's /pipeline),
+    with its artifacts on an S3 bucket under the `minio://` URIs an on-prem KFP hands out, and
+    the registry on the MLflow server backed by PostgreSQL. Returns the package, the outputs by
+    task/key, the registry URI, the failure, if any, and the store."""
     from pipelines.kubeflow.compile import compile_kubeflow
 
+    store, registry_uri = deployed_services
     root = tmp_path_factory.mktemp("launch")
     cfg = load_config(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
-                         registered_model_name="mnist-launch", **LAUNCH_SUBSET)
+                      registered_model_name="mnist-launch", **LAUNCH_SUBSET)
     package = compile_kubeflow(cfg, str(root / "pipeline.yaml"))
-    registry_uri = f"sqlite:///{root}/registry.db"
     try:
-        outputs = launch.launch_locally(package, root / "run",
-                                          {"source": str(mnist_dir), "registry_uri": registry_uri})
+        outputs = launch.launch_locally(package, f"minio://{store.bucket}/launch",
+                                        {"source": str(mnist_dir), "registry_uri": registry_uri},
+                                        scratch=root / "scratch", environment=store.environment)
         failure = None
     except launch.TaskFailed as e:
         outputs, failure = e.outputs, e
-    return Package.read(package), outputs, registry_uri, failure
+    return Package.read(package), outputs, registry_uri, failure, store
+
+
+def _object(store, uri: str) -> bytes:
+    bucket, _, key = uri.removeprefix("minio://").partition("/")
+    return store.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
 def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched):
-    package, outputs, _, failure = launched
+    package, outputs, _, failure, store = launched
     order = launch.task_order(package)
     assert set(order) == set(package.tasks)
     for position, task_id in enumerate(order):
@@ -514,25 +547,27 @@ def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched
     assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval", "test"]
     assert examples["type"]["instanceSchema"].startswith("title: tfx.Examples")
     assert "DataGate/validated_schema" in outputs
-    for trainer in TRAINER_IDS:
-        assert any(Path(outputs[f"{trainer}/model"]["uri"]).iterdir()), trainer
+    for trainer in TRAINER_IDS:  # KFP's URIs, as it wrote them; the files on the bucket
+        uri = outputs[f"{trainer}/model"]["uri"]
+        assert uri.startswith(f"minio://{store.bucket}/launch/{trainer}/"), uri
+        assert any(k.endswith(("saved_model.pb", "model.pt")) for k in store.keys(uri.split("/", 3)[3])), trainer
 
 
 def test_launched_package_evaluates_and_registers_the_winner(launched):
     """The whole package, the bake-off's system.* KFP UI outputs included (infra/kfp_types)."""
     from components.registry import MlflowRegistry
 
-    package, outputs, registry_uri, failure = launched
+    package, outputs, registry_uri, failure, store = launched
     assert failure is None, Path(str(failure).rpartition("its log: ")[2]).read_text()[-3000:]
     assert set(outputs) == {f"{task_id}/{key}" for task_id, task in package.tasks.items()
                             for key in package.spec["components"][task["componentRef"]["name"]]
                             .get("outputDefinitions", {}).get("artifacts", {})}
-    evaluation = json.loads((Path(outputs["BakeoffEvaluator/evaluation"]["uri"]) / "evaluation.json").read_text())
+    evaluation = json.loads(_object(store, outputs["BakeoffEvaluator/evaluation"]["uri"] + "/evaluation.json"))
     assert evaluation["data"]["examples"] == LAUNCH_SUBSET["test_limit"]
     registry = MlflowRegistry(registry_uri, "mnist-launch")
     assert [v.version for v in registry.versions()] == ["1"]
     assert registry.champion().version == "1"
     # The KFP UI artifacts: files at their URIs, metrics in their metadata.
-    assert Path(outputs["BakeoffEvaluator/report"]["uri"]).read_text().startswith("<!doctype html>")
-    assert Path(outputs["BakeoffEvaluator/summary"]["uri"]).read_text().startswith("# MNIST bake-off")
+    assert _object(store, outputs["BakeoffEvaluator/report"]["uri"]).startswith(b"<!doctype html>")
+    assert _object(store, outputs["BakeoffEvaluator/summary"]["uri"]).startswith(b"# MNIST bake-off")
     assert len(outputs["BakeoffEvaluator/classification_metrics"]["metadata"]["confusionMatrix"]["rows"]) == 10

@@ -1,4 +1,5 @@
-"""The registry for real: embedded SQLite and a real `mlflow server` on 127.0.0.1, concurrent
+"""The registry for real: embedded SQLite and a real `mlflow server` on 127.0.0.1 (SQLite, and
+PostgreSQL with an S3 bucket), concurrent
 pushers in separate processes, rollback, the commands, the serving check for both frameworks,
 and bad input."""
 
@@ -23,9 +24,13 @@ from pipelines.config import REPO_ROOT
 from serving.server import free_ports
 
 
-@pytest.fixture(scope="module")
-def mlflow_server(tmp_path_factory):
-    """A real MLflow tracking server: SQLite backend, proxied local artifact store."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def mlflow_server(request, tmp_path_factory):
+    """A real MLflow tracking server: SQLite backend and a proxied local artifact store, or (as
+    infra/mlflow deploys it) PostgreSQL and an S3 bucket (conftest.deployed_services)."""
+    if request.param == "postgresql":
+        yield request.getfixturevalue("deployed_services")[1]
+        return
     with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (uri, _):
         yield uri
 

@@ -132,7 +132,8 @@ def run_fn(fn_args: FnArgs) -> None:
         history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
                             callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
         train_seconds = time.monotonic() - started
-        model.export(fn_args.serving_model_dir, format="tf_saved_model", verbose=False)
+        with common.local_folder_for(fn_args.serving_model_dir) as export_dir:
+            model.export(export_dir, format="tf_saved_model", verbose=False)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
 

@@ -4,8 +4,11 @@ Imports no framework."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 IMAGE_SHAPE = (28, 28)
@@ -21,22 +24,59 @@ def _is_remote(path: str) -> bool:
     return "://" in path  # gs:// and other remote artifact stores, read through TensorFlow's gfile
 
 
+def remote_gfile(path: str):
+    """TensorFlow's gfile for a remote `path`. For s3:// it needs tensorflow-io's filesystems,
+    registered by importing it: a Beam worker process inherits the environment with the store's
+    endpoint and keys, but not that registration."""
+    import tensorflow as tf
+
+    if path.startswith("s3://"):
+        import tensorflow_io  # noqa: F401
+    return tf.io.gfile
+
+
 def file_exists(path: str) -> bool:
     if _is_remote(path):
-        import tensorflow as tf
-
-        return tf.io.gfile.exists(path)
+        return remote_gfile(path).exists(path)
     return os.path.isfile(path)
 
 
 def read_bytes(path: str) -> bytes:
     if _is_remote(path):
-        import tensorflow as tf
-
-        with tf.io.gfile.GFile(path, "rb") as f:
+        with remote_gfile(path).GFile(path, "rb") as f:
             return f.read()
     with open(path, "rb") as f:
         return f.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    """One file at `path`, local or on an object store (gs://, s3://), its folder created."""
+    if _is_remote(path):
+        gfile = remote_gfile(path)
+        gfile.makedirs(os.path.dirname(path))
+        with gfile.GFile(path, "wb") as f:
+            f.write(data)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+@contextlib.contextmanager
+def local_copy(model_dir: str) -> Iterator[str]:
+    """`model_dir` as a local folder: itself, or a temporary copy of a remote one (TensorFlow's
+    checkpoint reader, run on tensorflow-io's S3 files, can crash the process)."""
+    if not _is_remote(model_dir):
+        yield model_dir
+        return
+    gfile = remote_gfile(model_dir)
+    with tempfile.TemporaryDirectory(prefix="model-") as local:
+        for folder, _dirs, files in gfile.walk(model_dir):
+            target = os.path.join(local, os.path.relpath(folder.rstrip("/"), model_dir.rstrip("/")))
+            os.makedirs(target, exist_ok=True)
+            for name in files:
+                gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
+        yield local
 
 
 def read_model_meta(model_dir: str) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from trainers.model_format import IMAGE_SHAPE, file_exists, read_bytes, read_model_meta
+from trainers.model_format import IMAGE_SHAPE, file_exists, local_copy, read_bytes, read_model_meta
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -112,7 +112,8 @@ def _load_keras(model_dir: str) -> Predictor:
     import tensorflow as tf
 
     check_saved_model(model_dir)
-    loaded = tf.saved_model.load(model_dir)
+    with local_copy(model_dir) as local:  # everything is in memory once loaded
+        loaded = tf.saved_model.load(local)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return loaded.serve(tf.constant(_check_input(images))).numpy()

@@ -61,12 +61,18 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
+def epoch_means(losses: list[torch.Tensor], hits: list[torch.Tensor], seen: int) -> tuple[float, float]:
+    """Mean loss and accuracy from per-batch sums kept on the device: one host sync per epoch,
+    not one per batch (a `.item()` per batch stalls a GPU)."""
+    return torch.stack(losses).sum().item() / seen, torch.stack(hits).sum().item() / seen
+
+
 # --- train loop ----------------------------------------------------------------------------
 def train_epoch(model: nn.Module, data, optimizer: torch.optim.Optimizer,
                 scheduler: torch.optim.lr_scheduler.LRScheduler, mixed: bool) -> tuple[float, float]:
     model.train()
     loss_fn = nn.CrossEntropyLoss()
-    total_loss, correct, seen = 0.0, 0, 0
+    losses, hits, seen = [], [], 0
     for images, labels in data:
         optimizer.zero_grad(set_to_none=True)
         with autocast(images.device, mixed):
@@ -75,21 +81,21 @@ def train_epoch(model: nn.Module, data, optimizer: torch.optim.Optimizer,
         loss.backward()
         optimizer.step()
         scheduler.step()
-        total_loss += loss.item() * len(labels)
-        correct += (logits.argmax(1) == labels).sum().item()
+        losses.append(loss.detach() * len(labels))
+        hits.append((logits.argmax(1) == labels).sum())
         seen += len(labels)
-    return total_loss / seen, correct / seen
+    return epoch_means(losses, hits, seen)
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, data, mixed: bool = False) -> tuple[float, float]:
     model.eval()
     loss_fn = nn.CrossEntropyLoss(reduction="sum")
-    total_loss, correct, seen = 0.0, 0, 0
+    losses, hits, seen = [], [], 0
     for images, labels in data:
         with autocast(images.device, mixed):
             logits = model(images).float()
-        total_loss += loss_fn(logits, labels).item()
-        correct += (logits.argmax(1) == labels).sum().item()
+        losses.append(loss_fn(logits, labels))
+        hits.append((logits.argmax(1) == labels).sum())
         seen += len(labels)
-    return total_loss / seen, correct / seen
+    return epoch_means(losses, hits, seen)

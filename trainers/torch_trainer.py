@@ -8,6 +8,7 @@ inside) -> placement -> train loop -> export TorchScript that takes raw uint8 im
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import time
 
@@ -16,7 +17,7 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from trainers import common
+from trainers import common, model_format
 from trainers.torch_model import Probabilities, build_model, count_parameters, evaluate, train_epoch
 
 TORCHSCRIPT_FILE = "model.pt"
@@ -54,12 +55,21 @@ def use_container_cores() -> int:
 
 
 # --- export --------------------------------------------------------------------------------
+def serialized(save, obj) -> bytes:
+    """What torch.jit.save or torch.save writes, as bytes (torch writes local files only; the
+    serving folder may be on an object store)."""
+    buffer = io.BytesIO()
+    save(obj, buffer)
+    return buffer.getvalue()
+
+
 def export(model: nn.Module, serving_dir: str) -> None:
     served = Probabilities(model).to("cpu").eval()
     example = torch.zeros((2, *common.IMAGE_SHAPE), dtype=torch.uint8)
-    os.makedirs(serving_dir, exist_ok=True)
-    torch.jit.save(torch.jit.trace(served, example), os.path.join(serving_dir, TORCHSCRIPT_FILE))
-    torch.save(model.to("cpu").state_dict(), os.path.join(serving_dir, STATE_DICT_FILE))
+    model_format.write_bytes(os.path.join(serving_dir, TORCHSCRIPT_FILE),
+                       serialized(torch.jit.save, torch.jit.trace(served, example)))
+    model_format.write_bytes(os.path.join(serving_dir, STATE_DICT_FILE),
+                       serialized(torch.save, model.to("cpu").state_dict()))
 
 
 def run_fn(fn_args: FnArgs) -> None:

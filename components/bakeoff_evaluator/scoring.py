@@ -23,7 +23,7 @@ import apache_beam as beam
 import numpy as np
 
 from components.bakeoff_evaluator import corruptions
-from trainers import serving
+from trainers import model_format, serving
 
 # Misclassified images kept (per batch) for the report's grid; the rest are not carried.
 _KEEP_MISCLASSIFIED = 16
@@ -157,8 +157,6 @@ def score_all(pipeline: beam.Pipeline, file_pattern: str, model_dirs: dict[str, 
 
 
 def save(scores: Scores, path: str) -> None:
-    import tensorflow as tf  # gfile: the path may be on gs:// when a remote runner scores
-
     arrays = {"labels": scores.labels, "wrong_images": scores.wrong_images, "wrong_labels": scores.wrong_labels,
               "examples_sha256": np.array(scores.examples_sha256)}
     arrays.update({f"probs/{n}": p for n, p in scores.probs.items()})
@@ -172,15 +170,11 @@ def save(scores: Scores, path: str) -> None:
         arrays.update({f"example_predictions/{n}": p for n, p in scores.example_predictions.items()})
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    model_format.write_bytes(path, buffer.getvalue())  # in a Beam worker; the path may be on an object store
 
 
 def load(path: str) -> Scores:
-    import tensorflow as tf
-
-    with tf.io.gfile.GFile(path, "rb") as f:
-        buffer = io.BytesIO(f.read())
+    buffer = io.BytesIO(model_format.read_bytes(path))
     with np.load(buffer, allow_pickle=False) as data:
         def group(prefix: str) -> dict[str, np.ndarray]:
             return {k.split("/", 1)[1]: data[k] for k in data.files if k.startswith(prefix + "/")}

@@ -13,7 +13,7 @@ from tfx import v1 as tfx
 
 from pipelines import validation
 from pipelines.config import PipelineConfig
-from pipelines.kubeflow import placement
+from pipelines.kubeflow import entrypoint, placement
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
 from pipelines.pipeline import TRAINER_IDS, create_pipeline
 
@@ -102,9 +102,14 @@ def set_parameter_defaults(package: Package, defaults: dict[str, Any]) -> None:
 def post_compile(path: str, cfg: PipelineConfig, trainer_ids: Iterable[str],
                  parameter_defaults: dict[str, Any]) -> None:
     """What TFX's compiler leaves out of the package: the pipeline root, the parameters' defaults
-    (both live in the run config, which its YAML writer drops) and the trainers' placement."""
+    (both live in the run config, which its YAML writer drops), the trainers' placement, and what
+    an S3 pipeline root needs: an executor command that can write to it
+    (pipelines/kubeflow/entrypoint.py) and the store's keys from a Kubernetes secret."""
     package = Package.read(path)
     package.spec["defaultPipelineRoot"] = cfg.kfp_pipeline_root
     set_parameter_defaults(package, parameter_defaults)
     placement.place_trainers(package, cfg, trainer_ids)
+    placement.attach_object_store_secret(package, cfg)
+    for executor in package.executors.values():  # TFX's entry point, with object stores enabled
+        executor["container"]["command"] = list(entrypoint.COMMAND)
     package.write()

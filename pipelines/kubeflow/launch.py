@@ -43,9 +43,11 @@ def in_checkout(value: Any) -> Any:
 
 
 def executor_input(package: Package, task_id: str, produced: dict[tuple[str, str], dict],
-                   parameters: dict[str, Any], task_root: str, in_image: bool = False) -> dict[str, Any]:
+                   parameters: dict[str, Any], task_root: str, in_image: bool = False,
+                   output_file: str = "") -> dict[str, Any]:
     """The executor-input JSON the launcher passes as `{{$}}`: input artifacts as their producers
-    left them, parameter values, fresh output artifact URIs and the executor output file."""
+    left them, parameter values, fresh output artifact URIs under `task_root` (a folder, or an
+    s3:// or minio:// prefix) and the executor output file (a local file of the task's pod)."""
     task = package.tasks[task_id]
     component = package.spec["components"][task["componentRef"]["name"]]
     artifacts = {name: {"artifacts": [produced[(ref["taskOutputArtifact"]["producerTask"],
@@ -63,7 +65,7 @@ def executor_input(package: Package, task_id: str, produced: dict[tuple[str, str
     if not in_image:  # the checkout stands in for the image's /pipeline
         values = {k: in_checkout(v) for k, v in values.items()}
     return {"inputs": {"artifacts": artifacts, "parameterValues": values},
-            "outputs": {"artifacts": outputs, "outputFile": f"{task_root}/executor_output.json"}}
+            "outputs": {"artifacts": outputs, "outputFile": output_file or f"{task_root}/executor_output.json"}}
 
 
 def make_output_dirs(invocation: dict[str, Any]) -> None:
@@ -90,24 +92,27 @@ def make_output_dirs(invocation: dict[str, Any]) -> None:
 @dataclasses.dataclass(frozen=True)
 class Container:
     """Run each task in a fresh container of `image` (as the image's user, its own code, no source
-    tree): only `run_root` (the artifact store) and the read-only `mounts` are shared with it."""
+    tree): only the writable `shared` folders (a local artifact store, the executor output files)
+    and the read-only `mounts` are shared with it; the environment variables named in `env` (the
+    object store's endpoint and keys, as a Kubernetes secret gives them) are passed by name."""
 
     image: str
     mounts: tuple[str, ...] = ()
 
-    def command(self, run_root: str) -> list[str]:
-        volumes = [f"--volume={run_root}:{run_root}"] + [f"--volume={m}:{m}:ro" for m in self.mounts]
-        return ["docker", "run", "--rm", "--network=host", *volumes, self.image]
+    def command(self, shared: list[str], env: list[str] = ()) -> list[str]:
+        volumes = [f"--volume={d}:{d}" for d in shared] + [f"--volume={m}:{m}:ro" for m in self.mounts]
+        return ["docker", "run", "--rm", "--network=host", *volumes, *(f"--env={name}" for name in env), self.image]
 
 
 def container_command(package: Package, task_id: str, invocation: dict[str, Any],
-                      container: Container | None = None, run_root: str = "") -> list[str]:
+                      container: Container | None = None, shared: list[str] = (),
+                      env: list[str] = ()) -> list[str]:
     """The executor container's command and arguments exactly as in the package, `{{$}}` filled:
     inside a fresh container of the image, or (no `container`) by this venv's python."""
     spec = package.executors[package.executor_label(task_id)]["container"]
     args = [json.dumps(invocation) if arg == "{{$}}" else arg for arg in spec["args"]]
     if container is not None:
-        return container.command(run_root) + spec["command"] + args
+        return container.command(list(shared), list(env)) + spec["command"] + args
     return [sys.executable if part == "python" else part for part in spec["command"]] + args
 
 
@@ -137,31 +142,46 @@ def _open_to_the_image_user(root: str) -> None:
 
 
 def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str, Any] | None = None,
-                   log: Any = sys.stderr, container: Container | None = None) -> dict[str, dict]:
+                   log: Any = sys.stderr, container: Container | None = None, scratch: str | Path | None = None,
+                   environment: dict[str, str] | None = None) -> dict[str, dict]:
     """Runs every task of the compiled package in dependency order, each in its own process (or
     its own container of the image), the way the KFP v2 launcher runs each container; returns
-    the output artifacts by task/key, each with the task's wall time in `seconds`."""
+    the output artifacts by task/key, each with the task's wall time in `seconds`.
+
+    `run_root`: the artifact store, a local folder or an s3:// or minio:// prefix (then
+    `environment` holds the store's endpoint and keys). `scratch`: a local folder for what stays
+    in a pod (each task's executor output file and log); default: `run_root` when local."""
+    run_root = str(run_root)
+    remote = "://" in run_root
+    if remote and scratch is None:
+        raise ValueError(f"run root {run_root} is an object store: give a local scratch folder for the task logs")
+    scratch = Path(scratch or run_root)
     package = Package.read(path)
     values = {name: p.get("defaultValue") for name, p in package.root_parameters.items()}
     values.update(parameters or {})
+    shared = [str(scratch)] + ([] if remote else [run_root])
     produced: dict[tuple[str, str], dict] = {}
     for task_id in task_order(package):
-        task_root = f"{run_root}/{task_id}"
-        invocation = executor_input(package, task_id, produced, values, task_root, in_image=container is not None)
-        Path(task_root).mkdir(parents=True, exist_ok=True)
-        make_output_dirs(invocation)
+        task_scratch = scratch / task_id
+        task_scratch.mkdir(parents=True, exist_ok=True)
+        invocation = executor_input(package, task_id, produced, values, f"{run_root}/{task_id}",
+                                    in_image=container is not None,
+                                    output_file=str(task_scratch / "executor_output.json"))
+        if not remote:
+            make_output_dirs(invocation)
         if container is not None:
-            _open_to_the_image_user(str(run_root))
+            for folder in dict.fromkeys(shared):
+                _open_to_the_image_user(folder)
         print(f"launch: {task_id}", file=log, flush=True)
         started = time.monotonic()
-        with open(f"{task_root}/log.txt", "w", encoding="utf-8") as task_log:
-            done = subprocess.run(container_command(package, task_id, invocation, container, str(run_root)),
-                                  stdout=task_log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, "PYTHONPATH": _image_pythonpath()})
+        with open(task_scratch / "log.txt", "w", encoding="utf-8") as task_log:
+            command = container_command(package, task_id, invocation, container, shared, sorted(environment or {}))
+            done = subprocess.run(command, stdout=task_log, stderr=subprocess.STDOUT,
+                                  env={**os.environ, **(environment or {}), "PYTHONPATH": _image_pythonpath()})
         seconds = round(time.monotonic() - started, 1)
         print(f"launch: {task_id} exited {done.returncode} after {seconds} s", file=log, flush=True)
         if done.returncode != 0:
-            raise TaskFailed(f"{path}: task {task_id} exited with {done.returncode}; its log: {task_root}/log.txt",
+            raise TaskFailed(f"{path}: task {task_id} exited with {done.returncode}; its log: {task_scratch}/log.txt",
                              task_id, _by_name(produced))
         result = json.loads(Path(invocation["outputs"]["outputFile"]).read_text())
         for key, declared in invocation["outputs"]["artifacts"].items():
@@ -170,3 +190,24 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
             produced[(task_id, key)] = {**declared["artifacts"][0], **(written[0] if written else {}),
                                         "seconds": seconds}
     return _by_name(produced)
+
+
+def launch_summary(outputs: dict[str, dict], run_root: str, registry_uri: str, scratch: str) -> dict[str, Any]:
+    """The summary `make run` prints (pipelines/summary.py), for a launched package: read from the
+    tasks' output artifacts instead of a local metadata store."""
+    from components import artifacts, object_store
+    from pipelines import summary
+
+    evaluation_dir = object_store.to_s3(outputs["BakeoffEvaluator/evaluation"]["uri"])
+    pushed = outputs.get("RegistryPusher/pushed_model", {}).get("metadata", {})
+    drift = outputs.get("DriftValidator/drift_anomalies", {}).get("metadata", {})
+    return {
+        "run_id": f"launch of {run_root}",
+        **summary.decision_summary(summary.read_evaluation(evaluation_dir), evaluation_dir),
+        "data_review": drift.get(artifacts.REVIEW_HTML),
+        "artifacts": run_root,
+        "metadata": f"{scratch} (each task's log and executor output; no ML Metadata store outside a cluster)",
+        "registry": registry_uri,
+        "registered_version": pushed.get("registered_version") or None,
+        "stage_seconds": {key.partition("/")[0]: artifact["seconds"] for key, artifact in outputs.items()},
+    }

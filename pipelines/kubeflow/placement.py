@@ -39,6 +39,8 @@ GKE_TO_VERTEX_ACCELERATOR = {
     "nvidia-a100-80gb": "NVIDIA_A100_80GB", "nvidia-l4": "NVIDIA_L4",
     "nvidia-h100-80gb": "NVIDIA_H100_80GB", "tpu-v5-lite-podslice": "TPU_V5_LITEPOD",
 }
+# What a task needs of an S3 store; the secret holds them under these names (components/object_store.py).
+OBJECT_STORE_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL", "AWS_REGION")
 VERTEX_ACCELERATORS = frozenset({*GKE_TO_VERTEX_ACCELERATOR.values(), "TPU_V2", "TPU_V3"})
 
 
@@ -100,11 +102,28 @@ def trainer_resources(cfg: PipelineConfig) -> ResourceSpec | None:
     return spec if spec.ByteSize() else None
 
 
+def _kubernetes_executor(package: Package, label: str) -> dict[str, Any]:
+    platform = package.platform.setdefault("platforms", {}).setdefault("kubernetes", {})
+    return platform.setdefault("deploymentSpec", {}).setdefault("executors", {}).setdefault(label, {})
+
+
 def place_trainers(package: Package, cfg: PipelineConfig, trainer_ids: Iterable[str]) -> None:
     """Each trainer's node selector and tolerations in the Kubernetes platform section (nothing
     for the other tasks, no section at all when there is nothing to place)."""
     config = trainer_kubernetes_config(cfg)
-    if config:
-        executors = {package.executor_label(task_id): json.loads(json.dumps(config))
-                     for task_id in trainer_ids}
-        package.platform = {"platforms": {"kubernetes": {"deploymentSpec": {"executors": executors}}}}
+    for task_id in trainer_ids if config else ():
+        _kubernetes_executor(package, package.executor_label(task_id)).update(json.loads(json.dumps(config)))
+
+
+def object_store_secret_as_env(secret: str) -> list[dict[str, Any]]:
+    """kfp-kubernetes' `use_secret_as_env`: the secret's keys, named as the variables, as environment."""
+    return [{"secretName": secret, "keyToEnv": [{"secretKey": name, "envVar": name} for name in OBJECT_STORE_KEYS]}]
+
+
+def attach_object_store_secret(package: Package, cfg: PipelineConfig) -> None:
+    """Every task reads the object store's endpoint and keys from `kfp_object_store_secret`, so
+    neither the package nor its parameters hold them (kubeflow target; Vertex uses Cloud Storage)."""
+    if cfg.kfp_target != "kubeflow" or not cfg.kfp_object_store_secret:
+        return
+    for label in package.executors:
+        _kubernetes_executor(package, label)["secretAsEnv"] = object_store_secret_as_env(cfg.kfp_object_store_secret)

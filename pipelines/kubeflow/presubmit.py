@@ -9,6 +9,7 @@ from typing import Any
 
 from pipelines import validation
 from pipelines.config import REPO_ROOT
+from pipelines.kubeflow import entrypoint
 from pipelines.kubeflow.package import CONTAINER_PATH_PREFIXES, IMAGE_PROJECT_DIR, Package
 from pipelines.kubeflow.placement import (
     GKE_GPU_LABEL,
@@ -22,9 +23,10 @@ from pipelines.kubeflow.placement import (
 
 # A registry a pod can reach: an MLflow tracking server, or Databricks' hosted one.
 REMOTE_REGISTRY = re.compile(r"^(https?://|databricks)")
-# TFX executors write artifacts through tf.io.gfile: gs:// works in the image; s3:// and minio://
-# would need tensorflow-io, which the image does not have.
-REMOTE_PIPELINE_ROOT = {"kubeflow": ("gs://",), "vertex": ("gs://",)}
+# TFX executors write artifacts through tf.io.gfile: gs:// natively; s3:// (and KFP's minio://, the
+# same bucket on the cluster's S3 endpoint) through tensorflow-io, which the package's executor
+# command (pipelines/kubeflow/entrypoint.py) enables. Vertex AI's pipeline root is Cloud Storage.
+REMOTE_PIPELINE_ROOT = {"kubeflow": ("gs://", "s3://", "minio://"), "vertex": ("gs://",)}
 PLACEHOLDER_BUCKET = "YOUR-BUCKET"
 # The image's PyTorch wheels are built for CUDA 13, which needs this NVIDIA driver or newer on the
 # node (TensorFlow 2.16's CUDA 12.3 libraries need 525); infra/image_check.py checks the libraries.
@@ -111,6 +113,19 @@ def _pipeline_root_problem(root: str | None, target: str) -> str | None:
     return None
 
 
+def _object_store_problems(package: Package, root: str | None, target: str) -> list[str]:
+    """An s3:// or minio:// root on Kubeflow: every task needs the store's keys from a secret."""
+    if target != "kubeflow" or not root or not root.startswith(("s3://", "minio://")):
+        return []
+    missing = sorted(label for label in package.executors
+                     if not package.kubernetes_executors.get(label, {}).get("secretAsEnv"))
+    if not missing:
+        return []
+    return [f"pipeline root {root!r} is an S3 store but the executors {', '.join(missing)} get no secret with "
+            "its keys; compile with kfp_object_store_secret (a Kubernetes secret with AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION)"]
+
+
 def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | None = None,
                        parameters: dict[str, Any] | None = None) -> list[str]:
     """Everything that would make `path` fail or misbehave on `target`, one sentence each."""
@@ -125,6 +140,9 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
     for label, executor in package.executors.items():
         container = executor.get("container", {})
         problems.append(_image_problem(label, container.get("image", "")))
+        if container.get("command") != entrypoint.COMMAND:
+            problems.append(f"executor {label}: command {container.get('command')} is not "
+                            f"{' '.join(entrypoint.COMMAND)} (without it s3:// and minio:// roots fail); recompile")
         accelerator = container.get("resources", {}).get("accelerator")
         if accelerator:
             problems += _accelerator_problems(package, label, accelerator, target)
@@ -138,7 +156,9 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
         problems.append(_local_path_problem(task_id, name, value))
         if name == "registry_uri":
             problems.append(_registry_problem(task_id, value))
-    problems.append(_pipeline_root_problem(pipeline_root or package.spec.get("defaultPipelineRoot"), target))
+    root = pipeline_root or package.spec.get("defaultPipelineRoot")
+    problems.append(_pipeline_root_problem(root, target))
+    problems += _object_store_problems(package, root, target)
     return [f"{path}: {p}" for p in problems if p]
 
 
