@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from components import object_store
 from serving.server import free_ports
 
 POSTGRES_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
@@ -206,9 +207,9 @@ def mlflow_server(root: Path, backend_store_uri: str, artifacts_destination: str
     this venv, or in a container of `image` (infra/mlflow) on the host network. Yields its URI."""
     root.mkdir(parents=True, exist_ok=True)
     (port,) = free_ports(1)
-    env = {**os.environ, **(environment or {})}
-    if environment and "AWS_ENDPOINT_URL" in environment:
-        env["MLFLOW_S3_ENDPOINT_URL"] = environment["AWS_ENDPOINT_URL"]
+    # The store's keys, and what MLflow's S3 client reads of them (MLFLOW_S3_ENDPOINT_URL).
+    store = {**environment, **object_store.s3_environment(environment)} if environment else {}
+    env = {**os.environ, **store}
     server = ["mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
               "--backend-store-uri", backend_store_uri, "--artifacts-destination", artifacts_destination,
               "--serve-artifacts"]
@@ -218,9 +219,8 @@ def mlflow_server(root: Path, backend_store_uri: str, artifacts_destination: str
             _wait_until(lambda: _healthy(uri), process, root / "mlflow.log", "the MLflow server")
             yield uri
         return
-    names = [*(environment or {}), *(["MLFLOW_S3_ENDPOINT_URL"] if "MLFLOW_S3_ENDPOINT_URL" in env else [])]
     container = subprocess.run(["docker", "run", "--detach", "--network=host",
-                                *(f"--env={name}" for name in names), image, *server],
+                                *(f"--env={name}" for name in sorted(store)), image, *server],
                                check=True, capture_output=True, text=True, env=env).stdout.strip()
     log = root / "mlflow.log"
     try:

@@ -15,6 +15,7 @@ of running the committed pipeline.yaml on full MNIST.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -51,8 +52,6 @@ def subset_package(image: str, root: Path) -> str:
 def champion_accuracy(image: str, registry_uri: str, model_name: str, mnist: str, limit: int,
                       environment: dict[str, str]) -> dict:
     """`models:/NAME@champion` downloaded and scored in a fresh container of the pipeline image."""
-    import json
-
     images, labels = (f"{mnist}/{name}" for name in TEST_FILES)
     done = subprocess.run(
         ["docker", "run", "--rm", "--network=host", f"--volume={mnist}:{mnist}:ro",

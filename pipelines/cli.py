@@ -317,7 +317,11 @@ def _launch_command(args: argparse.Namespace) -> int:
     container = launch.Container(args.image, tuple(os.path.abspath(m) for m in args.mount)) if args.image else None
     remote = object_store.is_object_store(args.run_root)
     run_root = args.run_root if remote else os.path.abspath(args.run_root)
-    scratch = os.path.abspath(args.scratch or run_root)
+    if remote and not args.scratch:
+        print(f"error: run root {run_root} is an object store: give --scratch, a local folder for the task logs",
+              file=sys.stderr)
+        return 2
+    scratch = os.path.abspath(args.scratch) if args.scratch else run_root
     if remote:  # the summary reads the evaluation back from the store
         object_store.enable_s3(os.environ)
     started = time.monotonic()

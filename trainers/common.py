@@ -7,13 +7,10 @@ decoded at once), so any accuracy difference comes from the model and the traini
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
 import os
-import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import tensorflow as tf
@@ -131,25 +128,6 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
             lambda batch, batch_seed: (shift_images(batch[0], shift, batch_seed), batch[1]),
             num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
-
-
-@contextlib.contextmanager
-def local_folder_for(uri: str) -> Iterator[str]:
-    """A local folder whose files end up at `uri`: `uri` itself when local; for an object store a
-    temporary folder uploaded file by file when the block ends. TensorFlow's SavedModel writer
-    merges its checkpoint shards in place, reading back what it just wrote, which crashes on
-    tensorflow-io's S3 files."""
-    if "://" not in uri:
-        yield uri
-        return
-    with tempfile.TemporaryDirectory(prefix="export-") as local:
-        yield local
-        for folder, _dirs, files in tf.io.gfile.walk(local):
-            relative = os.path.relpath(folder, local)
-            target = uri if relative == "." else os.path.join(uri, relative)  # no "./" in an object key
-            tf.io.gfile.makedirs(target)
-            for name in files:
-                tf.io.gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
 
 
 def write_json(path: str, payload: dict[str, Any]) -> None:

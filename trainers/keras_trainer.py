@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from trainers import common
+from trainers import common, model_format
 
 # --- model -------------------------------------------------------------------------------
 # PyTorch's default weight initialisation (kaiming_uniform with a=sqrt(5): U(+-1/sqrt(fan_in))),
@@ -132,7 +132,7 @@ def run_fn(fn_args: FnArgs) -> None:
         history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
                             callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
         train_seconds = time.monotonic() - started
-        with common.local_folder_for(fn_args.serving_model_dir) as export_dir:
+        with model_format.local_folder_for(fn_args.serving_model_dir) as export_dir:
             model.export(export_dir, format="tf_saved_model", verbose=False)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)

@@ -62,6 +62,18 @@ def write_bytes(path: str, data: bytes) -> None:
         f.write(data)
 
 
+def copy_tree(src: str, dst: str) -> None:
+    """Every file under folder `src` to the same place under `dst`; either side may be on an
+    object store (gfile), where a key must not contain "./"."""
+    gfile = remote_gfile(src if _is_remote(src) else dst)
+    for folder, _dirs, files in gfile.walk(src):
+        relative = os.path.relpath(folder.rstrip("/"), src.rstrip("/"))
+        target = dst if relative == "." else os.path.join(dst, relative)
+        gfile.makedirs(target)
+        for name in files:
+            gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
+
+
 @contextlib.contextmanager
 def local_copy(model_dir: str) -> Iterator[str]:
     """`model_dir` as a local folder: itself, or a temporary copy of a remote one (TensorFlow's
@@ -69,14 +81,22 @@ def local_copy(model_dir: str) -> Iterator[str]:
     if not _is_remote(model_dir):
         yield model_dir
         return
-    gfile = remote_gfile(model_dir)
     with tempfile.TemporaryDirectory(prefix="model-") as local:
-        for folder, _dirs, files in gfile.walk(model_dir):
-            target = os.path.join(local, os.path.relpath(folder.rstrip("/"), model_dir.rstrip("/")))
-            os.makedirs(target, exist_ok=True)
-            for name in files:
-                gfile.copy(os.path.join(folder, name), os.path.join(target, name), overwrite=True)
+        copy_tree(model_dir, local)
         yield local
+
+
+@contextlib.contextmanager
+def local_folder_for(uri: str) -> Iterator[str]:
+    """A local folder whose files end up at `uri`: `uri` itself when local; for an object store a
+    temporary folder uploaded when the block ends (TensorFlow's SavedModel writer merges its
+    checkpoint shards in place, reading back what it just wrote, which crashes on S3)."""
+    if not _is_remote(uri):
+        yield uri
+        return
+    with tempfile.TemporaryDirectory(prefix="export-") as local:
+        yield local
+        copy_tree(local, uri)
 
 
 def read_model_meta(model_dir: str) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
     package = Package.read(path)
     values = {name: p.get("defaultValue") for name, p in package.root_parameters.items()}
     values.update(parameters or {})
-    shared = [str(scratch)] + ([] if remote else [run_root])
+    shared = list(dict.fromkeys([str(scratch)] + ([] if remote else [run_root])))  # one volume per folder
     produced: dict[tuple[str, str], dict] = {}
     for task_id in task_order(package):
         task_scratch = scratch / task_id
@@ -170,7 +170,7 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
         if not remote:
             make_output_dirs(invocation)
         if container is not None:
-            for folder in dict.fromkeys(shared):
+            for folder in shared:
                 _open_to_the_image_user(folder)
         print(f"launch: {task_id}", file=log, flush=True)
         started = time.monotonic()
