@@ -56,7 +56,7 @@ def _flag_options(kind: Any, metadata: Any) -> dict[str, Any] | None:
     elif typing.get_origin(kind) is Literal:
         options.update(type=str, choices=typing.get_args(kind))
     elif typing.get_origin(kind) is tuple:
-        options.update(type=str, nargs="+")
+        options.update(type=typing.get_args(kind)[0], nargs="+")
     else:
         return None
     if metadata.get("choices"):

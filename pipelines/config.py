@@ -65,7 +65,15 @@ class PipelineConfig:
 
     # --- the trainers and the decision rule: sections, each declared by its consumer ---
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    seeds: tuple[int, ...] = setting((), "train each framework once per seed (e.g. 42 1 2): every model is "
+                                     "scored in the one evaluation, the frameworks are compared across seeds and "
+                                     "the best single model of the leading framework goes to the registry; "
+                                     "empty: one trainer per framework, with seed")
     rule: DecisionRule = dataclasses.field(default_factory=DecisionRule)
+
+    corruptions_per_example: int = setting(1, "the evaluator's corrupted test copy: how many of the 6 corruptions "
+                                           "each test example is scored under (0: none; 6: all, about 4x the "
+                                           "evaluator's time)")
 
     # --- the registry ---
     registry_uri: str = setting("", "MLflow tracking URI of the registry; empty: SQLite under output_root "
@@ -129,6 +137,11 @@ class PipelineConfig:
         if self.kserve_canary_traffic_percent > 100:
             raise ValueError(f"kserve_canary_traffic_percent must be 0-100 (negative: off), "
                              f"got {self.kserve_canary_traffic_percent}")
+        if not 0 <= self.corruptions_per_example <= 6:
+            raise ValueError(f"corruptions_per_example must be 0..6, got {self.corruptions_per_example}")
+        self.seeds = tuple(int(seed) for seed in self.seeds)
+        if len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds) or len(self.seeds) > 10:
+            raise ValueError(f"seeds must be up to 10 different non-negative integers, got {list(self.seeds)}")
         validation.check_config(self)  # names, outputs inside output_root, no credentials in URIs
 
     # Derived locations for local runs.
@@ -154,6 +167,10 @@ class PipelineConfig:
     def resolved_registry_uri(self) -> str:
         """The registry of local runs: the configured URI, else the embedded SQLite one."""
         return self.registry_uri or embedded_uri(self.registry_dir)
+
+    def training_seeds(self) -> tuple[int, ...]:
+        """The seed of each framework's trainers: `seeds`, else the train section's one seed."""
+        return self.seeds or (self.train.seed,)
 
     def trainer_config(self) -> dict[str, Any]:
         """What the trainers' run_fn receives as custom_config."""

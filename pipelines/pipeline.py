@@ -13,7 +13,19 @@ from components.registry_pusher.component import RegistryPusher
 from pipelines.config import PipelineConfig
 
 TRAINERS = {"keras": "trainers.keras_trainer.run_fn", "pytorch": "trainers.torch_trainer.run_fn"}
-TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)
+TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)  # one seed
+
+
+def trainer_runs(cfg: PipelineConfig) -> list[tuple[str, str, int]]:
+    """(component id, framework, seed) of every trainer: one per framework, or one per framework
+    and seed (`keras_trainer_seed1`) when the config asks for several seeds."""
+    seeds = cfg.training_seeds()
+    return [(f"{framework}_trainer" + (f"_seed{seed}" if len(seeds) > 1 else ""), framework, seed)
+            for framework in TRAINERS for seed in seeds]
+
+
+def trainer_ids(cfg: PipelineConfig) -> tuple[str, ...]:
+    return tuple(component_id for component_id, _, _ in trainer_runs(cfg))
 
 
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
@@ -44,21 +56,24 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
                          schema=schema_importer.outputs["schema"],
                          drift_anomalies=drift_validator.outputs["drift_anomalies"])
 
-    # Two independent trainers: neither depends on the other, so orchestrators run them in parallel.
-    # They start only after the gate passed (an explicit dependency, not its output: a rerun whose
-    # gate re-checks drift against a new champion's statistics still reuses the trained models).
-    trainers = {framework: tfx.components.Trainer(
-        run_fn=run_fn, examples=examples, schema=schema_importer.outputs["schema"],
+    # Independent trainers (one per framework, or per framework and seed): none depends on another,
+    # so orchestrators run them in parallel. They start only after the gate passed (an explicit
+    # dependency, not its output: a rerun whose gate re-checks drift against a new champion's
+    # statistics still reuses the trained models).
+    trainers = {component_id: tfx.components.Trainer(
+        run_fn=TRAINERS[framework], examples=examples, schema=schema_importer.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**cfg.trainer_config(), **({"code_version": code_version} if code_version else {})},
-    ).with_id(f"{framework}_trainer")
-        for framework, run_fn in TRAINERS.items()}
+        custom_config={**cfg.trainer_config(), "seed": seed,
+                       **({"code_version": code_version} if code_version else {})},
+    ).with_id(component_id)
+        for component_id, framework, seed in trainer_runs(cfg)}
     for trainer in trainers.values():
         trainer.add_upstream_node(data_gate)
 
-    models = {f"{framework}_model": t.outputs["model"] for framework, t in trainers.items()}
+    models = {component_id.replace("_trainer", "_model"): t.outputs["model"] for component_id, t in trainers.items()}
     # One evaluation for all candidates and the registry's current champion; one decision.
     evaluator = BakeoffEvaluator(examples=examples, candidates=models, rule=cfg.rule,
+                                 corruptions_per_example=cfg.corruptions_per_example,
                                  registry_uri=registry_uri, registered_model_name=cfg.registered_model_name)
     pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
                             candidates=models, statistics=statistics_gen.outputs["statistics"],

@@ -24,6 +24,8 @@ def _compile(tmp_path, *args):
     ("lr_schedule: cosine\n", ["--epochs", "4"], "lr_schedule 'cosine' is not one of"),
     ("epoch: 4\n", [], "unknown config keys ['epoch']"),
     ("epochs: [4\n", [], "while parsing a flow sequence; in \""),
+    ("seeds: [1, 1]\n", [], "seeds must be up to 10 different non-negative integers, got [1, 1]"),
+    ("corruptions_per_example: 7\n", [], "corruptions_per_example must be 0..6, got 7"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_file(tmp_path, capsys, yaml_text, flags, message):
     config = tmp_path / "bad.yaml"
@@ -77,3 +79,28 @@ def test_kfp_loads_the_package_and_trainers_request_one_gpu():
 def test_package_holds_no_path_of_this_machine():
     text = COMMITTED.read_text()
     assert str(REPO_ROOT) not in text and "/root/" not in text and "/tmp/mnist-cache" in text
+
+
+def test_several_seeds_compile_one_placed_trainer_per_framework_and_seed(tmp_path):
+    """Issue #15: `--seeds` adds trainers; each keeps its own seed (compiled in, not the shared
+    trainer_config parameter), each is placed on the accelerator, one evaluator scores them all."""
+    import json
+
+    from pipelines.kubeflow import deploy
+    from pipelines.kubeflow.package import Package
+
+    out = _compile(tmp_path, "--seeds", "1", "2", "3")
+    spec, platform = yaml.safe_load_all(out.read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    trainers = {f"{framework}_trainer_seed{seed}" for framework in ("keras", "pytorch") for seed in (1, 2, 3)}
+    assert trainers <= set(tasks) and not set(TRAINER_IDS) & set(tasks)
+    placed = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    for task_id in trainers:
+        executor_label = spec["components"][tasks[task_id]["componentRef"]["name"]]["executorLabel"]
+        assert executor_label in placed
+        config = json.loads(tasks[task_id]["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constant"])
+        assert config["seed"] == int(task_id[-1]) and config["epochs"] == 4
+    evaluator_inputs = tasks["BakeoffEvaluator"]["inputs"]["artifacts"]
+    assert {f"{t.replace('_trainer', '_model')}" for t in trainers} <= set(evaluator_inputs)
+    with pytest.raises(ValueError, match="has no parameter 'epochs'"):
+        deploy.parse_parameters(["epochs=2"], Package.read(str(out)))

@@ -93,23 +93,40 @@ def test_corrupted_idx_fails_ingest_and_pushes_nothing(e2e, corrupt_source):
                                               cfg.registered_model_name).versions()] == ["1"]
 
 
-def test_second_run_is_judged_against_the_champion(e2e):
+def test_second_run_with_two_seeds_is_judged_against_the_champion(e2e):
+    """Issue #15: `seeds` trains each framework per seed; one evaluation scores all four models and
+    the champion; the frameworks are compared across seeds and the registry's candidate is the
+    best single model of the leading framework, promoted only if significantly better."""
     cfg, first, _ = e2e
     registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
     before = registry.champion()
-    # New training seed: the trainers, the evaluator and the pusher run again; data steps are cached.
-    summary = local_runner.run_local(cfg.replace(seed=7))
+    # New training seeds: the trainers, the evaluator and the pusher run again; data steps are cached.
+    summary = local_runner.run_local(cfg.replace(seeds=[7, 8]))
     with open(summary["evaluation"]) as f:
         evaluation = json.load(f)
-    assert evaluation["decision"]["champion"] == "champion"
+    seeded = {f"{framework}_model_seed{seed}" for framework in ("keras", "pytorch") for seed in (7, 8)}
+    assert set(evaluation["candidates"]) == seeded | {"champion"}
+    assert {evaluation["candidates"][name]["seed"] for name in seeded} == {7, 8}
+    assert set(summary["stage_seconds"]) >= {n.replace("_model", "_trainer") for n in seeded}
+    d = evaluation["decision"]
+    seeds = d["across_seeds"]
+    lead = seeds["frameworks"][seeds["winner"]]
+    accuracy = {n: c["metrics"]["accuracy"] for n, c in evaluation["candidates"].items()}
+    assert lead["mean"] == pytest.approx(np.mean([accuracy[n] for n in lead["models"]]))
+    assert d["winner"] == lead["best_model"] == max(lead["models"], key=lambda n: (accuracy[n], n == d["winner"]))
+    assert "across seeds:" in summary["tie_statement"]
+    with open(summary["report"]) as f:
+        report = f.read()
+    assert 'id="seed-points"' in report and "seed 7:" in report
     assert evaluation["candidates"]["champion"]["version"] == before.version
     # The champion is re-scored on the same examples and reproduces its recorded accuracy.
-    assert evaluation["candidates"]["champion"]["metrics"]["accuracy"] == first["accuracy"][first["winner"]]
-    assert any("champion" in t["second"] or "champion" in t["first"] for t in evaluation["comparisons"])
+    assert accuracy["champion"] == first["accuracy"][first["winner"]]
+    assert sum("champion" in (t["first"], t["second"]) for t in evaluation["comparisons"]) == 4
     champion_after = registry.champion()
-    if evaluation["decision"]["blessed"]:
+    if d["blessed"]:
         assert champion_after.version == str(int(before.version) + 1)
         assert champion_after.tags["replaced_version"] == before.version
+        assert json.loads(champion_after.tags["across_seeds"])["winner_framework"] == seeds["winner"]
     else:
         assert champion_after.version == before.version
         assert len(registry.versions()) == 1

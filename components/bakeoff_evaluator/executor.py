@@ -19,7 +19,7 @@ from components import artifacts
 from components.bakeoff_evaluator import corruptions, metrics, report, scoring
 from components.bakeoff_evaluator.rule import DecisionRule
 from components.registry import MlflowRegistry
-from trainers import common, serving
+from trainers import common, model_format, serving
 
 EXAMPLES = "examples"
 EVALUATION = "evaluation"
@@ -37,7 +37,9 @@ CORRUPTIONS_PER_EXAMPLE = "corruptions_per_example"
 #    (comparisons[].accuracy_difference[_ci95], bootstrap), the corrupted test copy (robustness,
 #    candidates.*.robustness) and the optional gates (decision.gates; rule corruption_max_drop,
 #    slice_max_recall_drop).
-FORMAT_VERSION = 4
+# 5: several seeds per framework (decision.across_seeds, candidates.*.seed), the default
+#    champion_policy significantly_better, candidates.*.training (history, time, examples/s).
+FORMAT_VERSION = 5
 
 
 def split_pattern(examples: types.Artifact, split: str) -> str:
@@ -63,13 +65,26 @@ def size_on_disk(model_dir: str) -> int:
                for root, _, files in tf.io.gfile.walk(model_dir) for f in files)
 
 
+def training_record(model_dir: str, meta: dict[str, Any], train_examples: int | None) -> dict[str, Any]:
+    """How the model was trained, from what its trainer wrote beside it: per-epoch history, time,
+    throughput (training examples per second, its per-epoch validation included), export format."""
+    history_path = os.path.join(model_dir, model_format.HISTORY_FILE)
+    history = json.loads(model_format.read_bytes(history_path)) if model_format.file_exists(history_path) else {}
+    seconds, epochs = meta.get("train_seconds"), meta.get("config", {}).get("epochs")
+    return {"history": history, "seconds": seconds, "epochs": epochs, "format": meta.get("format"),
+            "examples_per_second": train_examples * epochs / seconds if train_examples and epochs and seconds
+            else None}
+
+
 def describe_candidate(model_dir: str, labels: np.ndarray, probs: np.ndarray,
-                       sample: np.ndarray) -> dict[str, Any]:
+                       sample: np.ndarray, train_examples: int | None = None) -> dict[str, Any]:
     predict, meta = serving.load_predictor(model_dir)
-    return {"framework": meta["framework"], "model": meta["model"], "parameters": meta["parameters"],
-            "device": meta["device"], "uri": model_dir, "size_bytes": size_on_disk(model_dir),
+    return {"framework": meta["framework"], "model": meta["model"], "seed": meta.get("config", {}).get("seed"),
+            "parameters": meta["parameters"], "device": meta["device"], "uri": model_dir,
+            "size_bytes": size_on_disk(model_dir),
             "metrics": metrics.score(labels, probs),
-            "performance": metrics.latency_and_throughput(predict, sample)}
+            "performance": metrics.latency_and_throughput(predict, sample),
+            "training": training_record(model_dir, meta, train_examples)}
 
 
 def kfp_classification_metrics(confusion: list[list[int]]) -> dict[str, Any]:
@@ -98,14 +113,18 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                 champion_version, model_dirs[artifacts.CHAMPION] = found
                 logging.info("BakeoffEvaluator: champion is version %s", champion_version.version)
 
-        per_example = int(exec_properties.get(CORRUPTIONS_PER_EXAMPLE) or corruptions.DEFAULT_PER_EXAMPLE)
+        per_example = exec_properties.get(CORRUPTIONS_PER_EXAMPLE)
+        per_example = corruptions.DEFAULT_PER_EXAMPLE if per_example is None else int(per_example)
         scores_path = os.path.join(out_dir, artifacts.SCORES_FILE)
         with self._make_beam_pipeline() as pipeline:
             scoring.score_all(pipeline, split_pattern(examples, split), model_dirs, scores_path, per_example)
         scores = scoring.load(scores_path)
 
         sample, _ = load_split(examples, split, limit=512)  # for latency and throughput
-        candidates = {name: describe_candidate(d, scores.labels, scores.probs[name], sample)
+        train_examples = json.loads(examples.get_string_custom_property("split_counts") or "{}").get("train")
+        # The champion was trained on data this run may not have: no examples/s for it.
+        candidates = {name: describe_candidate(d, scores.labels, scores.probs[name], sample,
+                                               None if name == artifacts.CHAMPION else train_examples)
                       for name, d in model_dirs.items()}
         if champion_version is not None:
             candidates[artifacts.CHAMPION]["version"] = champion_version.version
@@ -118,7 +137,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         decision = metrics.decide({n: c["metrics"] for n, c in candidates.items()}, rule,
                                   artifacts.CHAMPION if champion_version else None, comparisons,
                                   robustness={n: c["robustness"]["mean_accuracy"] for n, c in candidates.items()}
-                                  if per_example else None)
+                                  if per_example else None,
+                                  frameworks={n: c["framework"] for n, c in candidates.items()})
         evaluation = {
             "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
             "decision": decision, "bootstrap": metrics.BOOTSTRAP,

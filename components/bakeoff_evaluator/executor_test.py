@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 
@@ -36,6 +37,11 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
         perf = c["performance"]
         assert 0 < perf["latency_ms_p50"] <= perf["latency_ms_p95"] and perf["throughput_per_s"] > 0
         assert c["size_bytes"] > 54_410 * 4 and c["parameters"] == 54_410
+        # How it was trained (issue #16): the trainer's own history and time, the split's size.
+        t = c["training"]
+        assert len(t["history"]["val_accuracy"]) == t["epochs"] >= 1 and t["seconds"] > 0
+        assert t["examples_per_second"] == pytest.approx(
+            json.loads(small_examples.get_string_custom_property("split_counts"))["train"] * t["epochs"] / t["seconds"])
     [pair] = evaluation["comparisons"]
     assert 0.0 <= pair["p_value"] <= 1.0
     d = evaluation["decision"]
@@ -44,6 +50,8 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
     assert blessing.get_string_custom_property("winner") == d["winner"]
     report = (tmp_path / "evaluation" / "report.html").read_text()
     assert d["winner"] in report and 'id="confusion-matrices" alt="confusion matrices" src="data:image/png' in report
+    assert 'id="training-curves" alt="training curves per epoch" src="data:image/png' in report
+    assert 'id="frameworks"' in report and "tf_saved_model" in report and "torchscript" in report
     assert "| keras_model" in (tmp_path / "evaluation" / "summary.md").read_text()
     assert "no champion in the registry" in " ".join(d["reasons"])
 
@@ -132,7 +140,8 @@ def test_report_renders_in_a_headless_browser(bakeoff):
     dom = subprocess.run([*flags, "--enable-logging=stderr", "--dump-dom", report.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for figure in ("confusion-matrices", "per-digit", "reliability", "misclassified", "corruption-examples"):
+    for figure in ("confusion-matrices", "per-digit", "reliability", "misclassified", "corruption-examples",
+                   "training-curves"):
         assert f'id="{figure}"' in dom.stdout and "data:image/png;base64," in dom.stdout
     assert "Uncaught" not in dom.stderr
     shot = tmp_path / "report.png"

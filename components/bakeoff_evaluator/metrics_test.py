@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -64,11 +66,27 @@ DECISIONS = [
     ("below the minimum", _results(a=0.97, b=0.96), None, [], metrics.DecisionRule(min_metric=0.98),
      "a", False, "is below the minimum 0.9800"),
     ("beats the champion", _results(a=0.99, b=0.97, champion=0.985), "champion", [],
-     metrics.DecisionRule(min_metric=0.98, champion_min_delta=0.001), "a", True, "beats the champion"),
+     metrics.DecisionRule(min_metric=0.98, champion_policy="better_by", champion_min_delta=0.001), "a", True,
+     "beats the champion"),
     ("worse than the champion", _results(a=0.99, b=0.97, champion=0.995), "champion", [],
-     metrics.DecisionRule(min_metric=0.98), "a", False, "does not beat the champion"),
+     metrics.DecisionRule(min_metric=0.98, champion_policy="better_by"), "a", False, "does not beat the champion"),
     ("champion never wins the bake-off", _results(a=0.985, b=0.99, champion=0.999), "champion", [],
-     metrics.DecisionRule(min_metric=0.98), "b", False, "does not beat"),
+     metrics.DecisionRule(min_metric=0.98, champion_policy="better_by"), "b", False, "does not beat"),
+    # The default policy, significantly_better: McNemar at champion_alpha / challengers (here 2).
+    ("better on noise: the champion stays", _results(a=0.9942, b=0.9935, champion=0.9939), "champion",
+     _comparison("a", "champion", 0.62), metrics.DecisionRule(), "a", False,
+     "not significantly better than the champion: 0.9942 vs 0.9939 (difference +0.0003), McNemar p = 0.62 >= "
+     "0.025 (champion_alpha 0.05 / 2 challengers, Bonferroni"),
+    ("significant, but not at alpha / challengers", _results(a=0.995, b=0.99, champion=0.99), "champion",
+     _comparison("a", "champion", 0.04), metrics.DecisionRule(), "a", False, "McNemar p = 0.04 >= 0.025"),
+    ("a better architecture gets through", _results(a=0.9941, b=0.9933, champion=0.9885), "champion",
+     _comparison("champion", "a", 1e-6), metrics.DecisionRule(), "a", True,
+     "a is significantly better than the champion: 0.9941 vs 0.9885 (difference +0.0056), McNemar p = 1e-06 < 0.025"),
+    ("significant but below the margin", _results(a=0.995, b=0.99, champion=0.99), "champion",
+     _comparison("a", "champion", 1e-4), metrics.DecisionRule(champion_min_delta=0.01), "a", False,
+     "but by less than champion_min_delta 0.0100"),
+    ("significantly worse is not better", _results(a=0.985, b=0.98, champion=0.99), "champion",
+     _comparison("a", "champion", 1e-4), metrics.DecisionRule(), "a", False, "not significantly better"),
     ("not significantly worse", _results(a=0.989, b=0.97, champion=0.99), "champion",
      _comparison("a", "champion", 0.40),
      metrics.DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", True,
@@ -149,11 +167,13 @@ TIES = [
                                             "b": {"accuracy": 0.99, "log_loss": 0.07}}, None,
      [_pair("a", "b", 1.0)], metrics.DecisionRule(), True, ["b"], ["chosen by the lower log loss (0.0500 vs 0.0700)"]),
     ("significant over the runner-up, tied with the champion", _results(a=0.995, b=0.985, champion=0.994),
-     "champion", [_pair("a", "b", 0.001), _pair("a", "champion", 0.6)], metrics.DecisionRule(), True,
+     "champion", [_pair("a", "b", 0.001), _pair("a", "champion", 0.6)],
+     metrics.DecisionRule(champion_policy="better_by"), True,
      ["champion"], ["a's lead over b is statistically significant",
                     "a and the champion are statistically tied (McNemar p = 0.6"]),
     ("significant over both", _results(a=0.995, b=0.985, champion=0.98), "champion",
-     [_pair("a", "b", 0.001), _pair("a", "champion", 0.0001)], metrics.DecisionRule(), False, [],
+     [_pair("a", "b", 0.001), _pair("a", "champion", 0.0001)], metrics.DecisionRule(champion_policy="better_by"),
+     False, [],
      ["a's lead over the champion is statistically significant"]),
 ]
 
@@ -209,6 +229,7 @@ GATES = [
 @pytest.mark.parametrize("case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase", GATES,
                          ids=[g[0] for g in GATES])
 def test_gates(case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase):
+    rule = dataclasses.replace(rule, champion_policy="better_by")  # the gates alone decide
     d = metrics.decide(results, rule, champion, [], robustness=robustness)
     assert d["blessed"] is blessed, d["reasons"]
     g = d["gates"][gate]
@@ -288,3 +309,67 @@ def test_corruption_accuracy():
     r = metrics.corruption_accuracy(labels, predictions, ("x", "y", "z"))
     assert r == {"per_corruption": {"x": 1.0, "y": 0.5, "z": 0.5}, "examples": {"x": 4, "y": 4, "z": 2},
                  "mean_accuracy": pytest.approx(2 / 3)}
+
+
+# --- several seeds per framework -------------------------------------------------------------------------------
+def _seeded(keras, pytorch):
+    results, frameworks = {}, {}
+    for framework, values in (("keras", keras), ("pytorch", pytorch)):
+        for seed, value in enumerate(values, start=1):
+            results[f"{framework}_model_seed{seed}"] = {"accuracy": value, "macro_f1": value, "log_loss": 0.02}
+            frameworks[f"{framework}_model_seed{seed}"] = framework
+    return results, frameworks
+
+
+# (case, keras per seed, pytorch per seed, leading framework, registry candidate, tied across seeds, phrase)
+SEEDS = [
+    ("issue #15's seeds: tied, chosen by the mean", [0.9932, 0.9944, 0.9939], [0.9932, 0.9936, 0.9933],
+     "keras", "keras_model_seed2", True,
+     "the frameworks are statistically tied across seeds (Welch's t-test p = "),
+    ("the best framework's best model, not the best single model", [0.9900, 0.9910, 0.9945],
+     [0.9935, 0.9936, 0.9937], "pytorch", "pytorch_model_seed3", True,
+     "pytorch_model_seed3 has the lower test accuracy of the two best single models: 0.9937 vs keras_model_seed3"),
+    ("a framework better across seeds", [0.9940, 0.9942, 0.9941], [0.9900, 0.9903, 0.9901], "keras",
+     "keras_model_seed2", False, "keras is better across seeds (Welch's t-test p = "),
+    ("equal means: the lower mean log loss", [0.9941, 0.9932, 0.9944], [0.9937, 0.9944, 0.9936], "keras",
+     "keras_model_seed3", True, "keras is chosen by the name (equal means and log losses)"),
+    ("no spread: not testable", [0.99, 0.99], [0.98, 0.98], "keras", "keras_model_seed1", True, "not testable"),
+]
+
+
+@pytest.mark.parametrize("case, keras, pytorch, framework, winner, tied, phrase", SEEDS, ids=[c[0] for c in SEEDS])
+def test_frameworks_across_seeds(case, keras, pytorch, framework, winner, tied, phrase):
+    results, frameworks = _seeded(keras, pytorch)
+    robustness = {name: 0.5 + 0.01 * k for k, name in enumerate(results)}
+    d = metrics.decide(results, metrics.DecisionRule(), robustness=robustness, frameworks=frameworks)
+    seeds = d["across_seeds"]
+    assert (seeds["winner"], d["winner"], d["blessed"]) == (framework, winner, True), d["reasons"]
+    assert any(phrase in r for r in d["reasons"]), d["reasons"]
+    other = "pytorch" if framework == "keras" else "keras"
+    v = seeds["versus"][other]
+    assert v["tied"] is tied
+    mine, theirs = (keras, pytorch) if framework == "keras" else (pytorch, keras)
+    if v["p_value"] is not None:
+        assert v["p_value"] == pytest.approx(stats.ttest_ind(mine, theirs, equal_var=False).pvalue)
+    f = seeds["frameworks"][framework]
+    assert f["mean"] == pytest.approx(np.mean(mine)) and f["std"] == pytest.approx(np.std(mine, ddof=1))
+    assert (f["min"], f["max"], f["seeds"]) == (min(mine), max(mine), len(mine))
+    assert f["corrupted_mean_accuracy"] == pytest.approx(np.mean([robustness[n] for n in f["models"]]))
+    # The winner is compared with the other framework's best single model, not with every seed.
+    assert set(d["winner_versus"]) <= {seeds["frameworks"][other]["best_model"]}
+    assert d["ranking"][0] == winner and set(d["ranking"]) == set(results)
+
+
+def test_one_seed_per_framework_has_no_across_seeds_comparison():
+    d = metrics.decide(_results(keras_model=0.994, pytorch_model=0.993), metrics.DecisionRule(),
+                       frameworks={"keras_model": "keras", "pytorch_model": "pytorch"})
+    assert d["across_seeds"] is None and d["winner"] == "keras_model"
+
+
+def test_seeds_against_a_champion_use_bonferroni_over_all_challengers():
+    results, frameworks = _seeded([0.9940, 0.9942, 0.9941], [0.9900, 0.9903, 0.9901])
+    results["champion"] = {"accuracy": 0.9930, "macro_f1": 0.9930, "log_loss": 0.03}
+    comparisons = [_pair("keras_model_seed2", "champion", 0.01)]
+    d = metrics.decide(results, metrics.DecisionRule(), "champion", comparisons, frameworks=frameworks)
+    assert not d["blessed"] and any("p = 0.01 >= 0.00833 (champion_alpha 0.05 / 6 challengers" in r
+                                    for r in d["reasons"]), d["reasons"]

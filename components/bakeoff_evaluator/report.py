@@ -27,8 +27,12 @@ def _png(fig) -> str:
 
 
 def confusion_matrices(candidates: dict[str, Any], order: list[str]) -> str:
-    fig, axes = plt.subplots(1, len(order), figsize=(4.2 * len(order), 4.2), squeeze=False)
-    for ax, name in zip(axes[0], order, strict=True):
+    columns = min(len(order), 4)  # several seeds: rows of four
+    rows = -(-len(order) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(order):]:
+        ax.set_axis_off()
+    for ax, name in zip(axes.flat[:len(order)], order, strict=True):
         cm = np.array(candidates[name]["metrics"]["confusion_matrix"])
         ax.imshow(np.log1p(cm), cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
@@ -47,7 +51,7 @@ def per_digit_accuracy(candidates: dict[str, Any], order: list[str]) -> str:
         ax.bar(np.arange(10) + k * width - 0.4 + width / 2, recall, width, label=name)
     low = min(candidates[n]["metrics"]["per_class"][str(d)]["recall"] for n in order for d in DIGITS)
     ax.set(xticks=DIGITS, xlabel="digit", ylabel="accuracy (recall)", ylim=(max(0.0, low - 0.02), 1.0))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return _png(fig)
 
 
@@ -66,7 +70,7 @@ def reliability_diagram(labels: np.ndarray, probs: dict[str, np.ndarray], order:
         ax.plot(xs, ys, marker="o", label=name)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
     return _png(fig)
 
 
@@ -112,6 +116,49 @@ def corruption_examples(images: np.ndarray | None, labels: np.ndarray | None, pr
     return _png(fig)
 
 
+def training_curves(candidates: dict[str, Any], order: list[str]) -> str | None:
+    """Per-epoch loss (train solid, eval dashed) and eval accuracy of every model with a history."""
+    trained = [n for n in order if candidates[n].get("training", {}).get("history")]
+    if not trained:
+        return None
+    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 3.6))
+    for k, name in enumerate(trained):
+        history, color = candidates[name]["training"]["history"], f"C{k % 10}"
+        epochs = np.arange(1, len(history["loss"]) + 1)
+        loss_ax.plot(epochs, history["loss"], color=color, marker="o")
+        loss_ax.plot(epochs, history["val_loss"], color=color, ls="--", marker="o")
+        acc_ax.plot(epochs, history["val_accuracy"], color=color, marker="o", label=name)
+    loss_ax.set(xlabel="epoch", ylabel="loss", yscale="log", title="loss per epoch (solid: train, dashed: eval)")
+    acc_ax.set(xlabel="epoch", ylabel="eval accuracy", title="eval-split accuracy per epoch")
+    for ax in (loss_ax, acc_ax):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    acc_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    return _png(fig)
+
+
+def seed_points(evaluation: dict[str, Any]) -> str | None:
+    """Each framework's models, one point per seed, with the mean and ±1 sd; the champion as a line."""
+    seeds = evaluation["decision"].get("across_seeds")
+    if not seeds:
+        return None
+    candidates, key = evaluation["candidates"], seeds["metric"]
+    fig, ax = plt.subplots(figsize=(2.2 + 1.6 * len(seeds["ranking"]), 3.6))
+    for x, framework in enumerate(seeds["ranking"]):
+        f = seeds["frameworks"][framework]
+        ax.scatter([x] * f["seeds"], f["values"], s=36, zorder=3, label=f"{framework} (per seed)")
+        for name, value in zip(f["models"], f["values"], strict=True):
+            ax.annotate(f"seed {candidates[name]['seed']}", (x, value), xytext=(8, -3), textcoords="offset points",
+                        fontsize=7)
+        ax.errorbar([x - 0.15], [f["mean"]], yerr=[f["std"]], fmt="_", color="black", markersize=14, capsize=4)
+    champion = evaluation["decision"].get("champion")
+    if champion:
+        ax.axhline(candidates[champion]["metrics"][key], ls="--", color="grey", label="champion")
+    ax.set(xticks=range(len(seeds["ranking"])), xticklabels=seeds["ranking"], xlim=(-0.6, len(seeds["ranking"]) - 0.2),
+           ylabel=f"test {key}", title=f"per-seed test {key} (bar: mean ± 1 sd)")
+    ax.legend(fontsize=7, loc="lower right")
+    return _png(fig)
+
+
 def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
     order = list(evaluation["decision"]["ranking"])
     if evaluation["decision"].get("champion"):
@@ -124,6 +171,8 @@ def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
         "misclassified": misclassified_grid(
             scores.wrong_images, scores.wrong_labels, scores.wrong_predictions[winner],
             f"test digits {winner} got wrong (true→predicted), a sample"),
+        "seeds": seed_points(evaluation),
+        "training": training_curves(evaluation["candidates"], order),
         "corruptions": corruption_examples(scores.example_images, scores.example_labels,
                                            scores.example_predictions.get(winner), winner),
     }
@@ -166,8 +215,21 @@ def tie_statement(evaluation: dict[str, Any]) -> str:
         return "statistical tie: no paired test of the winner"
     parts = [f"{'tied with' if v['tied'] else 'significantly different from'} {name} (p = {v['p_value']:.2g})"
              for name, v in sorted(versus.items(), key=lambda item: item[0] == d.get("champion"))]
-    return (f"statistical tie: {'YES' if d['statistical_tie'] else 'no'} at champion_alpha {alpha}: "
+    line = (f"statistical tie: {'YES' if d['statistical_tie'] else 'no'} at champion_alpha {alpha}: "
             f"{d['winner']} is " + ", ".join(parts))
+    return line + (f"; {across_seeds_statement(d['across_seeds'])}" if d.get("across_seeds") else "")
+
+
+def across_seeds_statement(seeds: dict[str, Any]) -> str:
+    """One line: the frameworks' means over their seeds and whether the leader's lead is significant."""
+    f = seeds["frameworks"]
+    parts = []
+    for other, v in seeds["versus"].items():
+        test = "not testable" if v["p_value"] is None else f"Welch p = {v['p_value']:.2g}"
+        parts.append(f"{'tied with' if v['tied'] else 'better than'} {other} ({f[other]['mean']:.4f}; {test})")
+    lead = seeds["winner"]
+    return (f"across seeds: {lead} (mean {f[lead]['mean']:.4f} ± {f[lead]['std']:.4f}, {f[lead]['seeds']} seeds) "
+            f"is " + ", ".join(parts))
 
 
 def render_markdown(evaluation: dict[str, Any]) -> str:
@@ -186,6 +248,14 @@ def render_markdown(evaluation: dict[str, Any]) -> str:
             line += f"; difference {t['accuracy_difference']:+.4f} (CI {low:+.4f} to {high:+.4f})"
         lines.append(line)
     lines += ["", tie_statement(evaluation)]
+    seeds = d.get("across_seeds")
+    if seeds:
+        lines += ["", f"Frameworks across seeds (test {seeds['metric']}; {seeds['test']}):", "",
+                  "| framework | seeds | mean | sd | min | max | best single model |", "|---|---|---|---|---|---|---|"]
+        for name in seeds["ranking"]:
+            f = seeds["frameworks"][name]
+            lines.append(f"| {name} | {f['seeds']} | {f['mean']:.4f} | {f['std']:.4f} | {f['min']:.4f} | "
+                         f"{f['max']:.4f} | {f['best_model']} |")
     if evaluation.get("robustness", {}).get("corruptions_per_example"):
         names = list(d["ranking"]) + ([d["champion"]] if d.get("champion") else [])
         suite = evaluation["robustness"]["names"]

@@ -9,7 +9,7 @@ from typing import Any
 from trainers.config import setting
 
 PRIMARY_METRICS = ("accuracy", "macro_f1")
-CHAMPION_POLICIES = ("better_by", "not_significantly_worse")
+CHAMPION_POLICIES = ("significantly_better", "better_by", "not_significantly_worse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -17,10 +17,16 @@ class DecisionRule:
     primary_metric: str = setting("accuracy", "what the bake-off ranks by (higher wins; ties: lower log loss, "
                                    "then the name)", PRIMARY_METRICS)
     min_metric: float = setting(0.98, "primary metric the winner needs to be blessed")
-    champion_policy: str = setting("better_by", "against the registry's champion: better_by (beat it by at "
-                                    "least champion_min_delta) or not_significantly_worse (blessed unless "
-                                    "McNemar finds it worse at champion_alpha)", CHAMPION_POLICIES)
-    champion_min_delta: float = setting(0.0, "better_by: the margin over the champion's primary metric")
+    # The default keeps the champion alias from moving on noise: reruns with other seeds are
+    # statistically tied with the champion and leave it; a better architecture is promoted.
+    champion_policy: str = setting("significantly_better", "against the registry's champion: significantly_better "
+                                    "(the winner beats it and McNemar finds the difference significant at "
+                                    "champion_alpha / number of challengers, Bonferroni, since the winner is the "
+                                    "best of them), better_by (beat it by at least champion_min_delta) or "
+                                    "not_significantly_worse (blessed unless McNemar finds it worse at "
+                                    "champion_alpha)", CHAMPION_POLICIES)
+    champion_min_delta: float = setting(0.0, "better_by and significantly_better: the margin over the champion's "
+                                        "primary metric")
     champion_alpha: float = setting(0.05, "McNemar's significance level: for not_significantly_worse, and for "
                                     "saying a lead is a statistical tie (the winner's lead over the runner-up "
                                     "or the champion with p >= champion_alpha)")
@@ -36,7 +42,7 @@ class DecisionRule:
         if self.primary_metric not in PRIMARY_METRICS:
             raise ValueError(f"primary_metric must be accuracy or macro_f1, got {self.primary_metric!r}")
         if self.champion_policy not in CHAMPION_POLICIES:
-            raise ValueError(f"champion_policy must be better_by or not_significantly_worse, "
+            raise ValueError(f"champion_policy must be one of {', '.join(CHAMPION_POLICIES)}, "
                              f"got {self.champion_policy!r}")
         if not 0.0 <= self.min_metric <= 1.0:
             raise ValueError(f"min_metric must be in [0, 1], got {self.min_metric}")

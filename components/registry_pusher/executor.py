@@ -39,6 +39,16 @@ def flatten_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+# MLflow's SQL registry stores a version tag's value in a VARCHAR(5000): PostgreSQL refuses longer
+# ones (many seeds make long reasons); the whole text stays in the evaluation artifact.
+TAG_VALUE_LIMIT = 5000
+
+
+def _fit(value: str) -> str:
+    cut = " … (cut: the whole text is in evaluation.json)"
+    return value if len(value) <= TAG_VALUE_LIMIT else value[:TAG_VALUE_LIMIT - len(cut)] + cut
+
+
 def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_revision: str) -> dict[str, str]:
     """The decision record written on the registered version."""
     d = evaluation["decision"]
@@ -58,13 +68,19 @@ def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_r
         "evaluated_against_version": evaluation["candidates"].get(artifacts.CHAMPION, {}).get("version", ""),
         "replaced_version": replaced,
     }
+    seeds = d.get("across_seeds")
+    if seeds:  # several seeds per framework: the frameworks' means and the test between them
+        tags["across_seeds"] = json.dumps({
+            "winner_framework": seeds["winner"], "test": "welch_t", "versus": seeds["versus"],
+            "frameworks": {f: {k: s[k] for k in ("seeds", "mean", "std", "best_model")}
+                           for f, s in seeds["frameworks"].items()}}, sort_keys=True)
     for name, c in evaluation["candidates"].items():
         tags[f"metrics.{name}"] = json.dumps({k: c["metrics"][k] for k in (
             "accuracy", "accuracy_ci95", "macro_f1", "log_loss", "expected_calibration_error")}, sort_keys=True)
     for t in evaluation["comparisons"]:
         tags[f"mcnemar.{t['first']}.vs.{t['second']}"] = (
             f"p={t['p_value']:.6g} discordant={t['only_first_correct']}/{t['only_second_correct']}")
-    return tags
+    return {key: _fit(value) for key, value in tags.items()}
 
 
 class Executor(base_executor.BaseExecutor):

@@ -59,3 +59,11 @@ def test_not_blessed_pushes_nothing(small_examples, small_models, tmp_path):
     reg = registry.MlflowRegistry(uri, MODEL_NAME)
     assert reg.champion() is None
     assert reg.versions() == []
+
+
+def test_long_tag_values_are_cut_to_what_a_sql_registry_stores():
+    from components.registry_pusher.executor import TAG_VALUE_LIMIT, _fit
+
+    assert _fit("short") == "short"
+    cut = _fit("reason | " * 1000)
+    assert len(cut) == TAG_VALUE_LIMIT == 5000 and cut.endswith("(cut: the whole text is in evaluation.json)")

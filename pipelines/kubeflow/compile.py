@@ -15,7 +15,7 @@ from pipelines import validation
 from pipelines.config import PipelineConfig
 from pipelines.kubeflow import entrypoint, placement
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
-from pipelines.pipeline import TRAINER_IDS, create_pipeline
+from pipelines.pipeline import create_pipeline, trainer_ids
 
 RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
 
@@ -38,13 +38,17 @@ def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, 
     can set it without a recompile (the pipeline root is a run option of KFP and Vertex already).
     Epochs live in the trainers' custom_config, which TFX passes as one JSON string: the whole
     config is the parameter, and `deploy --param epochs=N` edits it (pipelines/kubeflow/deploy.py).
-    `code_revision` is recorded on the registered version; deploy sets it to the revision it uploads."""
+    `code_revision` is recorded on the registered version; deploy sets it to the revision it uploads.
+    With several seeds each trainer's custom_config differs (its seed), so the training settings
+    are compiled in as constants: change them by recompiling."""
+    trainer_config = {} if len(cfg.training_seeds()) > 1 else {
+        "custom_config": RuntimeParameter(name=TRAINER_CONFIG_PARAMETER, ptype=str,
+                                          default=json.dumps(cfg.trainer_config(), sort_keys=True))}
     return {
         "code_revision": RuntimeParameter(name="code_revision", ptype=str, default=""),
         "source": RuntimeParameter(name="source", ptype=str, default=cfg.source),
         "registry_uri": RuntimeParameter(name="registry_uri", ptype=str, default=registry_uri),
-        "custom_config": RuntimeParameter(name=TRAINER_CONFIG_PARAMETER, ptype=str,
-                                          default=json.dumps(cfg.trainer_config(), sort_keys=True)),
+        **trainer_config,
     }
 
 
@@ -74,7 +78,7 @@ def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
     parameterize(pipeline, parameters)
     resources = placement.trainer_resources(cfg)
     for component in pipeline.components:
-        if component.id in TRAINER_IDS and resources is not None:
+        if component.id in trainer_ids(cfg) and resources is not None:
             component.with_platform_config(resources)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         # Pipeline spec 2.1 (what kfp 2.x itself writes): TFX 1.16 cannot write a 2.0 package
@@ -85,7 +89,7 @@ def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
         output_filename=os.path.basename(output_path))
     runner.run(pipeline)
     # TFX keeps parameter defaults only in the run config, which its YAML writer drops.
-    post_compile(output_path, cfg, TRAINER_IDS, {p.name: p.default for p in parameters.values()})
+    post_compile(output_path, cfg, trainer_ids(cfg), {p.name: p.default for p in parameters.values()})
     return output_path
 
 
