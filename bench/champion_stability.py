@@ -36,7 +36,7 @@ def run_pipeline(output_root: str, mnist: str, model: str, seed: int, policy: st
     seconds = time.perf_counter() - start
     if done.returncode:
         sys.exit(f"run failed ({' '.join(command)}):\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout[done.stdout.index("\n{\n") + 1:]), seconds  # after the epochs' lines
+    return json.loads(done.stdout), seconds  # --json: the summary alone on stdout
 
 
 def champion_version(output_root: str) -> str | None:

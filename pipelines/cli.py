@@ -209,6 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--output", default=str(REPO_ROOT / "pipeline.yaml"))
         if name in ("run", "summary"):
             p.add_argument("--json", action="store_true", help="print the summary as JSON")
+        if name == "run":
+            p.add_argument("--verbose", action="store_true", help="on a failure, print the traceback too "
+                           "(it is always in the run's log file)")
         if name in ("summary", "show"):
             p.add_argument("--run", help="pipeline run id (default: the latest run)")
     _add_kubeflow_commands(sub)
@@ -244,9 +247,38 @@ def print_summary(summary: dict, seconds: float | None = None) -> None:
         print(f"wall time:  {seconds:.1f} s")
 
 
-def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
-    from pipelines import summary
+def _run(cfg: PipelineConfig, verbose: bool, json_out: bool = False) -> dict | None:
+    """A local run: its output in its own log file, a line per stage and epoch on the terminal
+    (pipelines/terminal.py); a failure prints one block (pipelines/failure.py) and gives None."""
+    import logging
+    import traceback
 
+    from pipelines import terminal
+
+    log_path = os.path.join(cfg.output_root, "logs", f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    try:
+        with terminal.quiet_run(log_path, verbose, lines_fd=2 if json_out else 1):
+            try:  # imported here: TensorFlow's import already writes to stderr
+                from components import object_store
+                from pipelines import local_runner, revision
+
+                if object_store.is_object_store(cfg.pipeline_root):
+                    object_store.enable_s3(os.environ)
+                return local_runner.run_local(cfg, code_version=revision.code_fingerprint(),
+                                              code_revision=revision.code_revision())
+            except Exception:
+                logging.getLogger(__name__).error("the run failed", exc_info=True)  # into the log
+                raise
+    except Exception as e:  # the user's problem in words; the traceback is in the log
+        from pipelines import failure
+
+        if verbose:
+            traceback.print_exc()
+        print(failure.error_block("python -m pipelines run", cfg, e, log_path), file=sys.stderr)
+        return None
+
+
+def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     if args.command == "compile":
         from pipelines.kubeflow.compile import compile_kubeflow
 
@@ -254,6 +286,7 @@ def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     elif args.command == "show":
         from components.artifacts import REPORT_FILE
         from components.bakeoff_evaluator import report
+        from pipelines import summary
 
         evaluation, evaluation_dir = summary.load_evaluation(cfg, args.run)
         print(report.render_markdown(evaluation))
@@ -261,15 +294,12 @@ def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     else:
         started = time.monotonic()
         if args.command == "run":
-            from components import object_store
-            from pipelines import local_runner, revision
-
-            if object_store.is_object_store(cfg.pipeline_root):
-                object_store.enable_s3(os.environ)
-
-            result = local_runner.run_local(cfg, code_version=revision.code_fingerprint(),
-                                            code_revision=revision.code_revision())
+            result = _run(cfg, args.verbose, args.json)
+            if result is None:
+                return 1
         else:
+            from pipelines import summary
+
             result = summary.summarize(cfg, args.run)
         if args.json:
             print(json.dumps(result, indent=2, default=str))

@@ -102,7 +102,7 @@ BAD_INPUTS = {
                        "truncated: the header declares 600 records"),
     "count-mismatch-headers": (lambda f: _replace(f, TRAIN_LABELS, struct.pack(">II", idx.LABEL_MAGIC, N_TRAIN - 1)
                                                   + _raw(f, TRAIN_LABELS)[8:8 + N_TRAIN - 1]),
-                               f"599 labels but .*{TRAIN_IMAGES} has 600 images"),
+                               f"599 labels but .*{TRAIN_IMAGES}.* has 600 images"),
     "labels-outside-0-9": (_labels_out_of_range, "label 10 at record 123 is outside 0-9"),
     "empty-file": (lambda f: _replace(f, TEST_IMAGES, b""), "the file is empty"),
     "images-labels-swapped": (_swapped, "are the files swapped"),
@@ -119,6 +119,8 @@ def test_bad_input_stops_ingest_naming_the_file(case, mnist_cache, tmp_path):
     with pytest.raises((idx.IdxFormatError, sources.SourceError, RuntimeError), match=message) as err:
         run_example_gen(out, tmp_path / "cache", source=str(folder), verify_checksums=0)
     assert named in str(err.value)
+    # The user's own file (in their folder), not only the cache's copy of it (issue #16).
+    assert str(folder / named) in str(err.value) or str(folder / f"{named}.gz") in str(err.value), str(err.value)
     assert not list(out.glob("Split-*/*.gz")), "no examples may be written from bad input"
 
 

@@ -31,6 +31,16 @@ from trainers.model_format import (  # noqa: F401  (re-exported for the trainer 
     PIXEL_STD,
 )
 
+# One line per epoch for whoever follows the run (the pipeline's terminal shows this logger's lines).
+progress = logging.getLogger("trainers.progress")
+
+
+def log_epoch(epoch: int, epochs: int, metrics: dict[str, float], seconds: float) -> None:
+    """Epoch `epoch` (1-based) of `epochs` ended: its metrics (loss, accuracy, val_loss, val_accuracy)."""
+    shown = " ".join(f"{key} {metrics[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+                     if key in metrics)
+    progress.info("epoch %d/%d: %s (%.1f s)", epoch, epochs, shown, seconds)
+
 
 def mixed_precision_applies(cfg: TrainConfig, on_cpu: bool) -> bool:
     """bfloat16 compute when asked for and not on a CPU; said in the log when it is not applied."""

@@ -7,6 +7,7 @@ SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N,
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
 
@@ -104,6 +105,16 @@ def choose_strategy(accelerator: str) -> tuple[tf.distribute.Strategy, str]:
     return tf.distribute.get_strategy(), "cpu"
 
 
+class EpochLog(keras.callbacks.Callback):
+    """Each epoch's metrics on the trainers' progress logger, as the PyTorch trainer writes them."""
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.started = time.monotonic()
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        common.log_epoch(epoch + 1, self.params["epochs"], logs or {}, time.monotonic() - self.started)
+
+
 # --- train and export --------------------------------------------------------------------
 def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
@@ -116,7 +127,7 @@ def run_fn(fn_args: FnArgs) -> None:
     eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
     steps_per_epoch = int(train_ds.cardinality())
 
-    previous_policy = keras.mixed_precision.global_policy()
+    previous_policy, absl_level = keras.mixed_precision.global_policy(), logging.getLogger("absl").level
     try:
         if mixed:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
@@ -130,12 +141,15 @@ def run_fn(fn_args: FnArgs) -> None:
                           steps_per_execution=cfg.steps_per_execution)
         started = time.monotonic()
         history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
-                            callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)])
+                            callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir), EpochLog()])
         train_seconds = time.monotonic() - started
         with model_format.local_folder_for(fn_args.serving_model_dir) as export_dir:
             model.export(export_dir, format="tf_saved_model", verbose=False)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
+        # export(verbose=False) sets absl's verbosity to WARNING for the whole process, which would
+        # silence the orchestrator's own log lines for the rest of the run.
+        logging.getLogger("absl").setLevel(absl_level)
 
     common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE),
                       {k: [float(v) for v in vs] for k, vs in history.history.items()})

@@ -94,13 +94,14 @@ def run_fn(fn_args: FnArgs) -> None:
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
     started = time.monotonic()
     for epoch in range(cfg.epochs):
+        epoch_started = time.monotonic()
         loss, acc = train_epoch(model, batches(train_ds, device), optimizer, scheduler, mixed)
         val_loss, val_acc = evaluate(model, batches(eval_ds, device), mixed)
         for key, value in zip(history, (loss, acc, val_loss, val_acc), strict=True):
             history[key].append(value)
             writer.add_scalar(f"epoch_{key}", value, epoch)
-        print(f"epoch {epoch + 1}/{cfg.epochs}: loss {loss:.4f} accuracy {acc:.4f} "
-              f"val_loss {val_loss:.4f} val_accuracy {val_acc:.4f}", flush=True)
+        common.log_epoch(epoch + 1, cfg.epochs, {key: values[-1] for key, values in history.items()},
+                         time.monotonic() - epoch_started)
     writer.close()
     train_seconds = time.monotonic() - started
 

@@ -76,7 +76,7 @@ class _ReadRange(beam.DoFn):
         images = idx.read_records(self._headers[f"{part}_images"], start, stop)
         labels_header = self._headers[f"{part}_labels"]
         labels = idx.read_records(labels_header, start, stop)
-        idx.check_labels(labels_header.path, labels, start, self._num_classes)
+        idx.check_labels(labels_header.name, labels, start, self._num_classes)
         for offset, (image, label) in enumerate(zip(images, labels, strict=True)):
             index = start + offset
             if part == "test":
@@ -90,8 +90,10 @@ def _shards(part: str, count: int) -> list[tuple[str, int, int]]:
     return [(part, s, min(s + RECORDS_PER_SHARD, count)) for s in range(0, count, RECORDS_PER_SHARD)]
 
 
-def read_headers(paths: dict[str, str]) -> dict[str, idx.IdxHeader]:
-    headers = {key: idx.read_header(path, key.split("_")[1]) for key, path in paths.items()}
+def read_headers(paths: dict[str, str], origins: dict[str, str] | None = None) -> dict[str, idx.IdxHeader]:
+    """The four files' headers; errors name the user's file (`origins`) that each is a copy of."""
+    headers = {key: idx.read_header(path, key.split("_")[1], (origins or {}).get(key, ""))
+               for key, path in paths.items()}
     idx.check_pair(headers["train_images"], headers["train_labels"])
     idx.check_pair(headers["test_images"], headers["test_labels"])
     return headers
@@ -109,9 +111,10 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         eval_ratio = float(exec_properties[EVAL_RATIO])
         verify = bool(exec_properties.get(VERIFY_CHECKSUMS, 1))
         class_names = json.loads(exec_properties.get(CLASS_NAMES) or "null") or DEFAULT_CLASS_NAMES
+        origins: dict[str, str] = {}
         paths = sources.resolve_mnist(exec_properties.get(SOURCE) or "",
-                                      os.path.expanduser(exec_properties[CACHE_DIR]), verify)
-        headers = read_headers(paths)
+                                      os.path.expanduser(exec_properties[CACHE_DIR]), verify, origins)
+        headers = read_headers(paths, origins)
         n_train = _limited(headers["train_images"].count, int(exec_properties.get(TRAIN_LIMIT) or 0))
         n_test = _limited(headers["test_images"].count, int(exec_properties.get(TEST_LIMIT) or 0))
         shards = _shards("train", n_train) + _shards("test", n_test)

