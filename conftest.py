@@ -180,3 +180,36 @@ def corrupt_source(mnist_dir: Path, tmp_path: Path):
         (folder / name).write_bytes(content)
         return folder
     return make
+
+
+# A page as Chromium shows it: its visible text and whether each image really loaded. The page is
+# framed by a probe page whose script reads the frame once everything has loaded (file:// pages may
+# read each other only with --allow-file-access-from-files); the pages themselves carry no script.
+_PROBE = """<!doctype html><html><body><iframe id="page" src="{src}" width="1400" height="2400"></iframe>
+<pre id="seen"></pre><script>
+window.addEventListener("load", () => {{
+  const doc = document.getElementById("page").contentDocument;
+  document.getElementById("seen").textContent = JSON.stringify({{text: doc.body.innerText,
+    images: Object.fromEntries([...doc.images].map(i => [i.id || i.alt, i.complete && i.naturalWidth > 0]))}});
+}});
+</script></body></html>"""
+
+
+def seen_in_chromium(page: Path, workdir: Path) -> dict:
+    """{"text": the page's visible text, "images": {id: loaded}} in headless Chromium (Debian's)."""
+    import html
+    import re
+    import subprocess
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: `make test` installs Debian's chromium package"
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / "probe.html"
+    probe.write_text(_PROBE.format(src=page.resolve().as_uri()))
+    done = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                           "--allow-file-access-from-files", f"--user-data-dir={workdir / 'profile'}",
+                           "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="seen">(.*?)</pre>', done.stdout, re.S)
+    assert done.returncode == 0 and found and found.group(1), done.stderr[-2000:]
+    return json.loads(html.unescape(found.group(1)))

@@ -255,7 +255,7 @@ def _run(cfg: PipelineConfig, verbose: bool, json_out: bool = False) -> dict | N
 
     from pipelines import terminal
 
-    log_path = os.path.join(cfg.output_root, "logs", f"run-{time.strftime('%Y%m%d-%H%M%S')}.log")
+    log_path = os.path.join(cfg.output_root, "logs", f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log")
     try:
         with terminal.quiet_run(log_path, verbose, lines_fd=2 if json_out else 1):
             try:  # imported here: TensorFlow's import already writes to stderr

@@ -47,7 +47,7 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
     drift_validator = DriftValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
-        anomalies=example_validator.outputs["anomalies"],
+        anomalies=example_validator.outputs["anomalies"], examples=examples,
         # The pinned baseline; the champion's training statistics replace it at run time.
         baseline_statistics=cfg.resolved_baseline_statistics(), baseline_from_champion=cfg.baseline_from_champion,
         registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,

@@ -238,7 +238,10 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
 
     # No planted secret in the nine runs' logs or anything they wrote (the scan does find the
     # model's name, so it reads the real files).
-    text = log.read_text(errors="replace")
+    # The terminal's lines are in `log`; each run's own log file (INFO and all) under root/logs.
+    run_logs = sorted((root / "logs").glob("run-*.log"))
+    assert len(run_logs) == len(KILL_ORDER) + 3, run_logs  # one per run (named by time and pid)
+    text = log.read_text(errors="replace") + "".join(p.read_text(errors="replace") for p in run_logs)
     assert "winner:" in text and "INFO" in text
     assert files_holding(root, [b"mnist-crash"])
     for name, value in PLANTED.items():

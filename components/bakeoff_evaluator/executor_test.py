@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from components.bakeoff_evaluator import corruptions, executor, metrics
-from conftest import run_evaluator
+from conftest import run_evaluator, seen_in_chromium
 from trainers import serving
 
 
@@ -144,6 +144,13 @@ def test_report_renders_in_a_headless_browser(bakeoff):
                    "training-curves"):
         assert f'id="{figure}"' in dom.stdout and "data:image/png;base64," in dom.stdout
     assert "Uncaught" not in dom.stderr
+    # What a person sees (issue #16): the winner and the tie statement as text, every figure loaded.
+    evaluation = bakeoff[0]
+    seen = seen_in_chromium(report, tmp_path / "seen")
+    assert f"Winner: {evaluation['decision']['winner']}" in seen["text"]
+    assert "Statistical tie: " in seen["text"] and "The frameworks side by side" in seen["text"]
+    assert seen["images"] and all(seen["images"].values()), seen["images"]
+    assert {"training-curves", "confusion-matrices", "corruption-examples"} <= set(seen["images"])
     shot = tmp_path / "report.png"
     subprocess.run([*flags, f"--screenshot={shot}", report.as_uri()], capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float32)

@@ -29,6 +29,7 @@ class DriftValidatorSpec(ComponentSpec):
         executor.STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics),
         executor.SCHEMA: ChannelParameter(type=standard_artifacts.Schema),
         executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
+        executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples, optional=True),
     }
     OUTPUTS = {executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
 
@@ -40,11 +41,13 @@ class DriftValidator(base_component.BaseComponent):
     def __init__(self, statistics: types.BaseChannel, schema: types.BaseChannel,
                  anomalies: types.BaseChannel, baseline_statistics: str,
                  label_linf: float, pixel_js: float, baseline_from_champion: bool = False,
-                 registry_uri: str = "", registered_model_name: str = "") -> None:
+                 registry_uri: str = "", registered_model_name: str = "",
+                 examples: types.BaseChannel | None = None) -> None:
         """baseline_statistics: the pinned file ("" = no drift check). With baseline_from_champion,
-        the registry's champion's training statistics are used instead when it has them."""
+        the registry's champion's training statistics are used instead when it has them.
+        `examples`: their first images per label go into the review."""
         super().__init__(spec=DriftValidatorSpec(
-            statistics=statistics, schema=schema, anomalies=anomalies,
+            statistics=statistics, schema=schema, anomalies=anomalies, examples=examples,
             baseline_statistics=baseline_statistics, label_linf=label_linf, pixel_js=pixel_js,
             baseline_from_champion=int(baseline_from_champion), registry_uri=registry_uri,
             registered_model_name=registered_model_name,

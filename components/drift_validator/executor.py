@@ -11,6 +11,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import anomalies_pb2, schema_pb2, statistics_pb2
@@ -23,11 +24,15 @@ from tfx.utils import io_utils
 from components import artifacts
 from components.drift_validator import baseline as baselines
 from components.drift_validator import review
+from trainers import common
 
 STATISTICS = "statistics"
 SCHEMA = "schema"
 ANOMALIES = "anomalies"
 DRIFT_ANOMALIES = "drift_anomalies"
+EXAMPLES = "examples"  # optional: sample images for the review
+SAMPLES_PER_CLASS = 8
+SAMPLE_SCAN = 4096  # records read per split at most, looking for each label's samples
 BASELINE = "baseline_statistics"  # the pinned file ("" = no drift check)
 BASELINE_FROM_CHAMPION = "baseline_from_champion"
 REGISTRY_URI = "registry_uri"
@@ -102,6 +107,27 @@ def compare(current: dict[str, Stats], baseline: dict[str, Stats] | None,
     return result
 
 
+def sample_images(examples: types.Artifact, per_class: int = SAMPLES_PER_CLASS,
+                  scan: int = SAMPLE_SCAN) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{split: (images, labels)}: the first `per_class` images of each label, in file order."""
+    out = {}
+    for split in artifact_utils.decode_split_names(examples.split_names):
+        pattern = os.path.join(artifact_utils.get_split_uri([examples], split), "*")
+        picked: dict[int, list[np.ndarray]] = {}
+        seen = 0
+        for images, labels in common.make_dataset([pattern], 512, shuffle=False, seed=0, cache=False):
+            for image, label in zip(images.numpy(), labels.numpy(), strict=True):
+                if len(picked.setdefault(int(label), [])) < per_class:
+                    picked[int(label)].append(image)
+            seen += len(labels)
+            if seen >= scan:
+                break
+        order = sorted(picked)
+        out[split] = (np.stack([image for label in order for image in picked[label]]),
+                      np.array([label for label in order for _ in picked[label]]))
+    return out
+
+
 def load_current(statistics: types.Artifact) -> dict[str, Stats]:
     return {split: stats_artifact_utils.load_statistics(statistics, split).proto()
             for split in artifact_utils.decode_split_names(statistics.split_names)}
@@ -138,7 +164,9 @@ class Executor(base_executor.BaseExecutor):
         write_anomalies(output, drift)
 
         review_path = os.path.join(output.uri, REVIEW_FILE)
+        samples = sample_images(input_dict[EXAMPLES][0]) if input_dict.get(EXAMPLES) else None
         html = review.render(current=current, baseline=baseline, baseline_path=f"{baseline_path} ({chosen.source})",
+                             samples=samples,
                              validator_anomalies=validator_anomalies, drift_anomalies=drift,
                              thresholds={"label L-infinity": label_linf, "pixel Jensen-Shannon": pixel_js})
         io_utils.write_string_file(review_path, html)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from tfx.components.example_validator import executor as validator_executor
 from tfx.components.statistics_gen import executor as stats_executor
@@ -16,7 +17,7 @@ from components.data_gate import executor as gate
 from components.drift_validator import baseline as baselines
 from components.drift_validator import executor
 from conftest import DEFAULTS as CFG
-from conftest import TEST_BEAM_ARGS
+from conftest import TEST_BEAM_ARGS, seen_in_chromium
 
 
 def _artifact(cls, uri: Path):
@@ -45,18 +46,19 @@ def validated(small_examples, tmp_path_factory):
 
 
 def run_drift(validated, out: Path, baseline: str, label_linf: float = CFG.drift_label_linf,
-              pixel_js: float = CFG.drift_pixel_js):
+              pixel_js: float = CFG.drift_pixel_js, examples=None):
     stats, schema, anomalies = validated
     drift = _artifact(standard_artifacts.ExampleAnomalies, out)
     executor.Executor().Do(
-        {executor.STATISTICS: [stats], executor.SCHEMA: [schema], executor.ANOMALIES: [anomalies]},
+        {executor.STATISTICS: [stats], executor.SCHEMA: [schema], executor.ANOMALIES: [anomalies],
+         **({executor.EXAMPLES: [examples]} if examples is not None else {})},
         {executor.DRIFT_ANOMALIES: [drift]},
         {executor.BASELINE: baseline, executor.LABEL_LINF: label_linf, executor.PIXEL_JS: pixel_js})
     return drift
 
 
-def test_real_data_passes_drift_and_skew_against_the_pinned_baseline(validated, tmp_path):
-    drift = run_drift(validated, tmp_path / "drift", CFG.resolved_baseline_statistics())
+def test_real_data_passes_drift_and_skew_against_the_pinned_baseline(validated, tmp_path, small_examples):
+    drift = run_drift(validated, tmp_path / "drift", CFG.resolved_baseline_statistics(), examples=small_examples)
     per_split = artifacts.read_anomalies(drift)
     assert set(per_split) == {"train", "test", executor.SKEW_SPLIT}
     assert gate.describe(per_split) == []
@@ -68,6 +70,20 @@ def test_real_data_passes_drift_and_skew_against_the_pinned_baseline(validated, 
     html = review.read_text()
     assert review.name == executor.REVIEW_FILE and "<html>" in html and "no anomaly" in html
     assert "Baseline statistics" in html and "pixel_mean" in html
+    # Pictures first (issue #16), inline, no script, no empty table.
+    assert '<p id="verdict" class="ok"><b>No anomaly</b>' in html
+    for figure in ("sample-grid", "label-distribution", "pixel-histograms"):
+        assert f'id="{figure}"' in html and 'src="data:image/png;base64,' in html
+    assert "<script" not in html and "facets" not in html.lower()
+    samples = executor.sample_images(small_examples)
+    assert set(samples) == {"train", "eval", "test"}
+    for images, labels in samples.values():  # the first images of each label, as many as asked
+        assert images.shape[1:] == (28, 28) and images.dtype == np.uint8 and len(images) == len(labels)
+        assert set(np.unique(labels, return_counts=True)[1]) == {executor.SAMPLES_PER_CLASS}
+    assert "<table" not in html.split(f"{executor.SKEW_SPLIT}:")[1].split("<h2>")[0]  # no measurement, no table
+    seen = seen_in_chromium(review, tmp_path / "seen")  # as a person sees it in a browser
+    assert seen["text"].startswith("Data review\n\nNo anomaly") and "Sample images" in seen["text"]
+    assert seen["images"] == {"sample-grid": True, "label-distribution": True, "pixel-histograms": True}
     # The gate passes the schema through.
     _, schema, anomalies = validated
     out = _artifact(standard_artifacts.Schema, tmp_path / "validated_schema")
@@ -90,6 +106,8 @@ def test_thresholds_from_config_are_applied_and_the_gate_names_them(validated, t
     assert "[drift/skew: train] feature 'pixel_mean'" in message and "Jensen-Shannon" in message
     assert f"[drift/skew: {executor.SKEW_SPLIT}]" in message
     assert drift.get_string_custom_property("review_html") in message
+    html = Path(drift.get_string_custom_property("review_html")).read_text()
+    assert '<p id="verdict" class="bad"><b>Anomalies found</b>, the data gate stops the run: train (drift/skew)' in html
 
 
 def test_baseline_from_a_statistics_artifact_folder(validated, tmp_path):
