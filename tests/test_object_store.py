@@ -81,7 +81,8 @@ def test_every_artifact_is_on_the_bucket_and_only_metadata_on_disk(s3_run):
     for trainer in TRAINER_IDS:  # the exported models themselves, not only folders
         assert any(key.endswith(("saved_model.pb", "model.pt")) for key in store.keys(f"local-run/{trainer}/"))
     on_disk = sorted(str(p.relative_to(root / "out")) for p in (root / "out").rglob("*") if p.is_file())
-    assert on_disk == [".run.lock", "metadata.sqlite"]
+    logs = [p for p in on_disk if p.startswith("logs/run-") and p.endswith(".log")]  # the run's log stays local
+    assert len(logs) == 1 and sorted(set(on_disk) - set(logs)) == [".run.lock", "metadata.sqlite"], on_disk
 
 
 def test_winner_is_registered_on_postgres_with_its_files_on_the_bucket(s3_run, mnist_dir):
