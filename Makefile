@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test compile lint bench summary show env serve kserve stack
+.PHONY: run test compile lint bench summary show env serve kserve stack ui
 
 env:
 	@infra/bootstrap.sh
@@ -40,11 +40,19 @@ show:  ## the latest run's comparison table, paired tests and decision (ARGS="--
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines show $(ARGS)
 
+ui:  ## the MLflow UI (trainings, evaluation, registered version) and TensorBoard on the latest run, until Ctrl-C
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines ui $(ARGS)
+
 serve:  ## serve the registry's champion with MLServer on 127.0.0.1 (REST 8080, gRPC 8081) until Ctrl-C
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines serve $(ARGS)
 
-kserve:  ## print a KServe InferenceService for the champion (ARGS="--kserve-canary-traffic-percent 10 -o isvc.yaml")
+kui:  ## the MLflow UI (trainings, evaluation, registered version) and TensorBoard on the latest run, until Ctrl-C
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines ui $(ARGS)
+
+serve:  ## print a KServe InferenceService for the champion (ARGS="--kserve-canary-traffic-percent 10 -o isvc.yaml")
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines kserve $(ARGS)
 

@@ -89,8 +89,10 @@ def small_models(small_examples, tmp_path_factory: pytest.TempPathFactory) -> di
     }
 
 
-def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry_uri="", model_name=""):
-    """The real BakeoffEvaluator executor; returns (evaluation.json content, blessing artifact)."""
+def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry_uri="", model_name="",
+                  pipeline_run_id=""):
+    """The real BakeoffEvaluator executor, given each model's training logs (`train` writes them
+    beside the model); returns (evaluation.json content, blessing artifact)."""
     from tfx.dsl.components.base import base_beam_executor
     from tfx.types import standard_artifacts
 
@@ -101,17 +103,32 @@ def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry
         model = standard_artifacts.Model()
         model.uri = str(uri)
         inputs[name] = [model]
+        if (Path(uri) / "run").is_dir():
+            logs = standard_artifacts.ModelRun()
+            logs.uri = str(Path(uri) / "run")
+            inputs[f"{name}_run"] = [logs]
     evaluation, blessing = standard_artifacts.ModelEvaluation(), standard_artifacts.ModelBlessing()
     evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "blessing").mkdir()
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"])
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"],
+                                                          pipeline_run_id=pipeline_run_id)
     executor.Executor(context).Do(
         inputs, {"evaluation": [evaluation], "blessing": [blessing]},
         {"min_metric": min_accuracy, "split": "test", "registry_uri": registry_uri,
          "registered_model_name": model_name})
     with open(tmp_path / "evaluation" / "evaluation.json") as f:
         return json.load(f), blessing
+
+
+def bakeoff_runs(uri: str, model_name: str) -> dict:
+    """The bake-off experiment's runs in the store at `uri`, by run name (the latest of each name)."""
+    from components import registry, tracking
+
+    reg = registry.MlflowRegistry(uri, model_name)
+    runs = reg.client.search_runs([reg.experiment_id(tracking.EXPERIMENT_SUFFIX)],
+                                  order_by=["attributes.start_time ASC"])
+    return {run.info.run_name: run for run in runs}
 
 
 @contextlib.contextmanager
@@ -213,3 +230,61 @@ def seen_in_chromium(page: Path, workdir: Path) -> dict:
     found = re.search(r'<pre id="seen">(.*?)</pre>', done.stdout, re.S)
     assert done.returncode == 0 and found and found.group(1), done.stderr[-2000:]
     return json.loads(html.unescape(found.group(1)))
+
+
+def read_live_page(url: str, workdir: Path, expect: list[str], screenshot: Path | None = None,
+                   timeout_s: float = 90) -> str:
+    """The visible text (document.body.innerText) of a JavaScript application's page in headless
+    Chromium, read over the DevTools protocol once every string of `expect` shows (or at the
+    timeout); a PNG screenshot of it to `screenshot` if given."""
+    import base64
+    import subprocess
+    import time
+    import urllib.request
+
+    import websocket  # websocket-client
+
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium is not installed: `make test` installs Debian's chromium package"
+    profile = workdir / "profile"
+    profile.mkdir(parents=True, exist_ok=True)
+    (profile / "DevToolsActivePort").unlink(missing_ok=True)  # an earlier browser's port
+    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                                "--window-size=1400,1000", f"--user-data-dir={profile}",
+                                "--remote-debugging-port=0", url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        port_file, deadline = profile / "DevToolsActivePort", time.monotonic() + timeout_s
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert time.monotonic() < deadline and browser.poll() is None, "chromium did not open its DevTools port"
+            time.sleep(0.2)
+        port = port_file.read_text().split()[0]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list") as response:
+            page = next(t for t in json.load(response) if t["type"] == "page")
+        socket = websocket.create_connection(page["webSocketDebuggerUrl"], timeout=30)
+        calls = iter(range(1, 1_000_000))
+
+        def call(method: str, **params) -> dict:
+            number = next(calls)
+            socket.send(json.dumps({"id": number, "method": method, "params": params}))
+            while True:
+                message = json.loads(socket.recv())
+                if message.get("id") == number:
+                    return message.get("result", {})
+
+        text = ""
+        while time.monotonic() < deadline:
+            text = call("Runtime.evaluate", expression="document.body ? document.body.innerText : ''",
+                        returnByValue=True).get("result", {}).get("value", "")
+            if all(e in text for e in expect):
+                break
+            time.sleep(1)
+        if screenshot is not None:
+            time.sleep(1)  # charts draw after the text shows
+            screenshot.write_bytes(base64.b64decode(call("Page.captureScreenshot", format="png")["data"]))
+        socket.close()
+        return text
+    finally:
+        os.killpg(browser.pid, 15)
+        browser.wait(timeout=30)

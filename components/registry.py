@@ -110,10 +110,17 @@ class MlflowRegistry:
         self.model_name = model_name
         self._client = MlflowClient(tracking_uri=uri, registry_uri=uri)
 
-    def _experiment_id(self) -> str:
+    @property
+    def client(self):
+        """The MlflowClient of this registry's store (tracking and registry alike)."""
+        return self._client
+
+    def experiment_id(self, suffix: str = "-pushes") -> str:
+        """The id of the experiment `<model name><suffix>`, created on first use: `-pushes` holds
+        the registered versions' runs, `-bakeoff` the trainings and evaluations (components/tracking.py)."""
         from mlflow.exceptions import MlflowException
 
-        name = f"{self.model_name}-pushes"
+        name = f"{self.model_name}{suffix}"
         existing = self._client.get_experiment_by_name(name)
         if existing:
             return existing.experiment_id
@@ -138,7 +145,7 @@ class MlflowRegistry:
                 self._client.get_registered_model(self.model_name)
 
     def register(self, model_dir: str, framework: str, tags: dict[str, str], metrics: dict[str, float],
-                 files: dict[str, str] | None = None) -> ModelVersion:
+                 files: dict[str, str] | None = None, description: str = "") -> ModelVersion:
         """Logs the model as an MLflow pyfunc in a run, then registers it as a new version.
 
         Upload first, register second: a failed upload leaves a failed run and no version; a
@@ -150,7 +157,7 @@ class MlflowRegistry:
         from mlflow.models import infer_signature
 
         signature = infer_signature(np.zeros((1, 28, 28), dtype=np.uint8), np.zeros((1, 10), dtype=np.float32))
-        run = self._client.create_run(self._experiment_id(), run_name=tags.get("pipeline_run_id"), tags=tags)
+        run = self._client.create_run(self.experiment_id(), run_name=tags.get("pipeline_run_id"), tags=tags)
         run_id = run.info.run_id
         try:
             now = int(time.time() * 1000)
@@ -172,7 +179,8 @@ class MlflowRegistry:
         version = None
         try:
             version = self._client.create_model_version(self.model_name, f"{run.info.artifact_uri}/model",
-                                                        run_id=run_id, tags={**tags, "mlflow_run_id": run_id})
+                                                        run_id=run_id, tags={**tags, "mlflow_run_id": run_id},
+                                                        description=description or None)
             return self._version(version.version)
         except Exception:
             if version is not None:

@@ -12,6 +12,7 @@
   kserve     render a KServe InferenceService for the champion, validated offline
   summary    the latest local run's decision and where its outputs are
   show       a run's comparison table, paired tests and decision
+  ui         the MLflow UI and TensorBoard on a run's tracking store and trainer logs until Ctrl-C
 
 Every setting of the config (pipelines/config.py) is a flag of run, compile, summary, show,
 registry, serve and kserve, generated from its field: `--epochs 2`, `--min-metric 0.99`, `--no-verify-checksums`.
@@ -41,6 +42,8 @@ CONFIG_COMMANDS = {
     "compile": "compile the pipeline to a KFP v2 package (pipeline.yaml)",
     "summary": "print the latest local run's decision and where its outputs are",
     "show": "print the bake-off's comparison table, paired tests and decision for a run",
+    "ui": "serve the MLflow UI (the run's trainings, evaluation, registered version) and TensorBoard on "
+          "127.0.0.1 until Ctrl-C",
 }
 GROUPS = {None: "pipeline settings", **{name: f"{name} settings ({cls.__name__})" for name, cls in SECTIONS.items()}}
 
@@ -212,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--verbose", action="store_true", help="on a failure, print the traceback too "
                            "(it is always in the run's log file)")
-        if name in ("summary", "show"):
+        if name in ("summary", "show", "ui"):
             p.add_argument("--run", help="pipeline run id (default: the latest run)")
     _add_kubeflow_commands(sub)
     _add_registry_and_schema_commands(sub)
@@ -237,6 +240,10 @@ def print_summary(summary: dict, seconds: float | None = None) -> None:
     if summary.get("data_review"):
         print(f"data:       {summary['data_review']}")
     print(f"evaluation: {summary['evaluation']}")
+    if summary.get("tracking"):
+        runs = summary["tracking"]
+        print(f"mlflow:     experiment {runs['experiment_id']}: {len(runs['training_run_ids'])} training runs and "
+              "the evaluation run (`make ui` opens them, with TensorBoard)")
     print(f"artifacts:  {summary['artifacts']}")
     print(f"metadata:   {summary['metadata']}")
     total = sum(summary["stage_seconds"].values())
@@ -291,6 +298,10 @@ def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         evaluation, evaluation_dir = summary.load_evaluation(cfg, args.run)
         print(report.render_markdown(evaluation))
         print(f"report: {os.path.join(evaluation_dir, REPORT_FILE)}")
+    elif args.command == "ui":
+        from pipelines import ui
+
+        return ui.serve(cfg, args.run)
     else:
         started = time.monotonic()
         if args.command == "run":

@@ -71,8 +71,10 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
         trainer.add_upstream_node(data_gate)
 
     models = {component_id.replace("_trainer", "_model"): t.outputs["model"] for component_id, t in trainers.items()}
-    # One evaluation for all candidates and the registry's current champion; one decision.
-    evaluator = BakeoffEvaluator(examples=examples, candidates=models, rule=cfg.rule,
+    logs = {component_id.replace("_trainer", "_model"): t.outputs["model_run"] for component_id, t in trainers.items()}
+    # One evaluation for all candidates and the registry's current champion; one decision; the
+    # bake-off's runs in MLflow (each training with its TensorBoard logs, the evaluation).
+    evaluator = BakeoffEvaluator(examples=examples, candidates=models, training_logs=logs, rule=cfg.rule,
                                  corruptions_per_example=cfg.corruptions_per_example,
                                  registry_uri=registry_uri, registered_model_name=cfg.registered_model_name)
     pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],

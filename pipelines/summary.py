@@ -92,6 +92,7 @@ def decision_summary(evaluation: dict[str, Any], evaluation_dir: str) -> dict[st
         "table": report.render_table(evaluation),
         "report": os.path.join(evaluation_dir, artifacts.REPORT_FILE),
         "evaluation": os.path.join(evaluation_dir, artifacts.EVALUATION_FILE),
+        "tracking": evaluation.get("tracking"),
     }
 
 

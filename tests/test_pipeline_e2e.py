@@ -16,8 +16,8 @@ from components.bakeoff_evaluator import executor as evaluator
 from components.data_gate.executor import DataAnomaliesError
 from components.mnist_example_gen.idx import IdxFormatError
 from components.registry import MlflowRegistry
-from conftest import FAST_TRAINING, load_champion_pyfunc
-from pipelines import local_runner
+from conftest import FAST_TRAINING, bakeoff_runs, load_champion_pyfunc, read_live_page
+from pipelines import local_runner, ui
 from pipelines.config import load_config
 from pipelines.pipeline import TRAINER_IDS
 from pipelines.summary import open_store
@@ -67,6 +67,41 @@ def test_run_registers_the_winner_as_champion(e2e):
     images, labels = evaluator.load_split(examples, "test")
     accuracy = float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
     assert accuracy == summary["accuracy"][summary["winner"]]
+
+
+def test_the_bakeoff_is_tracked_in_mlflow_and_the_version_links_to_it(e2e):
+    cfg, summary, _ = e2e
+    runs = bakeoff_runs(cfg.resolved_registry_uri(), cfg.registered_model_name)
+    assert sorted(runs) == ["bakeoff", "keras_model", "pytorch_model"]
+    assert {r.data.tags["pipeline_run_id"] for r in runs.values()} == {summary["run_id"]}
+    assert {runs[n].data.params["framework"] for n in ("keras_model", "pytorch_model")} == {"keras", "pytorch"}
+    champion = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name).champion()
+    assert champion.tags["training_run_id"] == runs[summary["winner"]].info.run_id
+    assert champion.tags["evaluation_run_id"] == runs["bakeoff"].info.run_id
+
+
+def test_the_mlflow_ui_and_tensorboard_show_the_bakeoff(e2e, tmp_path):
+    """`make ui` on the run, read in headless Chromium as a person sees it: the experiment page
+    lists both trainings and the evaluation, the version page names the winner's runs, and
+    TensorBoard lists both trainers' logs."""
+    cfg, summary, root = e2e
+    shots = root / "screenshots"
+    shots.mkdir(exist_ok=True)
+    with ui.open_ui(cfg, summary["run_id"]) as pages:
+        experiment = read_live_page(pages["runs (trainings, evaluation)"], tmp_path / "experiment",
+                                    expect=["keras_model", "pytorch_model", "bakeoff"],
+                                    screenshot=shots / "mlflow-experiment.png")
+        curves = read_live_page(pages["training curves, side by side"], tmp_path / "curves",
+                                expect=["Step", "examples_per_second"], screenshot=shots / "mlflow-curves.png")
+        version = read_live_page(pages["registered version"], tmp_path / "version",
+                                 expect=["won the bake-off", "training_run_id"],
+                                 screenshot=shots / "mlflow-version.png")
+        board = read_live_page(pages["TensorBoard (training curves)"], tmp_path / "board",
+                               expect=["keras_trainer", "pytorch_trainer"], screenshot=shots / "tensorboard.png")
+    assert all(name in experiment for name in ("keras_model", "pytorch_model", "bakeoff")), experiment[:2000]
+    assert "Step" in curves and "keras_model (accuracy)" in curves and "examples_per_second" in curves, curves[:3000]
+    assert f"{summary['winner']} won the bake-off" in version and "training_run_id" in version, version[:2000]
+    assert "keras_trainer" in board and "pytorch_trainer" in board, board[:2000]
 
 
 def test_anomalies_stop_the_run_before_training(e2e):

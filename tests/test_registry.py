@@ -18,7 +18,7 @@ from components.bakeoff_evaluator import executor as evaluator
 from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from components.registry_pusher.executor_test import MODEL_NAME as NAME
 from components.registry_pusher.executor_test import run_pusher
-from conftest import load_champion_pyfunc, run_evaluator, running_mlflow_server
+from conftest import bakeoff_runs, load_champion_pyfunc, run_evaluator, running_mlflow_server
 from pipelines import cli, registry_commands
 from pipelines.config import REPO_ROOT
 from serving.server import free_ports
@@ -79,6 +79,26 @@ def test_pusher_against_a_real_server(evaluations, small_examples, tmp_path, mlf
     assert champion.version == pushed.get_string_custom_property("registered_version")
     winner = evaluation["decision"]["winner"]
     assert _accuracy_through_alias(registry, small_examples) == evaluation["candidates"][winner]["metrics"]["accuracy"]
+
+
+def test_bakeoff_runs_on_a_real_server(small_examples, small_models, tmp_path, mlflow_server):
+    """Training and evaluation runs, their TensorBoard logs and report through the server's
+    artifact store (a proxied folder, or S3), and the registered version's links to them."""
+    name = "mnist-tracked"
+    evaluation, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.0,
+                                         registry_uri=mlflow_server, model_name=name, pipeline_run_id="server-run")
+    runs = bakeoff_runs(mlflow_server, name)
+    assert sorted(runs) == ["bakeoff", "keras_model", "pytorch_model"]
+    client = MlflowRegistry(mlflow_server, name).client
+    for candidate in small_models:
+        assert client.get_metric_history(runs[candidate].info.run_id, "val_accuracy")
+        assert client.list_artifacts(runs[candidate].info.run_id, "tensorboard")
+        assert runs[candidate].data.tags["pipeline_run_id"] == "server-run"
+    assert "report.html" in {f.path for f in client.list_artifacts(runs["bakeoff"].info.run_id)}
+    run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, mlflow_server, model_name=name)
+    champion = MlflowRegistry(mlflow_server, name).champion()
+    assert champion.tags["evaluation_run_id"] == runs["bakeoff"].info.run_id
+    assert champion.tags["training_run_id"] == runs[evaluation["decision"]["winner"]].info.run_id
 
 
 def _push_in_child(eval_dir: str, blessing_uri: str, models: dict, uri: str, out: str, name: str) -> None:

@@ -5,16 +5,22 @@ review are, and exits non-zero. Real LocalDagRunner runs on a small real-MNIST f
 
 from __future__ import annotations
 
+import io
+import logging
 import os
 import socket
 import subprocess
 import sys
+import time
+import types
 
 import pytest
 
-from pipelines import cli
+from conftest import train
+from pipelines import cli, terminal
 from pipelines.config import REPO_ROOT
 from tests.test_data_bad_inputs import TRAIN_LABELS, _labels_out_of_range, idx_folder
+from trainers import common
 
 
 def _run(capsys, tmp_path, folder, *flags):
@@ -102,3 +108,124 @@ def test_bad_config_is_one_line_naming_the_file(capsys, tmp_path):
     [line] = [line for line in capsys.readouterr().err.splitlines() if "error:" in line]
     assert str(config) in line and "seeds must be up to 10 different" in line
     assert not (tmp_path / "out").exists()
+
+
+# --- the live lines (a terminal) and the plain ones (CI, a pipe) -----------------------------------
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _record(message: str, name: str = "tfx.orchestration.local", level: int = logging.INFO,
+            **extra) -> logging.LogRecord:
+    record = logging.LogRecord(name, level, __file__, 0, message, None, None)
+    record.__dict__.update(extra)
+    return record
+
+
+def _batches(done: int, total: int | None) -> logging.LogRecord:
+    progress = {"unit": "batch", "done": done, "total": total, "epoch": 1, "epochs": 2}
+    return _record(f"epoch 1/2: batch {done}/{total}", terminal.PROGRESS_LOGGER, logging.DEBUG, progress=progress)
+
+
+def _a_trainer_and_an_evaluator() -> list[logging.LogRecord]:
+    return [_record("Component keras_trainer is running."), _batches(10, 40), _batches(40, 40),
+            _record("epoch 1/2: loss 0.5000 accuracy 0.9000 (1.0 s)", terminal.PROGRESS_LOGGER),
+            _batches(20, 40), _record("Component keras_trainer is finished."),
+            _record("Component BakeoffEvaluator is running."),
+            _record("scoring 3 models on 10000 examples", terminal.COMPONENTS_LOGGER),
+            _record("Component BakeoffEvaluator is finished."),
+            _record("Component StatisticsGen is running."), _record("A cached execution 7 is used."),
+            _record("Component StatisticsGen is finished.")]
+
+
+def _feed(out: io.StringIO, records: list[logging.LogRecord], tick: float = 60) -> str:
+    lines = terminal.StageLines(out, tick=tick)
+    for record in records:
+        lines.handle(record)
+    lines.close()
+    return out.getvalue()
+
+
+def _screen(written: str) -> list[str]:
+    """The lines as they stay on the screen: each \\r-redraw replaced by what follows it."""
+    return [line.split("\r")[-1].replace("\x1b[K", "") for line in written.split("\n")]
+
+
+def test_a_terminal_gets_live_bars_then_the_same_done_lines():
+    written = _feed(FakeTerminal(), _a_trainer_and_an_evaluator())
+    assert "\r" in written
+    assert "epoch 1/2 [####------------] 10/40" in written and "[################] 40/40" in written
+    assert "scoring 3 models on 10000 examples" in written  # in the evaluator's live line
+    screen = [line for line in _screen(written) if line]
+    assert [line.split()[:2] for line in screen if line.startswith("  done")] == [
+        ["done", "keras_trainer"], ["done", "BakeoffEvaluator"], ["done", "StatisticsGen"]]
+    assert screen[-1].split() == ["done", "StatisticsGen", "cached"]
+    assert "      keras_trainer: epoch 1/2: loss 0.5000 accuracy 0.9000 (1.0 s)" in screen
+    assert len(screen) == 4  # the live lines are all gone: 3 stages and the epoch
+
+
+def test_the_live_line_ticks_while_no_record_comes():
+    out = FakeTerminal()
+    lines = terminal.StageLines(out, tick=0.05)
+    lines.handle(_record("Component BakeoffEvaluator is running."))
+    time.sleep(0.5)
+    lines.close()
+    draws = out.getvalue().split("\r\x1b[K")
+    assert len([d for d in draws if "BakeoffEvaluator" in d]) >= 4, draws
+    assert not lines.ticker.is_alive() and out.getvalue().endswith("\r\x1b[K")  # stopped, line erased
+
+
+def test_not_a_terminal_gets_plain_lines_only():
+    written = _feed(io.StringIO(), _a_trainer_and_an_evaluator())
+    assert "\r" not in written and "\x1b" not in written and "batch" not in written and "[#" not in written
+    lines = written.splitlines()
+    assert lines[0] == "      keras_trainer: epoch 1/2: loss 0.5000 accuracy 0.9000 (1.0 s)"
+    assert lines[1].startswith(f"  done  {'keras_trainer':<24} ") and lines[1].endswith(" s")
+    assert lines[2] == "      BakeoffEvaluator: scoring 3 models on 10000 examples"
+    assert lines[3].startswith(f"  done  {'BakeoffEvaluator':<24} ") and lines[3].endswith(" s")
+    assert lines[4:] == [f"  done  {'StatisticsGen':<24} cached"]
+
+
+@pytest.fixture
+def batch_records():
+    """The trainers' batch records, as the terminal gets them (the logger at DEBUG) while the test lasts."""
+    logger = logging.getLogger(terminal.PROGRESS_LOGGER)
+    level, seen = logger.level, []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record) if hasattr(record, "progress") else None
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    yield seen
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+def test_batch_records_are_throttled_and_keep_the_last(monkeypatch, batch_records):
+    clock = iter(i * 0.01 for i in range(10_000))  # 10 ms a batch
+    monkeypatch.setattr(common, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    monkeypatch.setattr(common, "_last_batch_record", -1.0)
+    for done in range(1, 201):  # 2 s of batches
+        common.log_batches(done, 200, 1, 1)
+    done = [r.progress["done"] for r in batch_records]
+    assert 5 <= len(done) <= 2 * common.BATCH_RECORDS_PER_SECOND + 1 and done[0] == 1 and done[-1] == 200
+    assert all(r.levelno == logging.DEBUG for r in batch_records)
+
+
+def test_batch_records_are_not_made_at_the_loggers_usual_level(batch_records):
+    logging.getLogger(terminal.PROGRESS_LOGGER).setLevel(logging.INFO)
+    common.log_batches(10, 10, 1, 1)
+    assert batch_records == []
+
+
+def test_both_trainers_report_their_batches(batch_records, small_examples, tmp_path):
+    from trainers import keras_trainer, torch_trainer
+
+    seen = batch_records
+    # one_cycle: the PyTorch trainer counts its epoch's batches (the schedule needs them).
+    for name, run_fn in (("keras", keras_trainer.run_fn), ("torch", torch_trainer.run_fn)):
+        train(run_fn, small_examples, tmp_path / name, lr_schedule="one_cycle")
+        last = seen[-1].progress
+        assert last["unit"] == "batch" and last["done"] == last["total"] > 1, (name, last)
+        assert (last["epoch"], last["epochs"]) == (1, 1), name
+        seen.clear()

@@ -7,10 +7,12 @@ decoded at once), so any accuracy difference comes from the model and the traini
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
 import os
+import time
 from typing import Any
 
 import tensorflow as tf
@@ -40,6 +42,28 @@ def log_epoch(epoch: int, epochs: int, metrics: dict[str, float], seconds: float
     shown = " ".join(f"{key} {metrics[key]:.4f}" for key in ("loss", "accuracy", "val_loss", "val_accuracy")
                      if key in metrics)
     progress.info("epoch %d/%d: %s (%.1f s)", epoch, epochs, shown, seconds)
+
+
+BATCH_RECORDS_PER_SECOND = 4  # enough for a live bar to move; the trainers call log_batches every batch
+_last_batch_record = 0.0  # time.monotonic() of the last batch record
+
+
+def log_batches(done: int, total: int | None, epoch: int, epochs: int) -> None:
+    """`done` of the epoch's `total` batches (None: not known) trained, for the terminal's live bar
+    (pipelines/terminal.py): a DEBUG record with the counts in its `progress` field.
+
+    DEBUG, so the record is not even made unless the terminal turns the logger's level down to DEBUG
+    (only for a live bar): the run's log file, the console of --verbose and Kubeflow's logs never see
+    one. At most a few records a second, and always the epoch's last batch."""
+    global _last_batch_record
+    if not progress.isEnabledFor(logging.DEBUG):
+        return
+    now = time.monotonic()
+    if done != total and now - _last_batch_record < 1 / BATCH_RECORDS_PER_SECOND:
+        return
+    _last_batch_record = now
+    progress.debug("epoch %d/%d: batch %d/%s", epoch, epochs, done, total or "?", extra={"progress": {
+        "unit": "batch", "done": done, "total": total, "epoch": epoch, "epochs": epochs}})
 
 
 def mixed_precision_applies(cfg: TrainConfig, on_cpu: bool) -> bool:
@@ -91,11 +115,43 @@ def count_elements(ds: tf.data.Dataset) -> int:
     return int(ds.reduce(0, lambda n, _: n + 1))
 
 
-def count_batches(file_patterns: list[str], batch_size: int) -> int:
-    """Batches per epoch of make_dataset over these files, from one pass over the raw records
-    (nothing parsed or augmented)."""
-    files = expand_patterns(file_patterns)
-    return math.ceil(count_elements(tf.data.TFRecordDataset(files, compression_type="GZIP")) / batch_size)
+def count_records(file_patterns: list[str]) -> int:
+    """Records in these files, from one pass over the raw records (nothing parsed or augmented)."""
+    return count_elements(tf.data.TFRecordDataset(expand_patterns(file_patterns), compression_type="GZIP"))
+
+
+def shard_batches(records: int, batch_size: int, shards: int = 1) -> int:
+    """Batches per epoch each of `shards` workers takes, the same for all: data-parallel steps
+    synchronise every worker, so one worker's extra batch would leave it waiting for the others
+    forever. Shards differ by one record at most: the shortest shard's batches, so that a longer
+    shard leaves out at most its one record that ends up alone in a last batch (another record each
+    epoch, as the order is reshuffled). With one shard: every record, the last batch partial."""
+    return math.ceil((records // shards) / batch_size)
+
+
+def count_batches(file_patterns: list[str], batch_size: int, shards: int = 1) -> int:
+    """Batches per epoch of make_dataset over these files (each worker's, with `shards` workers)."""
+    return shard_batches(count_records(file_patterns), batch_size, shards)
+
+
+def check_partition(parts: list[list[Any]], whole: list[Any]) -> list[str]:
+    """What keeps `parts` (e.g. each worker's records) from being a partition of `whole`: records
+    in more than one part, records of no part, records that are not in `whole`. Empty: disjoint
+    and covering. Compared as multisets, as a split may hold the same record twice."""
+    problems = []
+    seen: collections.Counter = collections.Counter()
+    for index, part in enumerate(parts):
+        counts = collections.Counter(part)
+        overlap = sum((seen & counts).values())
+        if overlap:
+            problems.append(f"part {index} shares {overlap} records with the parts before it")
+        seen += counts
+    expected = collections.Counter(whole)
+    if missing := sum((expected - seen).values()):
+        problems.append(f"{missing} records of the whole are in no part")
+    if extra := sum((seen - expected).values()):
+        problems.append(f"{extra} records of the parts are not in the whole")
+    return problems
 
 
 def shift_images(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tensor:
@@ -111,18 +167,30 @@ def shift_images(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tenso
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
 
+def records(file_patterns: list[str], shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+    """The serialized records of these files; shard=(index, count): every count-th record from the
+    index-th. Parallel reads keep one deterministic order, the same in every worker, so the shards
+    of (0, count) ... (count - 1, count) are disjoint and cover the records."""
+    if shard and not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard {shard}: the index must be in 0..count-1")
+    ds = tf.data.TFRecordDataset(expand_patterns(file_patterns), compression_type="GZIP",
+                                 num_parallel_reads=tf.data.AUTOTUNE)
+    return ds.shard(shard[1], shard[0]) if shard else ds
+
+
 def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int,
-                 cache: bool = True, shift: int = 0) -> tf.data.Dataset:
+                 cache: bool = True, shift: int = 0, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
     """(images uint8 [B, 28, 28], labels int64 [B]) batches from GZIP TFRecords of tf.Examples.
 
     cache=True keeps the serialized records in memory after the first pass (~50 MB for MNIST's
     training split) and gives the dataset its exact length (Keras then knows the epoch's steps
     instead of running into the end of the data). cache=False streams from the files every pass.
     shift > 0 augments: each image moves by up to `shift` pixels, with new offsets every epoch.
+    shard=(index, count): this worker's records only, every count-th from the index-th, taken
+    before caching and shuffling (each worker holds and reshuffles its own share); every worker
+    then yields shard_batches(...) batches, the same number.
     """
-    files = expand_patterns(file_patterns)
-    ds = tf.data.TFRecordDataset(files, compression_type="GZIP",
-                                 num_parallel_reads=tf.data.AUTOTUNE)
+    ds = records(file_patterns, shard)
     if cache:
         ds = ds.cache()
         # This pass over the data fills the cache: the first epoch then reads memory, not files.
@@ -130,6 +198,8 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     if shuffle:
         ds = ds.shuffle(buffer_size=20_000, seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    if shard:
+        ds = ds.take(shard_batches(count_records(file_patterns), batch_size, shard[1]))
     if shift:
         # One stateless seed per batch from a seeded stream that differs each epoch: reproducible
         # whatever order the parallel map calls run in.

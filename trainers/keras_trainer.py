@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import tempfile
 import time
 
 import keras
@@ -16,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from trainers import common, model_format
+from trainers import common, distributed, model_format
 
 # --- model -------------------------------------------------------------------------------
 # PyTorch's default weight initialisation (kaiming_uniform with a=sqrt(5): U(+-1/sqrt(fan_in))),
@@ -86,8 +87,10 @@ def _tpu_visible() -> bool:
                 or os.environ.get("TPU_WORKER_HOSTNAMES") or os.path.exists("/dev/accel0"))
 
 
-def choose_strategy(accelerator: str) -> tuple[tf.distribute.Strategy, str]:
+def choose_strategy(accelerator: str, world: distributed.World | None = None) -> tuple[tf.distribute.Strategy, str]:
     """The distribution strategy for `accelerator` and a description of the device used."""
+    if world is not None and world.size > 1:
+        return multi_worker_strategy(accelerator, world)
     if accelerator == "tpu" or (accelerator == "auto" and _tpu_visible()):
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver()
@@ -105,27 +108,116 @@ def choose_strategy(accelerator: str) -> tuple[tf.distribute.Strategy, str]:
     return tf.distribute.get_strategy(), "cpu"
 
 
+def multi_worker_strategy(accelerator: str, world: distributed.World) -> tuple[tf.distribute.Strategy, str]:
+    """MultiWorkerMirroredStrategy over TF_CONFIG's workers (it reads TF_CONFIG itself): ring
+    all-reduce between CPUs, NCCL between GPUs. It configures TensorFlow's runtime, so it comes
+    before anything else of TensorFlow runs, and so do the thread and device settings here."""
+    if accelerator == "tpu":
+        raise RuntimeError("accelerator=tpu with several TF_CONFIG workers: multi-worker training runs on "
+                           "CPUs or GPUs (a TPU pod slice is one TPUStrategy worker)")
+    gpus = tf.config.list_physical_devices("GPU")
+    if accelerator == "gpu" and not gpus:
+        raise RuntimeError("accelerator=gpu but TensorFlow sees no GPU")
+    if accelerator == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    if world.local_size > 1:
+        threads = distributed.threads_per_worker(common.container_cores(), world)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    on_gpu = bool(gpus) and accelerator != "cpu"
+    return tf.distribute.MultiWorkerMirroredStrategy(), f"gpu x{len(gpus)}" if on_gpu else "cpu"
+
+
+def adapt_fit_to_multi_worker(model: keras.Model, strategy: tf.distribute.Strategy) -> None:
+    """Works around two places where Keras 3's fit fails under MultiWorkerMirroredStrategy
+    (keras-team/keras#20585), both where it reduces values over the workers:
+    - before training it builds the compiled state (metrics, loss, optimizer) from the first batch
+      reduced over the replicas, `strategy.reduce("MEAN", (images, labels))`, which TensorFlow
+      refuses for a pair ("Attempt to convert a value (PerReplica...) with an unsupported type"):
+      the state is built here from a local example batch, and fit's own build is skipped;
+    - after each step it reduces each logged metric over the workers with
+      `strategy.reduce("MEAN", value, axis=0)`, which fails on a scalar ("Invalid reduction
+      dimension 0 for input with 0 dimensions"): the steps return each metric as a [1] vector,
+      reduced to the scalar fit expects."""
+    example = (tf.zeros((1, *common.IMAGE_SHAPE), tf.uint8), tf.zeros((1,), tf.int64))
+    with strategy.scope():
+        model._symbolic_build(data_batch=example)
+    model._maybe_symbolic_build = lambda iterator=None, data_batch=None: None
+    for name in ("train_step", "test_step"):
+        step = getattr(model, name)
+        setattr(model, name, lambda data, step=step: {key: tf.reshape(value, [1]) for key, value in step(data).items()})
+
+
+def per_worker_input(strategy: tf.distribute.Strategy, make) -> tf.distribute.DistributedDataset:
+    """`make(input_context)`'s dataset, built on each worker as it is: the dataset's batches are
+    this worker's own. Keras would otherwise take a dataset's batch for the global batch and
+    re-split (and re-shard) it across the workers."""
+    options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+    return strategy.distribute_datasets_from_function(make, options)
+
+
 class EpochLog(keras.callbacks.Callback):
-    """Each epoch's metrics on the trainers' progress logger, as the PyTorch trainer writes them."""
+    """Each epoch's metrics on the trainers' progress logger, as the PyTorch trainer writes them,
+    and each epoch's seconds (the model's metadata records them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch_seconds: list[float] = []
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        self.started = time.monotonic()
+        self.epoch, self.started = epoch, time.monotonic()
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        # `batch`: the last step of the execution just run (steps_per_execution steps a call), 0-based.
+        total = self.params.get("steps")
+        common.log_batches(min(batch + 1, total) if total else batch + 1, total, self.epoch + 1,
+                           self.params["epochs"])
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        common.log_epoch(epoch + 1, self.params["epochs"], logs or {}, time.monotonic() - self.started)
+        self.epoch_seconds.append(round(time.monotonic() - self.started, 3))
+        common.log_epoch(epoch + 1, self.params["epochs"], logs or {}, self.epoch_seconds[-1])
+
+
+# --- export ------------------------------------------------------------------------------
+def export(model: keras.Model, serving_dir: str, world: distributed.World) -> None:
+    """The SavedModel into `serving_dir`, by the chief. With several workers every worker saves
+    (saving may read variables synchronised across the workers, which takes all of them), the
+    others into a temporary folder that is then deleted."""
+    if world.is_chief:
+        with model_format.local_folder_for(serving_dir) as export_dir:
+            model.export(export_dir, format="tf_saved_model", verbose=False)
+        return
+    with tempfile.TemporaryDirectory(prefix=f"export-worker-{world.rank}-") as scratch:
+        model.export(scratch, format="tf_saved_model", verbose=False)
 
 
 # --- train and export --------------------------------------------------------------------
 def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
+    world = distributed.tf_world()
+    batch_size = distributed.per_worker_batch(cfg.batch_size, world)
     keras.utils.set_random_seed(cfg.seed)
-    strategy, device = choose_strategy(cfg.accelerator)
+    strategy, device = choose_strategy(cfg.accelerator, world)
     mixed = common.mixed_precision_applies(cfg, on_cpu=device == "cpu")
 
-    train_ds = common.make_dataset(fn_args.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift)
-    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
-    steps_per_epoch = int(train_ds.cardinality())
+    def train_input(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        # With several workers (a context), each worker's own shard, at its replicas' part of the global batch.
+        shard = (context.input_pipeline_id, context.num_input_pipelines) if context else None
+        return common.make_dataset(fn_args.train_files, context.get_per_replica_batch_size(cfg.batch_size)
+                                   if context else cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   shift=cfg.augment_shift, shard=shard)
+
+    def eval_input(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        # Every worker evaluates the whole split: the metrics, summed over the workers, count each
+        # example once per worker, which leaves every mean as one process computes it.
+        return common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+
+    if world.size == 1:
+        train_ds, eval_ds = train_input(), eval_input()
+        steps_per_epoch = int(train_ds.cardinality())
+    else:
+        train_ds, eval_ds = per_worker_input(strategy, train_input), per_worker_input(strategy, eval_input)
+        steps_per_epoch = common.count_batches(fn_args.train_files, batch_size, world.size)
 
     previous_policy, absl_level = keras.mixed_precision.global_policy(), logging.getLogger("absl").level
     try:
@@ -136,27 +228,39 @@ def run_fn(fn_args: FnArgs) -> None:
             schedule = LearningRate(common.learning_rates(steps_per_epoch * cfg.epochs, cfg.learning_rate,
                                                           cfg.lr_schedule))
             # epsilon as torch.optim.Adam's (Keras' default is 1e-7)
+            # One step per call with several workers: Keras' loop of several steps (a tf.while_loop
+            # over an optional next batch) fails under MultiWorkerMirroredStrategy with "You must feed
+            # a value for placeholder tensor 'while/body/.../while/cond/Placeholder'".
             model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-8),
                           loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                          steps_per_execution=cfg.steps_per_execution)
-        started = time.monotonic()
+                          steps_per_execution=cfg.steps_per_execution if world.size == 1 else 1)
+        if world.size > 1:
+            adapt_fit_to_multi_worker(model, strategy)
+        epoch_log = EpochLog()
+        # Only the chief logs for TensorBoard: the workers would write over each other's files.
+        tensorboard = [keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir)] if world.is_chief else []
+        started_at, started = time.time(), time.monotonic()
         history = model.fit(train_ds, validation_data=eval_ds, epochs=cfg.epochs, verbose=2,
-                            callbacks=[keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir), EpochLog()])
+                            callbacks=[*tensorboard, epoch_log])
         train_seconds = time.monotonic() - started
-        with model_format.local_folder_for(fn_args.serving_model_dir) as export_dir:
-            model.export(export_dir, format="tf_saved_model", verbose=False)
+        export(model, fn_args.serving_model_dir, world)
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
         # export(verbose=False) sets absl's verbosity to WARNING for the whole process, which would
         # silence the orchestrator's own log lines for the rest of the run.
         logging.getLogger("absl").setLevel(absl_level)
+    if not world.is_chief:
+        return
 
     common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE),
                       {k: [float(v) for v in vs] for k, vs in history.history.items()})
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
         "framework": "keras", "format": "tf_saved_model", "model": cfg.model,
         "parameters": count_trainable(model), "device": device, "mixed_precision": mixed,
-        "train_seconds": round(train_seconds, 2), "steps_per_epoch": steps_per_epoch,
+        "world_size": world.size,
+        "train_seconds": round(train_seconds, 2), "started_at": started_at,
+        "epoch_seconds": epoch_log.epoch_seconds, "steps_per_epoch": steps_per_epoch,
         "config": dataclasses.asdict(cfg),
         "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
     })
+

@@ -5,6 +5,8 @@ has PyTorch only."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -61,19 +63,30 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
-def epoch_means(losses: list[torch.Tensor], hits: list[torch.Tensor], seen: int) -> tuple[float, float]:
+def epoch_means(losses: list[torch.Tensor], hits: list[torch.Tensor], seen: int,
+                across_workers: bool = False) -> tuple[float, float]:
     """Mean loss and accuracy from per-batch sums kept on the device: one host sync per epoch,
-    not one per batch (a `.item()` per batch stalls a GPU)."""
-    return torch.stack(losses).sum().item() / seen, torch.stack(hits).sum().item() / seen
+    not one per batch (a `.item()` per batch stalls a GPU). across_workers: the sums of every
+    data-parallel worker (each saw its own shard), so every worker reports the global means."""
+    if not across_workers:
+        return torch.stack(losses).sum().item() / seen, torch.stack(hits).sum().item() / seen
+    totals = torch.stack([torch.stack(losses).sum().double(), torch.stack(hits).sum().double(),
+                          torch.tensor(float(seen), dtype=torch.float64, device=losses[0].device)])
+    torch.distributed.all_reduce(totals)
+    loss_sum, hit_sum, total_seen = totals.tolist()
+    return loss_sum / total_seen, hit_sum / total_seen
 
 
 # --- train loop ----------------------------------------------------------------------------
 def train_epoch(model: nn.Module, data, optimizer: torch.optim.Optimizer,
-                scheduler: torch.optim.lr_scheduler.LRScheduler, mixed: bool) -> tuple[float, float]:
+                scheduler: torch.optim.lr_scheduler.LRScheduler, mixed: bool,
+                on_batch: Callable[[int], None] | None = None) -> tuple[float, float]:
+    """One pass over `data`; `on_batch(batches done)` after each batch (progress, no host sync).
+    Under DistributedDataParallel the returned means are over every worker's batches."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     losses, hits, seen = [], [], 0
-    for images, labels in data:
+    for batch, (images, labels) in enumerate(data, start=1):
         optimizer.zero_grad(set_to_none=True)
         with autocast(images.device, mixed):
             logits = model(images)
@@ -84,7 +97,9 @@ def train_epoch(model: nn.Module, data, optimizer: torch.optim.Optimizer,
         losses.append(loss.detach() * len(labels))
         hits.append((logits.argmax(1) == labels).sum())
         seen += len(labels)
-    return epoch_means(losses, hits, seen)
+        if on_batch is not None:
+            on_batch(batch)
+    return epoch_means(losses, hits, seen, across_workers=isinstance(model, nn.parallel.DistributedDataParallel))
 
 
 @torch.inference_mode()

@@ -12,7 +12,7 @@ from tfx.types.component_spec import ChannelParameter, ComponentSpec, ExecutionP
 
 from components.bakeoff_evaluator import corruptions, executor, kfp_artifacts
 from components.bakeoff_evaluator.rule import DecisionRule
-from components.candidates import spec_with_candidates
+from components.candidates import run_input, spec_with_candidates
 
 
 class BakeoffEvaluatorSpec(ComponentSpec):
@@ -44,9 +44,15 @@ class BakeoffEvaluator(base_beam_component.BaseBeamComponent):
 
     def __init__(self, examples: types.BaseChannel, candidates: dict[str, types.BaseChannel],
                  rule: DecisionRule, registry_uri: str = "", registered_model_name: str = "",
-                 split: str = "test", corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE) -> None:
-        spec_class = spec_with_candidates(BakeoffEvaluatorSpec, sorted(candidates), minimum=2)
+                 split: str = "test", corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE,
+                 training_logs: dict[str, types.BaseChannel] | None = None) -> None:
+        """`training_logs`: each candidate's Trainer `model_run` (TensorBoard logs), by candidate name;
+        with a registry, they go into the candidate's MLflow run (components/tracking.py)."""
+        spec_class = spec_with_candidates(BakeoffEvaluatorSpec, sorted(candidates), minimum=2,
+                                          with_runs=bool(training_logs))
+        logs = {run_input(name): channel for name, channel in (training_logs or {}).items()}
         outputs = {key: types.Channel(type=param.type) for key, param in BakeoffEvaluatorSpec.OUTPUTS.items()}
         super().__init__(spec=spec_class(
             examples=examples, split=split, registry_uri=registry_uri, corruptions_per_example=corruptions_per_example,
-            registered_model_name=registered_model_name, **dataclasses.asdict(rule), **candidates, **outputs))
+            registered_model_name=registered_model_name, **dataclasses.asdict(rule), **candidates, **logs,
+            **outputs))

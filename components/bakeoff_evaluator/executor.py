@@ -15,9 +15,10 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components import artifacts
+from components import artifacts, tracking
 from components.bakeoff_evaluator import corruptions, metrics, report, scoring
 from components.bakeoff_evaluator.rule import DecisionRule
+from components.candidates import is_training_log, run_input
 from components.registry import MlflowRegistry
 from trainers import common, model_format, serving
 
@@ -39,7 +40,11 @@ CORRUPTIONS_PER_EXAMPLE = "corruptions_per_example"
 #    slice_max_recall_drop).
 # 5: several seeds per framework (decision.across_seeds, candidates.*.seed), the default
 #    champion_policy significantly_better, candidates.*.training (history, time, examples/s).
-FORMAT_VERSION = 5
+# 6: tracking (experiment_id, evaluation_run_id, training_run_ids, tracking_uri) when a registry is
+#    given: the bake-off's MLflow runs (components/tracking.py).
+FORMAT_VERSION = 6
+# The phase the evaluation is in, for whoever follows the run (the local run's terminal shows it).
+progress = logging.getLogger("components.progress")
 
 
 def split_pattern(examples: types.Artifact, split: str) -> str:
@@ -87,6 +92,12 @@ def describe_candidate(model_dir: str, labels: np.ndarray, probs: np.ndarray,
             "training": training_record(model_dir, meta, train_examples)}
 
 
+def training_log_dir(input_dict: dict[str, list[types.Artifact]], candidate: str) -> str | None:
+    """The candidate's Trainer logs (TensorBoard events), when the pipeline passed them."""
+    logs = input_dict.get(run_input(candidate))
+    return logs[0].uri if logs else None
+
+
 def kfp_classification_metrics(confusion: list[list[int]]) -> dict[str, Any]:
     """The confusion matrix in the form the KFP v2 UI reads from system.ClassificationMetrics."""
     return {"annotationSpecs": [{"displayName": str(d)} for d in range(len(confusion))],
@@ -101,11 +112,12 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         rule = DecisionRule.from_properties(exec_properties)
         out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
         model_dirs = {name: os.path.join(artifact_utils.get_single_uri(artifacts), "Format-Serving")
-                      for name, artifacts in sorted(input_dict.items()) if name != EXAMPLES}
+                      for name, artifacts in sorted(input_dict.items())
+                      if name != EXAMPLES and not is_training_log(name)}
         if artifacts.CHAMPION in model_dirs:
             raise ValueError(f"'{artifacts.CHAMPION}' is reserved for the registry's champion; rename that candidate")
 
-        champion_version = None
+        champion_version, registry = None, None
         if exec_properties.get(REGISTRY_URI):
             registry = MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
             found = registry.download_champion(os.path.join(out_dir, "champion_model"))
@@ -116,10 +128,13 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         per_example = exec_properties.get(CORRUPTIONS_PER_EXAMPLE)
         per_example = corruptions.DEFAULT_PER_EXAMPLE if per_example is None else int(per_example)
         scores_path = os.path.join(out_dir, artifacts.SCORES_FILE)
+        progress.info("scoring %d models on the %s split and its corrupted copy (one Beam pass)",
+                      len(model_dirs), split)
         with self._make_beam_pipeline() as pipeline:
             scoring.score_all(pipeline, split_pattern(examples, split), model_dirs, scores_path, per_example)
         scores = scoring.load(scores_path)
 
+        progress.info("measuring each model's latency and throughput")
         sample, _ = load_split(examples, split, limit=512)  # for latency and throughput
         train_examples = json.loads(examples.get_string_custom_property("split_counts") or "{}").get("train")
         # The champion was trained on data this run may not have: no examples/s for it.
@@ -159,11 +174,31 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                      "examples_sha256": scores.examples_sha256, "examples_uri": examples.uri,
                      "source_sha256": json.loads(examples.get_string_custom_property("source_sha256") or "{}")},
         }
-        self._write_outputs(evaluation, scores, output_dict)
+        if registry is None:
+            self._write_outputs(evaluation, scores, output_dict)
+            return
+        progress.info("logging the trainings and the evaluation to MLflow")
+        runs = tracking.BakeoffTracking(registry, (self._context.pipeline_run_id if self._context else "") or "")
+        training_runs = {name: runs.log_training(name, c, model_format.read_model_meta(c["uri"]),
+                                                 {k: c["metrics"][k] for k in tracking.HEADLINE_METRICS},
+                                                 training_log_dir(input_dict, name))
+                         for name, c in candidates.items() if name != artifacts.CHAMPION}
+        evaluation_run = runs.start_evaluation(evaluation, training_runs)
+        evaluation["tracking"] = {"experiment_id": runs.experiment_id, "evaluation_run_id": evaluation_run,
+                                  "training_run_ids": training_runs, "tracking_uri": registry.uri}
+        logging.info("BakeoffEvaluator: MLflow runs in experiment %s: evaluation %s, training %s",
+                     runs.experiment_id, evaluation_run, training_runs)
+        try:
+            files = self._write_outputs(evaluation, scores, output_dict)
+        except BaseException:
+            registry.client.set_terminated(evaluation_run, status="FAILED")
+            raise
+        runs.finish_evaluation(evaluation_run, files)
 
     @staticmethod
     def _write_outputs(evaluation: dict[str, Any], scores: scoring.Scores,
-                       output_dict: dict[str, list[types.Artifact]]) -> None:
+                       output_dict: dict[str, list[types.Artifact]]) -> dict[str, str]:
+        """Writes the evaluation's files and artifacts; returns the files' texts by name."""
         out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
         html = report.render_html(evaluation, report.figures(evaluation, scores))
         markdown = report.render_markdown(evaluation)
@@ -200,3 +235,4 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         marker = "BLESSED" if decision["blessed"] else "NOT_BLESSED"
         with tf.io.gfile.GFile(os.path.join(blessing.uri, marker), "w") as f:
             f.write("\n".join(decision["reasons"]) + "\n")
+        return files

@@ -15,7 +15,7 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components import artifacts
+from components import artifacts, tracking
 from components import registry as registry_lib
 
 EVALUATION = "evaluation"
@@ -25,28 +25,6 @@ PUSHED_MODEL = "pushed_model"
 REGISTRY_URI = "registry_uri"
 MODEL_NAME = "registered_model_name"
 CODE_REVISION = "code_revision"
-
-
-def flatten_metrics(evaluation: dict[str, Any]) -> dict[str, float]:
-    """Every candidate's headline metrics as flat MLflow metric names."""
-    out = {}
-    for name, c in evaluation["candidates"].items():
-        m = c["metrics"]
-        for key in ("accuracy", "macro_f1", "log_loss", "expected_calibration_error"):
-            out[f"{name}.{key}"] = float(m[key])
-    for t in evaluation["comparisons"]:
-        out[f"mcnemar_p.{t['first']}.vs.{t['second']}"] = float(t["p_value"])
-    return out
-
-
-# MLflow's SQL registry stores a version tag's value in a VARCHAR(5000): PostgreSQL refuses longer
-# ones (many seeds make long reasons); the whole text stays in the evaluation artifact.
-TAG_VALUE_LIMIT = 5000
-
-
-def _fit(value: str) -> str:
-    cut = " … (cut: the whole text is in evaluation.json)"
-    return value if len(value) <= TAG_VALUE_LIMIT else value[:TAG_VALUE_LIMIT - len(cut)] + cut
 
 
 def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_revision: str) -> dict[str, str]:
@@ -80,7 +58,31 @@ def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_r
     for t in evaluation["comparisons"]:
         tags[f"mcnemar.{t['first']}.vs.{t['second']}"] = (
             f"p={t['p_value']:.6g} discordant={t['only_first_correct']}/{t['only_second_correct']}")
-    return {key: _fit(value) for key, value in tags.items()}
+    return {key: tracking.fit_tag(value) for key, value in tags.items()}
+
+
+def tracking_tags(evaluation: dict[str, Any]) -> dict[str, str]:
+    """The bake-off's runs behind this version: the winner's training run and the evaluation run."""
+    runs = evaluation.get("tracking")
+    if not runs:
+        return {}
+    winner = evaluation["decision"]["winner"]
+    return {tracking.EVALUATION_RUN_TAG: runs["evaluation_run_id"],
+            tracking.TRAINING_RUN_TAG: runs["training_run_ids"].get(winner, ""),
+            "bakeoff_experiment_id": runs["experiment_id"]}
+
+
+def version_description(evaluation: dict[str, Any]) -> str:
+    """The version page's text (Markdown): why it won, and links to the runs it came from."""
+    decision = evaluation["decision"]
+    lines = [f"**{decision['winner']}** won the bake-off.", *(f"- {reason}" for reason in decision["reasons"])]
+    runs = evaluation.get("tracking")
+    if runs:
+        experiment = runs["experiment_id"]
+        lines += ["", "Runs: [evaluation](" + tracking.run_link(experiment, runs["evaluation_run_id"]) + ")",
+                  *(f"- [{name} training]({tracking.run_link(experiment, run_id)})"
+                    for name, run_id in sorted(runs["training_run_ids"].items()))]
+    return tracking.fit_tag("\n".join(lines))
 
 
 class Executor(base_executor.BaseExecutor):
@@ -104,8 +106,8 @@ class Executor(base_executor.BaseExecutor):
         model_dir = os.path.join(artifact_utils.get_single_uri(input_dict[winner]), "Format-Serving")
         current = registry.champion()
         run_id = (self._context.pipeline_run_id if self._context else "") or ""
-        tags = decision_tags(evaluation, run_id, current.version if current else "",
-                             exec_properties.get(CODE_REVISION) or "")
+        tags = {**decision_tags(evaluation, run_id, current.version if current else "",
+                                exec_properties.get(CODE_REVISION) or ""), **tracking_tags(evaluation)}
         if self._context and self._context.pipeline_node is not None:
             tags["tfx_node_id"] = self._context.pipeline_node.node_info.id
         # ML Metadata ids of what was decided on: lineage from here reaches every execution.
@@ -127,7 +129,7 @@ class Executor(base_executor.BaseExecutor):
         else:
             version = registry.register(
                 model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
-                metrics=flatten_metrics(evaluation),
+                metrics=tracking.flatten_metrics(evaluation), description=version_description(evaluation),
                 files={"evaluation": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
                        "evaluation/report": os.path.join(eval_dir, artifacts.REPORT_FILE)})
         # The evaluation judged the winner against the champion it saw; if a concurrent run

@@ -14,7 +14,7 @@ from conftest import load_champion_pyfunc, run_evaluator
 MODEL_NAME = "mnist-test"
 
 
-def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri):
+def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, model_name=MODEL_NAME):
     evaluation = standard_artifacts.ModelEvaluation()
     evaluation.uri = str(evaluation_dir)
     inputs = {"evaluation": [evaluation], "blessing": [blessing]}
@@ -26,7 +26,7 @@ def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri):
     pushed.uri = str(tmp_path / "pushed")
     (tmp_path / "pushed").mkdir()
     executor.Executor().Do(inputs, {"pushed_model": [pushed]},
-                           {"registry_uri": registry_uri, "registered_model_name": MODEL_NAME})
+                           {"registry_uri": registry_uri, "registered_model_name": model_name})
     return pushed
 
 
@@ -62,8 +62,8 @@ def test_not_blessed_pushes_nothing(small_examples, small_models, tmp_path):
 
 
 def test_long_tag_values_are_cut_to_what_a_sql_registry_stores():
-    from components.registry_pusher.executor import TAG_VALUE_LIMIT, _fit
+    from components.tracking import TAG_VALUE_LIMIT, fit_tag
 
-    assert _fit("short") == "short"
-    cut = _fit("reason | " * 1000)
+    assert fit_tag("short") == "short"
+    cut = fit_tag("reason | " * 1000)
     assert len(cut) == TAG_VALUE_LIMIT == 5000 and cut.endswith("(cut: the whole text is in evaluation.json)")
