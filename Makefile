@@ -48,11 +48,7 @@ serve:  ## serve the registry's champion with MLServer on 127.0.0.1 (REST 8080, 
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines serve $(ARGS)
 
-kui:  ## the MLflow UI (trainings, evaluation, registered version) and TensorBoard on the latest run, until Ctrl-C
-	venv=$$(infra/bootstrap.sh)
-	"$$venv/bin/python" -m pipelines ui $(ARGS)
-
-serve:  ## print a KServe InferenceService for the champion (ARGS="--kserve-canary-traffic-percent 10 -o isvc.yaml")
+kserve:  ## print a KServe InferenceService for the champion (ARGS="--kserve-canary-traffic-percent 10 -o isvc.yaml")
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines kserve $(ARGS)
 
