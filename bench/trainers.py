@@ -1,6 +1,6 @@
 """Our two trainers against the seed's two bare scripts, then our default model over three seeds.
 
-PYTHONPATH=. $(infra/bootstrap.sh)/bin/python bench/trainers.py [--part all|seed|default] [--epochs 5] [--seeds 42 1 2]
+PYTHONPATH=. $(infra/bootstrap.sh)/bin/python -m bench.trainers [--part all|seed|default|busy] [--epochs 5]
 
 Each contender runs in its own process, one after the other, on the same full MNIST.
 - seed part: the seed article's Keras and PyTorch scripts (data read from local files instead of
@@ -10,6 +10,9 @@ Each contender runs in its own process, one after the other, on the same full MN
   time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratio.
 - default part: our trainers with the pipeline's defaults (bn_cnn, its epochs, batch and
   one-cycle schedule) once per seed: test accuracy per seed, its spread, and training time.
+- busy part: our two trainers with the seed's settings, quiet and then with one competing CPU-bound
+  process running (a Python busy loop, started before and stopped after each run): each
+  trainer's busy/quiet time ratio (issue #17 item 5 asks for at most 2).
 Timing covers the training loop only (the seed's `fit` / epoch loop; our run_fn minus export,
 with its per-epoch validation and TensorBoard logging); test accuracy is measured afterwards on
 the 10,000 test images.
@@ -18,6 +21,7 @@ the 10,000 test images.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import os
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -184,9 +189,11 @@ def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, 
 
 def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
     overrides = [f"{key}={json.dumps(value)}" for key, value in args.set]
-    done = subprocess.run([sys.executable, __file__, "--one", name, "--seed", str(seed), "--epochs", str(args.epochs),
-                           "--mnist", args.mnist, "--work", args.work, *(["--set", *overrides] if overrides else [])],
-                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    # As a module: run as a file, bench/trainers.py would stand in for the trainers package.
+    done = subprocess.run([sys.executable, "-m", "bench.trainers", "--one", name, "--seed", str(seed),
+                           "--epochs", str(args.epochs), "--mnist", args.mnist, "--work", args.work,
+                           *(["--set", *overrides] if overrides else [])],
+                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode or not lines:
         sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -194,6 +201,31 @@ def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
     print(f"{name} (seed {seed}): {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
           f"test accuracy {r['test_accuracy']:.4f}", flush=True)
     return r
+
+
+@contextlib.contextmanager
+def competing_process() -> Iterator[None]:
+    """One CPU-bound process on the machine while the block runs (stopped by its pid)."""
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        yield
+    finally:
+        busy.kill()
+        busy.wait()
+
+
+def busy_ratios(args: argparse.Namespace) -> None:
+    runs = {}
+    for name in ("ours_keras", "ours_pytorch"):
+        quiet = _spawn(name, args, 42)
+        with competing_process():
+            busy = _spawn(name, args, 42)
+        runs[name] = (quiet, busy)
+    print("\n| trainer | model | epochs | batch | quiet (s) | one busy process (s) | busy / quiet |")
+    print("|---|---|---|---|---|---|---|")
+    for name, (quiet, busy) in runs.items():
+        print(f"| {name} | seed_cnn | {args.epochs} | 32 | {quiet['seconds']:.1f} | {busy['seconds']:.1f} | "
+              f"{busy['seconds'] / quiet['seconds']:.2f} |")
 
 
 def _setting(text: str) -> tuple[str, object]:
@@ -208,9 +240,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5, help="epochs of the seed comparison")
     parser.add_argument("--mnist", default=os.path.join(REPO, "..", "shared", "data", "mnist"))
     parser.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "mnist-bench"))
-    parser.add_argument("--part", choices=("all", "seed", "default"), default="all",
+    parser.add_argument("--part", choices=("all", "seed", "default", "busy"), default="all",
                         help="seed: the seed scripts against our trainers with seed_cnn; "
-                             "default: our default model (pipeline defaults) over --seeds")
+                             "default: our default model (pipeline defaults) over --seeds; "
+                             "busy: our trainers quiet and beside one CPU-bound process")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="seeds of the default model's runs")
     parser.add_argument("--set", nargs="+", default=[], type=_setting, metavar="FIELD=JSON",
                         help="default part: override a TrainConfig field, e.g. augment_shift=0 epochs=5")
@@ -223,6 +256,9 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(args.one, args, cache, examples_dir, args.seed)))
         return
 
+    if args.part == "busy":
+        busy_ratios(args)
+        return
     results = {}
     if args.part in ("all", "seed"):
         results = {name: _spawn(name, args, 42) for name in SEED_CONTENDERS}
