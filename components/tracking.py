@@ -14,6 +14,7 @@ start time and per-epoch seconds); a model taken from the cache keeps the run it
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -63,11 +64,8 @@ def epoch_metrics(history: dict[str, list[float]], started_at: float | None,
                   epoch_seconds: list[float]) -> list[tuple[str, float, int, int]]:
     """(name, value, timestamp ms, epoch) of each epoch's loss and accuracy, train and eval; stamped
     when the epoch ended where the trainer recorded it, else now."""
-    now, ends = int(time.time() * 1000), []
-    elapsed = 0.0
-    for seconds in epoch_seconds:
-        elapsed += seconds
-        ends.append(int((started_at + elapsed) * 1000) if started_at else now)
+    now = int(time.time() * 1000)
+    ends = [int((started_at + elapsed) * 1000) for elapsed in itertools.accumulate(epoch_seconds)] if started_at else []
     return [(name, float(value), ends[epoch] if epoch < len(ends) else now, epoch + 1)
             for name, values in history.items() for epoch, value in enumerate(values)]
 

@@ -58,7 +58,7 @@ class S3Store:
         return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
-def _wait_until(ready: Callable[[], bool], process: subprocess.Popen | None, log: Path, what: str,
+def wait_until(ready: Callable[[], bool], process: subprocess.Popen | None, log: Path, what: str,
                 timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not ready():
@@ -79,7 +79,7 @@ def _stop_group(process: subprocess.Popen, stop_signal: int = signal.SIGTERM, gr
 
 
 @contextlib.contextmanager
-def _process(command: list[str], log: Path, stop_signal: int = signal.SIGTERM, grace_s: float = 30,
+def process_group(command: list[str], log: Path, stop_signal: int = signal.SIGTERM, grace_s: float = 30,
              **popen) -> Iterator[subprocess.Popen]:
     """`command` in its own process group (stopped with `stop_signal`, killed after `grace_s`),
     output to `log`."""
@@ -128,8 +128,8 @@ def seaweedfs(root: Path, bucket: str = "mnist-pipeline") -> Iterator[S3Store]:
             return "BucketAlreadyOwnedByYou" in str(e)
 
     # weed takes ~25 s to stop on SIGTERM; its data is scratch.
-    with _process(command, root / "weed.log", grace_s=3) as process:
-        _wait_until(bucket_created, process, root / "weed.log", "SeaweedFS")
+    with process_group(command, root / "weed.log", grace_s=3) as process:
+        wait_until(bucket_created, process, root / "weed.log", "SeaweedFS")
         yield store
 
 
@@ -185,8 +185,8 @@ def postgres(root: Path, database: str = "mlflow") -> Iterator[str]:
                                   capture_output=True).returncode == 0
 
         # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client to leave).
-        with _process(command, root / "postgres.log", stop_signal=signal.SIGINT) as process:
-            _wait_until(accepting, process, root / "postgres.log", "PostgreSQL")
+        with process_group(command, root / "postgres.log", stop_signal=signal.SIGINT) as process:
+            wait_until(accepting, process, root / "postgres.log", "PostgreSQL")
             subprocess.run([_postgres_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database],
                            check=True, capture_output=True, env={**os.environ, "PGPASSWORD": password})
             yield f"postgresql://mlflow:{password}@127.0.0.1:{port}/{database}"
@@ -215,8 +215,8 @@ def mlflow_server(root: Path, backend_store_uri: str, artifacts_destination: str
               "--serve-artifacts"]
     uri = f"http://127.0.0.1:{port}"
     if not image:
-        with _process([sys.executable, "-m", *server], root / "mlflow.log", env=env) as process:
-            _wait_until(lambda: _healthy(uri), process, root / "mlflow.log", "the MLflow server")
+        with process_group([sys.executable, "-m", *server], root / "mlflow.log", env=env) as process:
+            wait_until(lambda: _healthy(uri), process, root / "mlflow.log", "the MLflow server")
             yield uri
         return
     container = subprocess.run(["docker", "run", "--detach", "--network=host",
@@ -229,7 +229,7 @@ def mlflow_server(root: Path, backend_store_uri: str, artifacts_destination: str
                 subprocess.run(["docker", "logs", container], stdout=out, stderr=subprocess.STDOUT)
             return _healthy(uri)
 
-        _wait_until(up, None, log, f"the MLflow server container {container[:12]}")
+        wait_until(up, None, log, f"the MLflow server container {container[:12]}")
         yield uri
     finally:
         subprocess.run(["docker", "rm", "--force", container], capture_output=True)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
+from infra.services import process_group, wait_until
 from pipelines import summary
 from pipelines.config import PipelineConfig
 from serving.server import free_ports
@@ -55,27 +56,13 @@ def _answers(url: str) -> bool:
 
 
 @contextlib.contextmanager
-def serving_process(command: list[str], ready_url: str, log_path: str, what: str,
-                    timeout_s: float = 120) -> Iterator[subprocess.Popen]:
-    """`command` in its own process group, output to `log_path`, until `ready_url` answers; stopped
-    (the group, by its id) when the block ends."""
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + timeout_s
-        while not _answers(ready_url):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{what} did not start; its log: {log_path}")
-            time.sleep(0.5)
-        yield process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+def serving_process(command: list[str], ready_url: str, log_path: str, what: str) -> Iterator[None]:
+    """`command` in its own process group (infra/services.py) until `ready_url` answers; stopped,
+    the group by its id, when the block ends."""
+    log = Path(log_path)
+    with process_group(command, log) as process:
+        wait_until(lambda: _answers(ready_url), process, log, what)
+        yield
 
 
 @contextlib.contextmanager

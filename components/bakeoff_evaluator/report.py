@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import os
 from typing import Any
 
 import jinja2
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg")  # headless: no display in pipelines or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from components.bakeoff_evaluator import corruptions, metrics  # noqa: E402
+from components.bakeoff_evaluator import corruptions, metrics
+from components.figures import png_data_uri
 
 DIGITS = list(range(10))
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def confusion_matrices(candidates: dict[str, Any], order: list[str]) -> str:
@@ -40,7 +29,7 @@ def confusion_matrices(candidates: dict[str, Any], order: list[str]) -> str:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
                         color="white" if i == j else "black")
         ax.set(title=name, xlabel="predicted", ylabel="true", xticks=DIGITS, yticks=DIGITS)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def per_digit_accuracy(candidates: dict[str, Any], order: list[str]) -> str:
@@ -52,7 +41,7 @@ def per_digit_accuracy(candidates: dict[str, Any], order: list[str]) -> str:
     low = min(candidates[n]["metrics"]["per_class"][str(d)]["recall"] for n in order for d in DIGITS)
     ax.set(xticks=DIGITS, xlabel="digit", ylabel="accuracy (recall)", ylim=(max(0.0, low - 0.02), 1.0))
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def reliability_diagram(labels: np.ndarray, probs: dict[str, np.ndarray], order: list[str]) -> str:
@@ -71,7 +60,7 @@ def reliability_diagram(labels: np.ndarray, probs: dict[str, np.ndarray], order:
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfectly calibrated")
     ax.set(xlabel="confidence", ylabel="accuracy", xlim=(0, 1), ylim=(0, 1))
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def misclassified_grid(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, title: str,
@@ -92,7 +81,7 @@ def misclassified_grid(images: np.ndarray, labels: np.ndarray, predicted: np.nda
         ax.text(x + 1, y + 7, f"{labels[i]}→{predicted[i]}", color="red", fontsize=7, weight="bold")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def corruption_examples(images: np.ndarray | None, labels: np.ndarray | None, predicted: np.ndarray | None,
@@ -113,7 +102,7 @@ def corruption_examples(images: np.ndarray | None, labels: np.ndarray | None, pr
             ax.set_title(f"{labels[k]}→{predicted[r, k]}", fontsize=7, color="black" if right else "red", pad=2)
         axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(f"the same test digits under each corruption (true→{model}'s answer; red: wrong)", fontsize=9)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def training_curves(candidates: dict[str, Any], order: list[str]) -> str | None:
@@ -133,7 +122,7 @@ def training_curves(candidates: dict[str, Any], order: list[str]) -> str | None:
     for ax in (loss_ax, acc_ax):
         ax.xaxis.get_major_locator().set_params(integer=True)
     acc_ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5))
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def seed_points(evaluation: dict[str, Any]) -> str | None:
@@ -156,7 +145,7 @@ def seed_points(evaluation: dict[str, Any]) -> str | None:
     ax.set(xticks=range(len(seeds["ranking"])), xticklabels=seeds["ranking"], xlim=(-0.6, len(seeds["ranking"]) - 0.2),
            ylabel=f"test {key}", title=f"per-seed test {key} (bar: mean ± 1 sd)")
     ax.legend(fontsize=7, loc="lower right")
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:

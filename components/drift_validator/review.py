@@ -9,18 +9,15 @@ anomalies and drift/skew dataframes.
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import time
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+from tensorflow_data_validation.utils import display_util
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
-matplotlib.use("Agg")  # headless: no display in pipelines or CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from tensorflow_data_validation.utils import display_util  # noqa: E402
-from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2  # noqa: E402
+from components.figures import png_data_uri
 
 Stats = statistics_pb2.DatasetFeatureStatisticsList
 PIXEL_FEATURES = ("pixel_mean", "ink_fraction")
@@ -31,13 +28,6 @@ _STYLE = """body{font-family:sans-serif;margin:2em;max-width:1200px}table{border
 td,th{border:1px solid #ccc;padding:3px 8px;text-align:left;font-size:13px}th{background:#f3f3f3}
 .bad{color:#b00020;font-weight:bold}.ok{color:#1b7f3b;font-weight:bold}img{max-width:100%}
 #verdict{padding:.5em 1em;border-radius:4px}#verdict.ok{background:#e6f4ea}#verdict.bad{background:#fde7e9}"""
-
-
-def _png(fig) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _feature(stats: Stats, name: str) -> statistics_pb2.FeatureNameStatistics | None:
@@ -99,7 +89,7 @@ def label_chart(current: dict[str, Stats], baseline: dict[str, Stats] | None,
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7, loc="lower center")
     axes[0][0].set_ylabel("share of examples")
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def pixel_charts(current: dict[str, Stats], baseline: dict[str, Stats] | None,
@@ -122,7 +112,7 @@ def pixel_charts(current: dict[str, Stats], baseline: dict[str, Stats] | None,
         ax.set(xlabel=name, ylabel="share of examples", title=title or name)
         ax.title.set_fontsize(8)
         ax.legend(fontsize=7)
-    return _png(fig) if drawn else None
+    return png_data_uri(fig) if drawn else None
 
 
 
@@ -179,7 +169,7 @@ def sample_grid(samples: dict[str, tuple[np.ndarray, np.ndarray]] | None) -> str
         ax.imshow(canvas, cmap="gray_r", vmin=0, vmax=255)
         ax.set(title=f"{split}", xticks=[], yticks=[(r + 0.5) * (side + pad) for r in range(len(rows))],
                yticklabels=rows)
-    return _png(fig)
+    return png_data_uri(fig)
 
 
 def _anomaly_count(anomalies: anomalies_pb2.Anomalies) -> int:
