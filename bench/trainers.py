@@ -6,8 +6,9 @@ Each contender runs in its own process, one after the other, on the same full MN
 - seed part: the seed article's Keras and PyTorch scripts (data read from local files instead of
   downloaded and, for PyTorch, the last layer's input fixed from 32*12*12 to 32*13*13: as written
   it crashes on 28x28 input; nothing else changed) against our trainers' run_fn with the seed's
-  model and settings (seed_cnn, same epochs, batch 32, constant learning rate 1e-3). Prints wall
-  time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratio.
+  model and epochs: `ours` with our trainers' batch and schedule (128, one-cycle peaking at 3e-3),
+  `asseed` with every setting of the seed's (batch 32, constant learning rate 1e-3). Prints wall
+  time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratios.
 - default part: our trainers with the pipeline's defaults (bn_cnn, its epochs, batch and
   one-cycle schedule) once per seed: test accuracy per seed, its spread, and training time.
 - busy part: our two trainers with the seed's settings, quiet and then with one competing CPU-bound
@@ -168,7 +169,7 @@ def ingest(mnist: str, work: str) -> tuple[str, str]:
     return cache, examples_dir
 
 
-SEED_CONTENDERS = ("seed_keras", "ours_keras", "seed_pytorch", "ours_pytorch")
+SEED_CONTENDERS = ("seed_keras", "ours_keras", "asseed_keras", "seed_pytorch", "ours_pytorch", "asseed_pytorch")
 DEFAULT_CONTENDERS = ("default_keras", "default_pytorch")
 
 
@@ -178,13 +179,27 @@ def seed_like(epochs: int) -> dict:
             "augment_shift": 0}
 
 
+def seed_model(epochs: int) -> dict:
+    """Our trainers with the seed's model and epochs, our batch and schedule (TrainConfig's)."""
+    return {"model": "seed_cnn", "epochs": epochs, "augment_shift": 0}
+
+
 def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, seed: int) -> dict:
     kind, framework = name.split("_")
     if kind == "seed":
         return seed_keras(cache, args.epochs) if framework == "keras" else seed_pytorch(cache, args.epochs)
     # default: the pipeline's defaults, with --set overrides
-    config = seed_like(args.epochs) if kind == "ours" else dict(args.set)
+    config = {"ours": seed_model(args.epochs), "asseed": seed_like(args.epochs)}.get(kind, dict(args.set))
     return ours(framework, examples_dir, {**config, "seed": seed})
+
+
+def contender_environment(name: str) -> dict[str, str]:
+    """Our trainers get the environment `python -m pipelines` gives them; the seed scripts run in
+    the environment as it is."""
+    from trainers.distributed import OPENMP_ENVIRONMENT
+
+    ours = {} if name.startswith("seed_") else {k: os.environ.get(k, v) for k, v in OPENMP_ENVIRONMENT.items()}
+    return {**os.environ, **ours, "PYTHONPATH": REPO}
 
 
 def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
@@ -193,7 +208,7 @@ def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
     done = subprocess.run([sys.executable, "-m", "bench.trainers", "--one", name, "--seed", str(seed),
                            "--epochs", str(args.epochs), "--mnist", args.mnist, "--work", args.work,
                            *(["--set", *overrides] if overrides else [])],
-                          capture_output=True, text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": REPO})
+                          capture_output=True, text=True, cwd=REPO, env=contender_environment(name))
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
     if done.returncode or not lines:
         sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
@@ -216,7 +231,7 @@ def competing_process() -> Iterator[None]:
 
 def busy_ratios(args: argparse.Namespace) -> None:
     runs = {}
-    for name in ("ours_keras", "ours_pytorch"):
+    for name in ("asseed_keras", "asseed_pytorch"):
         quiet = _spawn(name, args, 42)
         with competing_process():
             busy = _spawn(name, args, 42)
@@ -266,12 +281,15 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for name, r in results.items():
             model = "seed_cnn" + (" (seed script)" if name.startswith("seed") else "")
-            print(f"| {name} | {model} | {args.epochs} | 32 | {r['seconds']:.1f} | "
+            print(f"| {name} | {model} | {args.epochs} | {r.get('batch_size', 32)} | {r['seconds']:.1f} | "
                   f"{r['examples'] / r['seconds']:.0f} | {r['test_accuracy']:.4f} |")
+        print()
         for framework in ("keras", "pytorch"):
-            o, s = results[f"ours_{framework}"], results[f"seed_{framework}"]
-            ratio = (o["examples"] / o["seconds"]) / (s["examples"] / s["seconds"])
-            print(f"\n{framework}: throughput ratio ours/seed = {ratio:.2f}")
+            seed = results[f"seed_{framework}"]
+            for kind in ("ours", "asseed"):
+                o = results[f"{kind}_{framework}"]
+                ratio = (o["examples"] / o["seconds"]) / (seed["examples"] / seed["seconds"])
+                print(f"{framework}: throughput ratio {kind}/seed = {ratio:.2f}")
     if args.part in ("all", "default"):
         contenders = [args.only] if args.only else DEFAULT_CONTENDERS
         runs = {name: [_spawn(name, args, seed) for seed in args.seeds] for name in contenders}

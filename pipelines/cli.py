@@ -6,6 +6,7 @@
   deploy     upload a package to Kubeflow Pipelines (and run it), or submit it to Vertex AI
   launch     run a package's tasks here, one process each, as the KFP v2 launcher would
   executor   what each task's container runs: TFX's KFP v2 executor, S3 and minio:// roots enabled
+  replica    what each replica of a multi-worker trainer's Kubeflow job runs: TFX's Trainer executor
   registry   list versions, roll the champion back, predict with the champion
   schema     propose a curated schema, or pin a drift baseline, from a run's artifacts
   serve      serve the registry's champion with MLServer (v2 protocol) on 127.0.0.1 until Ctrl-C
@@ -427,6 +428,10 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
         from pipelines.kubeflow import entrypoint
 
         return entrypoint.run_executor(argv[1:], os.environ)
+    if argv[:1] == ["replica"]:  # tfx.scripts.run_executor's flags follow (components/training_job/executor.py)
+        from components.training_job import replica
+
+        return replica.main(argv[1:], os.environ)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -28,6 +28,7 @@ from trainers.config import TrainConfig, setting
 KfpTarget = Literal["kubeflow", "vertex"]
 KfpAccelerator = Literal["none", "gpu", "tpu"]
 BeamRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
+BeamRunner = Literal["direct", "dataflow", "flink"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {"train": TrainConfig, "rule": DecisionRule}
 
@@ -101,6 +102,20 @@ class PipelineConfig:
     kfp_cpu_limit: float = setting(0.0, "trainer CPU limit, cores (0: unset)")
     kfp_memory_request_gb: float = setting(0.0, "trainer memory request, GB as KFP counts it (0: unset)")
     kfp_memory_limit_gb: float = setting(0.0, "trainer memory limit, GB (0: unset)")
+    kfp_trainer_workers: int = setting(1, "data-parallel replicas of each trainer on the cluster: 1, the trainer runs "
+                                       "in its pipeline step's container; N > 1, the step launches a multi-worker "
+                                       "job of N replicas (vertex: a Vertex AI CustomJob through TFX's Vertex "
+                                       "training extension; kubeflow: a PyTorchJob or TFJob of the Kubeflow "
+                                       "training operator), each with the accelerator above; the training settings "
+                                       "are then compiled in, not the trainer_config run parameter")
+    kfp_training_job_namespace: str = setting("", "kubeflow target, kfp_trainer_workers > 1: namespace of the "
+                                              "trainers' PyTorchJob/TFJob (empty: the pipeline pod's own)")
+    vertex_machine_type: str = setting("g2-standard-8", "vertex target, kfp_trainer_workers > 1: machine type of "
+                                       "every replica; it must carry the accelerator (L4: g2-*, A100: a2-*, "
+                                       "H100: a3-*, T4/V100/P100/P4: n1-*)")
+    gcp_project: str = setting("", "Google Cloud project of the Vertex AI training jobs and Dataflow jobs")
+    gcp_region: str = setting("", "Google Cloud region of the Vertex AI training jobs and Dataflow jobs "
+                              "(e.g. europe-west4)")
 
     # --- serving the champion with KServe (python -m pipelines kserve; the optional last step) ---
     kserve_deploy: bool = setting(False, "Kubeflow target: a last step applies the champion's KServe "
@@ -112,6 +127,18 @@ class PipelineConfig:
                                                 "proxied artifacts (its --artifacts-destination)")
     kserve_canary_traffic_percent: int = setting(-1, "share of traffic a new champion gets at first, the "
                                                  "previous one keeping the rest; negative: all at once")
+
+    # --- Beam on the cluster (the package's Beam steps; local runs always use the DirectRunner) ---
+    beam_runner: BeamRunner = setting("direct", "runner of the compiled package's Beam steps: direct (in the "
+                                      "step's own container), dataflow (Google Cloud Dataflow) or flink (a Flink "
+                                      "cluster through Beam's portable runner); the image is the workers' SDK "
+                                      "container (build it with infra/build_beam_sdk_image.sh); local runs "
+                                      "always use the DirectRunner")
+    dataflow_temp_location: str = setting("", "beam_runner dataflow: gs:// folder for Dataflow's temporary and "
+                                          "staging files")
+    flink_job_endpoint: str = setting("", "beam_runner flink: host:port of the Beam Flink job server")
+    beam_max_workers: int = setting(0, "beam_runner dataflow: most workers (--max_num_workers); flink: "
+                                    "parallelism; 0: the runner's default")
 
     # --- local Beam ---
     # in_memory: measured faster than multi_processing for MNIST on 2 cores (bench/README.md).
@@ -134,6 +161,7 @@ class PipelineConfig:
         if self.kfp_accelerator != "none" and self.kfp_accelerator_count < 1:
             raise ValueError(f"kfp_accelerator_count must be >= 1 for a {self.kfp_accelerator}, "
                              f"got {self.kfp_accelerator_count}")
+        self._check_cluster_settings()
         if self.kserve_canary_traffic_percent > 100:
             raise ValueError(f"kserve_canary_traffic_percent must be 0-100 (negative: off), "
                              f"got {self.kserve_canary_traffic_percent}")
@@ -143,6 +171,31 @@ class PipelineConfig:
         if len(set(self.seeds)) != len(self.seeds) or any(seed < 0 for seed in self.seeds) or len(self.seeds) > 10:
             raise ValueError(f"seeds must be up to 10 different non-negative integers, got {list(self.seeds)}")
         validation.check_config(self)  # names, outputs inside output_root, no credentials in URIs
+
+    def _check_cluster_settings(self) -> None:
+        """Multi-worker trainers and the Beam runner: what each choice needs, said at load time."""
+        if not 1 <= self.kfp_trainer_workers <= 64:
+            raise ValueError(f"kfp_trainer_workers must be 1..64, got {self.kfp_trainer_workers}")
+        if self.kfp_trainer_workers > 1 and self.kfp_target == "vertex":
+            missing = [name for name in ("gcp_project", "gcp_region", "vertex_machine_type") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"kfp_trainer_workers {self.kfp_trainer_workers} on the vertex target launches a "
+                                 f"Vertex AI CustomJob per trainer: set {', '.join(missing)}")
+        if self.beam_max_workers < 0:
+            raise ValueError(f"beam_max_workers must be >= 0 (0: the runner's default), got {self.beam_max_workers}")
+        if self.beam_runner == "dataflow":
+            missing = [name for name in ("gcp_project", "gcp_region") if not getattr(self, name)]
+            if missing:
+                raise ValueError(f"beam_runner dataflow needs {' and '.join(missing)} (the Dataflow jobs' project "
+                                 "and region)")
+            if not self.dataflow_temp_location.startswith("gs://"):
+                raise ValueError(f"beam_runner dataflow needs dataflow_temp_location, a gs:// folder, got "
+                                 f"{self.dataflow_temp_location!r}")
+        if self.beam_runner == "flink":
+            host, _, port = self.flink_job_endpoint.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"beam_runner flink needs flink_job_endpoint, host:port of the Beam Flink job "
+                                 f"server, got {self.flink_job_endpoint!r}")
 
     # Derived locations for local runs.
     @property

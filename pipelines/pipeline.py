@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from tfx import v1 as tfx
 
 from components.bakeoff_evaluator.component import BakeoffEvaluator
@@ -14,6 +17,13 @@ from pipelines.config import PipelineConfig
 
 TRAINERS = {"keras": "trainers.keras_trainer.run_fn", "pytorch": "trainers.torch_trainer.run_fn"}
 TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)  # one seed
+# framework -> (the Trainer class, custom_config keys it adds): how a trainer step trains.
+TrainerLaunch = Callable[[str], tuple[type, dict[str, Any]]]
+
+
+def in_step_container(framework: str) -> tuple[type, dict[str, Any]]:
+    """The default: TFX's Trainer, training in its step's own container."""
+    return tfx.components.Trainer, {}
 
 
 def trainer_runs(cfg: PipelineConfig) -> list[tuple[str, str, int]]:
@@ -31,11 +41,14 @@ def trainer_ids(cfg: PipelineConfig) -> tuple[str, ...]:
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None, code_version: str = "",
-                    code_revision: str = "", kserve_deploy: bool = False) -> tfx.dsl.Pipeline:
+                    code_revision: str = "", kserve_deploy: bool = False,
+                    trainer_launch: TrainerLaunch = in_step_container) -> tfx.dsl.Pipeline:
     """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
     editing a trainer retrains instead of reusing a model the old code made. `code_revision`: the
     revision recorded on a registered version. `kserve_deploy` (Kubeflow target only): a last step
-    applies the champion's InferenceService when the run moved the alias."""
+    applies the champion's InferenceService when the run moved the alias. `trainer_launch`: the
+    Trainer class of each framework and the keys it adds to custom_config (the compile's
+    multi-worker trainers, pipelines/kubeflow/compile.py)."""
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
                                   train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                   verify_checksums=cfg.verify_checksums, class_names=cfg.class_names)
@@ -60,13 +73,15 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     # so orchestrators run them in parallel. They start only after the gate passed (an explicit
     # dependency, not its output: a rerun whose gate re-checks drift against a new champion's
     # statistics still reuses the trained models).
-    trainers = {component_id: tfx.components.Trainer(
-        run_fn=TRAINERS[framework], examples=examples, schema=schema_importer.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-        custom_config={**cfg.trainer_config(), "seed": seed,
-                       **({"code_version": code_version} if code_version else {})},
-    ).with_id(component_id)
-        for component_id, framework, seed in trainer_runs(cfg)}
+    trainers = {}
+    for component_id, framework, seed in trainer_runs(cfg):
+        trainer_class, launch_config = trainer_launch(framework)
+        trainers[component_id] = trainer_class(
+            run_fn=TRAINERS[framework], examples=examples, schema=schema_importer.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
+            custom_config={**cfg.trainer_config(), "seed": seed,
+                           **({"code_version": code_version} if code_version else {}), **launch_config},
+        ).with_id(component_id)
     for trainer in trainers.values():
         trainer.add_upstream_node(data_gate)
 

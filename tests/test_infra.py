@@ -77,3 +77,17 @@ def test_images_run_as_a_non_root_user(dockerfile):
         assert created, f"{dockerfile}: USER {user} is not created in the final stage"
         uid = re.search(r"(?:--uid|-u)\s+(\d+)", created[-1])
         assert uid and int(uid.group(1)) != 0, f"{dockerfile}: {user} must get a non-zero --uid ({created[-1]})"
+
+
+def test_image_and_entry_point_set_the_openmp_environment():
+    """PyTorch's OpenMP runtime reads its wait policy once, when torch loads: the image's
+    environment and `python -m pipelines` (before any import of torch) both set it."""
+    from trainers.distributed import OPENMP_ENVIRONMENT
+
+    dockerfile = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "infra" / "Dockerfile").read_text())
+    env_lines = " ".join(line for line in dockerfile.splitlines() if line.startswith("ENV "))
+    entry_point = (REPO_ROOT / "pipelines" / "__main__.py").read_text()
+    assert "OPENMP_ENVIRONMENT" in entry_point.split("import exit_process")[0]
+    assert "torch" not in entry_point.split("setdefault")[0].replace("imports torch", "")
+    for name, value in OPENMP_ENVIRONMENT.items():
+        assert f"{name}={value}" in env_lines.split(), f"infra/Dockerfile does not set {name}={value}"

@@ -45,8 +45,10 @@ def build_model(name: str) -> keras.Model:
     x = keras.layers.Reshape((*common.IMAGE_SHAPE, 1))(x)
     if name == "seed_cnn":
         # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense 10.
-        x = keras.layers.Conv2D(32, (3, 3), activation="relu")(x)
+        # The seed's conv -> ReLU -> pool as conv -> pool -> ReLU: the same function, see torch_model.
+        x = keras.layers.Conv2D(32, (3, 3))(x)
         x = keras.layers.MaxPooling2D((2, 2))(x)
+        x = keras.layers.ReLU()(x)
         x = keras.layers.Flatten()(x)
     else:
         # Two conv blocks (28 -> conv 26 -> pool 13 -> conv 11 -> pool 5), a dense head, dropout.

@@ -19,6 +19,7 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
+from components.cluster import NoClusterError, custom_objects_api, pod_namespace  # noqa: F401 (NoClusterError: the step's error)
 from components.kserve_deployer import inference_service
 
 PUSHED_MODEL = "pushed_model"
@@ -30,12 +31,7 @@ SERVICE_ACCOUNT = "service_account"
 ARTIFACTS_DESTINATION = "artifacts_destination"
 CANARY = "canary_traffic_percent"
 RENDERED_FILE = "inferenceservice.yaml"
-POD_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 GROUP, VERSION, PLURAL = "serving.kserve.io", "v1beta1", "inferenceservices"
-
-
-class NoClusterError(RuntimeError):
-    """No Kubernetes API in reach: the step runs on a Kubeflow cluster only."""
 
 
 def alias_moved(pushed: types.Artifact) -> bool:
@@ -43,27 +39,12 @@ def alias_moved(pushed: types.Artifact) -> bool:
     return bool(pushed.get_int_custom_property("pushed")) and bool(pushed.get_int_custom_property("champion"))
 
 
-def pod_namespace(configured: str, namespace_file: str = POD_NAMESPACE_FILE) -> str:
-    if configured:
-        return configured
-    if os.path.exists(namespace_file):
-        with open(namespace_file, encoding="utf-8") as f:
-            return f.read().strip()
-    return "default"
-
-
 def apply(isvc: dict[str, Any], namespace: str) -> str:
     """Creates or patches the InferenceService through the in-cluster Kubernetes API; "created" or "patched"."""
-    from kubernetes import client, config
     from kubernetes.client.rest import ApiException
 
-    try:
-        config.load_incluster_config()
-    except config.ConfigException as e:
-        raise NoClusterError(f"KServeDeployer: no Kubernetes API in reach ({e}); this step applies the "
-                             "InferenceService on the Kubeflow cluster it runs in (compile it only for "
-                             "kfp_target kubeflow)") from e
-    api = client.CustomObjectsApi()
+    api = custom_objects_api("KServeDeployer", "applies the InferenceService on the Kubeflow cluster it runs "
+                             "in (compile it only for kfp_target kubeflow)")
     name = isvc["metadata"]["name"]
     try:
         api.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)

@@ -13,18 +13,35 @@ from tfx import v1 as tfx
 
 from pipelines import validation
 from pipelines.config import PipelineConfig
-from pipelines.kubeflow import entrypoint, placement
+from pipelines.kubeflow import entrypoint, placement, training_jobs
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
 from pipelines.pipeline import create_pipeline, trainer_ids
 
 RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
 
 
+# beam_runner -> Beam's runner class (direct: Beam's default, named by no flag).
+BEAM_RUNNERS = {"dataflow": "DataflowRunner", "flink": "PortableRunner"}
+
+
 def beam_args(cfg: PipelineConfig) -> list[str]:
-    # Remote Beam workers would run the pipeline's own image, which has all the code; naming it
-    # also stops TFX from building and attaching an sdist of itself at every Beam step.
-    return ["--direct_running_mode=multi_processing", "--direct_num_workers=0",
-            f"--sdk_container_image={cfg.image}"]
+    """The Beam steps' pipeline args (TFX appends them to each Beam executor's container args). The
+    workers of a remote runner run the pipeline's own image as the SDK container (it has all the
+    code; infra/Dockerfile.beam-sdk adds Beam's boot entrypoint); naming it also stops TFX from
+    building and attaching an sdist of itself at every Beam step. Dataflow turns on Runner v2,
+    which custom containers need, by itself (Beam >= 2.45)."""
+    image = f"--sdk_container_image={cfg.image}"
+    if cfg.beam_runner == "dataflow":
+        return [f"--runner={BEAM_RUNNERS['dataflow']}", f"--project={cfg.gcp_project}", f"--region={cfg.gcp_region}",
+                f"--temp_location={cfg.dataflow_temp_location}", image,
+                *([f"--max_num_workers={cfg.beam_max_workers}"] if cfg.beam_max_workers else [])]
+    if cfg.beam_runner == "flink":
+        # The portable runner takes the workers' image from environment_config (its DOCKER
+        # environment does not read sdk_container_image).
+        return [f"--runner={BEAM_RUNNERS['flink']}", f"--job_endpoint={cfg.flink_job_endpoint}",
+                "--environment_type=DOCKER", f"--environment_config={cfg.image}", image,
+                *([f"--parallelism={cfg.beam_max_workers}"] if cfg.beam_max_workers else [])]
+    return ["--direct_running_mode=multi_processing", "--direct_num_workers=0", image]
 
 
 def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
@@ -39,9 +56,11 @@ def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, 
     Epochs live in the trainers' custom_config, which TFX passes as one JSON string: the whole
     config is the parameter, and `deploy --param epochs=N` edits it (pipelines/kubeflow/deploy.py).
     `code_revision` is recorded on the registered version; deploy sets it to the revision it uploads.
-    With several seeds each trainer's custom_config differs (its seed), so the training settings
-    are compiled in as constants: change them by recompiling."""
-    trainer_config = {} if len(cfg.training_seeds()) > 1 else {
+    With several seeds each trainer's custom_config differs (its seed), and a multi-worker trainer's
+    holds its job (pipelines/kubeflow/training_jobs.py), so the training settings are then compiled
+    in as constants: change them by recompiling."""
+    constants = len(cfg.training_seeds()) > 1 or training_jobs.multi_worker(cfg)
+    trainer_config = {} if constants else {
         "custom_config": RuntimeParameter(name=TRAINER_CONFIG_PARAMETER, ptype=str,
                                           default=json.dumps(cfg.trainer_config(), sort_keys=True))}
     return {
@@ -73,10 +92,12 @@ def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
     kcfg = kubeflow_config(cfg)
     pipeline = create_pipeline(kcfg, registry_uri=registry_uri, pipeline_root=cfg.kfp_pipeline_root,
                                beam_pipeline_args=beam_args(cfg),
-                               kserve_deploy=cfg.kserve_deploy and cfg.kfp_target == "kubeflow")
+                               kserve_deploy=cfg.kserve_deploy and cfg.kfp_target == "kubeflow",
+                               trainer_launch=training_jobs.trainer_launch(cfg))
     parameters = submit_time_parameters(kcfg, registry_uri)
     parameterize(pipeline, parameters)
-    resources = placement.trainer_resources(cfg)
+    # A multi-worker trainer's step only launches its job: the replicas get the accelerator.
+    resources = None if training_jobs.multi_worker(cfg) else placement.trainer_resources(cfg)
     for component in pipeline.components:
         if component.id in trainer_ids(cfg) and resources is not None:
             component.with_platform_config(resources)

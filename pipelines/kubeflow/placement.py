@@ -109,8 +109,9 @@ def _kubernetes_executor(package: Package, label: str) -> dict[str, Any]:
 
 def place_trainers(package: Package, cfg: PipelineConfig, trainer_ids: Iterable[str]) -> None:
     """Each trainer's node selector and tolerations in the Kubernetes platform section (nothing
-    for the other tasks, no section at all when there is nothing to place)."""
-    config = trainer_kubernetes_config(cfg)
+    for the other tasks, no section at all when there is nothing to place). A multi-worker
+    trainer's step is only its job's launcher: its replicas are placed (training_jobs.py)."""
+    config = trainer_kubernetes_config(cfg) if cfg.kfp_trainer_workers == 1 else {}
     for task_id in trainer_ids if config else ():
         _kubernetes_executor(package, package.executor_label(task_id)).update(json.loads(json.dumps(config)))
 

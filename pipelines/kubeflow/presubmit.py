@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines import validation
 from pipelines.config import REPO_ROOT
-from pipelines.kubeflow import entrypoint
+from pipelines.kubeflow import cluster_presubmit, entrypoint
 from pipelines.kubeflow.package import CONTAINER_PATH_PREFIXES, IMAGE_PROJECT_DIR, Package
 from pipelines.kubeflow.placement import (
     GKE_GPU_LABEL,
@@ -146,26 +146,30 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
         accelerator = container.get("resources", {}).get("accelerator")
         if accelerator:
             problems += _accelerator_problems(package, label, accelerator, target)
+        problems += cluster_presubmit.beam_problems(label, container)
     for label in package.kubernetes_executors:
         if label not in package.executors:
             problems.append(f"kubernetes platform section names executor {label!r}, which the package lacks")
     if target == "vertex" and package.platform:
         problems.append("the package has a kubernetes platform section, which Vertex AI does not apply; "
                         "compile with kfp_target: vertex")
-    for task_id, name, value in _parameter_values(package, parameters or {}):
+    values = _parameter_values(package, parameters or {})
+    for task_id, name, value in values:
         problems.append(_local_path_problem(task_id, name, value))
         if name == "registry_uri":
             problems.append(_registry_problem(task_id, value))
     root = pipeline_root or package.spec.get("defaultPipelineRoot")
+    problems += cluster_presubmit.training_job_problems(package, target, values, root)
     problems.append(_pipeline_root_problem(root, target))
     problems += _object_store_problems(package, root, target)
     return [f"{path}: {p}" for p in problems if p]
 
 
 def presubmit_warnings(path: str | Path) -> list[str]:
-    """What a package needs of the cluster that it cannot check itself: the GPU nodes' driver."""
+    """What a package needs of the cluster that it cannot check itself: the GPU nodes' driver, the
+    Beam SDK entrypoint in the image of a remote runner."""
     package = Package.read(path)
-    warnings = []
+    warnings = [f"{path}: {w}" for w in cluster_presubmit.cluster_warnings(package)]
     for label, executor in sorted(package.executors.items()):
         kind = executor.get("container", {}).get("resources", {}).get("accelerator", {}).get("type", "")
         if kind == GPU_RESOURCE or kind.startswith("NVIDIA_"):

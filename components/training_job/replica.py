@@ -1,0 +1,90 @@
+"""What each replica of a multi-worker trainer runs: TFX's Trainer executor (the same run_fn with the
+same artifacts and properties as a single-container trainer), in a world the engine described.
+
+- `ReplicaExecutor`: TFX 1.16's GenericExecutor checks after run_fn that the model was exported and
+  fails otherwise; only the chief exports (trainers/distributed.py), so a worker whose run_fn ended
+  first would fail the job. Here a worker waits for the chief's export instead.
+- `torch_environment`: Vertex AI documents CLUSTER_SPEC and TF_CONFIG for every replica of a
+  custom container, not torch.distributed's MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK; when
+  those are missing they are derived from TF_CONFIG (the chief's address, the replica's rank in
+  the strategy's order), so the PyTorch trainer joins the same world the Keras one does.
+- `main`: the replica's command in a Kubeflow training job (`python -m pipelines replica ARGS`, ARGS
+  those of `tfx.scripts.run_executor`), after enabling S3 for s3:// artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import runpy
+import sys
+import time
+from collections.abc import Mapping, MutableMapping
+from typing import Any
+
+from tfx import types
+from tfx.components.trainer import executor as trainer_executor
+from tfx.components.util import udf_utils
+from tfx.dsl.io import fileio
+
+from components import object_store
+from trainers import distributed
+
+RUN_EXECUTOR = "tfx.scripts.run_executor"
+# How long a worker waits for the chief's export after its own run_fn ended (the chief exports
+# right after the last collective step; a SavedModel to Cloud Storage takes seconds).
+EXPORT_WAIT_SECONDS = 1800.0
+
+
+def torch_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """torch.distributed's variables from TF_CONFIG, when the engine set TF_CONFIG only (Vertex AI);
+    nothing when they are set already (PyTorchJob, torchrun) or there is no cluster."""
+    if "WORLD_SIZE" in env or not env.get("TF_CONFIG"):
+        return {}
+    world = distributed.tf_world(env)
+    if world.size == 1:
+        return {}
+    cluster = json.loads(env["TF_CONFIG"])["cluster"]
+    chief = [address for kind in distributed.TRAINING_TASKS for address in cluster.get(kind, [])][0]
+    host, _, port = chief.rpartition(":")
+    return {"MASTER_ADDR": host, "MASTER_PORT": port, "WORLD_SIZE": str(world.size), "RANK": str(world.rank)}
+
+
+def is_chief(env: Mapping[str, str]) -> bool:
+    return distributed.torch_world(env).is_chief and distributed.tf_world(env).is_chief
+
+
+def wait_for_export(serving_model_dir: str, timeout: float = EXPORT_WAIT_SECONDS, poll: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not fileio.exists(serving_model_dir):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the chief did not export {serving_model_dir} within {timeout:.0f} s "
+                               "of this worker's end of training")
+        time.sleep(poll)
+
+
+class ReplicaExecutor(trainer_executor.GenericExecutor):
+    """TFX's GenericExecutor.Do, except that a worker waits for the chief's export."""
+
+    def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
+           exec_properties: dict[str, Any]) -> None:
+        os.environ.update(torch_environment(os.environ))
+        if is_chief(os.environ):
+            return super().Do(input_dict, output_dict, exec_properties)
+        self._log_startup(input_dict, output_dict, exec_properties)
+        fn_args = self._GetFnArgs(input_dict, output_dict, exec_properties)
+        udf_utils.get_fn(exec_properties, "run_fn")(fn_args)
+        wait_for_export(fn_args.serving_model_dir)
+        logging.info("worker done; the chief exported %s", fn_args.serving_model_dir)
+
+
+def main(argv: list[str], environ: MutableMapping[str, str]) -> int:
+    if any(object_store.S3 in arg for arg in argv):
+        object_store.enable_s3(environ)
+    sys.argv = [RUN_EXECUTOR, *argv]
+    try:
+        runpy.run_module(RUN_EXECUTOR, run_name="__main__", alter_sys=True)
+    except SystemExit as done:  # absl's app.run ends with sys.exit
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0

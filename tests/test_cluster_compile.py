@@ -1,0 +1,203 @@
+"""Issue #17: multi-worker trainer steps (Vertex AI CustomJob through TFX's Vertex training
+extension; a Kubeflow PyTorchJob / TFJob) and the Beam steps' runner (Direct, Dataflow, Flink), each
+compiled for real and checked by presubmit, and broken variants presubmit names."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import components
+
+from components.training_job import job
+from pipelines.config import load_config
+from pipelines.kubeflow import compile as kfp_compile
+from pipelines.kubeflow.package import Package
+from pipelines.kubeflow.presubmit import presubmit_problems, presubmit_warnings
+from pipelines.pipeline import TRAINER_IDS
+
+BUCKET = "gs://mnist-bakeoff-test/root"
+IMAGE = "europe-docker.pkg.dev/proj-1/mnist/mnist-tfx:abc123"
+VERTEX_KEYS = ("ai_platform_enable_vertex", "ai_platform_vertex_region", "ai_platform_training_args")
+VARIANTS = {
+    "vertex_workers_dataflow": ("vertex", {"kfp_target": "vertex", "kfp_trainer_workers": 3, "gcp_project": "proj-1",
+                                           "gcp_region": "europe-west4", "beam_runner": "dataflow",
+                                           "dataflow_temp_location": "gs://mnist-bakeoff-test/tmp",
+                                           "beam_max_workers": 4}),
+    "kubeflow_workers_flink": ("kubeflow", {"kfp_trainer_workers": 2, "beam_runner": "flink",
+                                            "flink_job_endpoint": "flink-beam-jobserver.flink:8099",
+                                            "kfp_cpu_request": 4.0, "kfp_memory_limit_gb": 16.0}),
+}
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cluster")
+    return {name: Path(kfp_compile.compile_kubeflow(load_config(kfp_pipeline_root=BUCKET, image=IMAGE, **changes),
+                                                    str(out / f"{name}.yaml")))
+            for name, (_, changes) in VARIANTS.items()}
+
+
+def _custom_config(package: Package, task_id: str) -> dict:
+    return json.loads(package.tasks[task_id]["inputs"]["parameters"]["custom_config"]["runtimeValue"]["constant"])
+
+
+def _container(package: Package, task_id: str) -> dict:
+    return package.executors[package.executor_label(task_id)]["container"]
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_cluster_variant_loads_and_passes_presubmit(compiled, variant):
+    components.load_component_from_file(str(compiled[variant]))
+    target, _ = VARIANTS[variant]
+    assert presubmit_problems(compiled[variant], target) == []
+    warnings = presubmit_warnings(compiled[variant])
+    assert any("infra/build_beam_sdk_image.sh" in w for w in warnings), warnings
+
+
+def test_vertex_trainers_launch_a_custom_job_of_chief_and_workers(compiled):
+    package = Package.read(compiled["vertex_workers_dataflow"])
+    assert not package.platform and "trainer_config" not in package.root_parameters  # settings compiled in
+    for task_id in TRAINER_IDS:
+        container = _container(package, task_id)
+        assert "components.training_job.executor.VertexExecutor" in container["args"]
+        assert "accelerator" not in container.get("resources", {})  # the step only launches the job
+        config = _custom_config(package, task_id)
+        assert config["ai_platform_enable_vertex"] is True and config["ai_platform_vertex_region"] == "europe-west4"
+        args = config["ai_platform_training_args"]
+        assert args["project"] == "proj-1"
+        pool = {"machine_spec": {"machine_type": "g2-standard-8", "accelerator_type": "NVIDIA_L4",
+                                 "accelerator_count": 1}, "container_spec": {"image_uri": IMAGE}}
+        assert args["job_spec"]["worker_pool_specs"] == [{**pool, "replica_count": 1}, {**pool, "replica_count": 2}]
+        assert config["epochs"] == 4 and config["seed"] == 42
+
+
+def test_kubeflow_trainers_launch_a_training_operator_job(compiled):
+    package = Package.read(compiled["kubeflow_workers_flink"])
+    assert "trainer_config" not in package.root_parameters and not package.platform  # no step is placed
+    kinds = {"keras_trainer": "TFJob", "pytorch_trainer": "PyTorchJob"}
+    for task_id, kind in kinds.items():
+        assert "components.training_job.executor.Executor" in _container(package, task_id)["args"]
+        assert "accelerator" not in _container(package, task_id).get("resources", {})
+        settings = job.JobSettings.from_dict(_custom_config(package, task_id)[job.JOB_KEY])
+        assert settings == job.JobSettings(
+            kind=kind, replicas=2, image=IMAGE, resources={"limits": {"nvidia.com/gpu": "1", "memory": "16G"},
+                                                           "requests": {"cpu": "4"}},
+            node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+
+
+def test_beam_args_per_runner(compiled):
+    vertex, kubeflow = (Package.read(compiled[name]) for name in ("vertex_workers_dataflow", "kubeflow_workers_flink"))
+    dataflow = ["--runner=DataflowRunner", "--project=proj-1", "--region=europe-west4",
+                "--temp_location=gs://mnist-bakeoff-test/tmp", f"--sdk_container_image={IMAGE}", "--max_num_workers=4"]
+    flink = ["--runner=PortableRunner", "--job_endpoint=flink-beam-jobserver.flink:8099", "--environment_type=DOCKER",
+             f"--environment_config={IMAGE}", f"--sdk_container_image={IMAGE}"]
+    for package, expected in ((vertex, dataflow), (kubeflow, flink)):
+        for task_id in ("MnistExampleGen", "StatisticsGen", "BakeoffEvaluator"):  # TFX appends them to the args
+            assert _container(package, task_id)["args"][-len(expected):] == expected, task_id
+    assert kfp_compile.beam_args(load_config()) == ["--direct_running_mode=multi_processing", "--direct_num_workers=0",
+                                                     f"--sdk_container_image={load_config().image}"]
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"kfp_trainer_workers": 0}, "kfp_trainer_workers must be 1..64, got 0"),
+    ({"kfp_target": "vertex", "kfp_trainer_workers": 2}, "launches a Vertex AI CustomJob per trainer: set "
+                                                         "gcp_project, gcp_region"),
+    ({"beam_runner": "spark"}, "beam_runner 'spark' is not direct, dataflow or flink"),
+    ({"beam_runner": "dataflow", "gcp_project": "p", "gcp_region": "r"}, "needs dataflow_temp_location, a gs:// "
+                                                                         "folder, got ''"),
+    ({"beam_runner": "flink", "flink_job_endpoint": "jobserver"}, "needs flink_job_endpoint, host:port"),
+])
+def test_cluster_settings_are_checked_at_load(settings, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        load_config(**settings)
+
+
+def test_local_runs_stay_on_the_direct_runner():
+    from pipelines.local_runner import local_beam_args
+
+    cfg = load_config(beam_runner="flink", flink_job_endpoint="jobserver:8099")
+    assert local_beam_args(cfg)[0] == "--runner=FnApiRunner"
+
+
+def _edited(path: Path, tmp_path: Path, change) -> Path:
+    package = Package.read(path)
+    package.spec = copy.deepcopy(package.spec)
+    change(package)
+    package.path = str(tmp_path / "edited.yaml")
+    package.write()
+    return Path(package.path)
+
+
+def _edit_custom_config(task_id: str, edit):
+    def change(package):
+        parameter = package.tasks[task_id]["inputs"]["parameters"]["custom_config"]["runtimeValue"]
+        config = json.loads(parameter["constant"])
+        edit(config)
+        parameter["constant"] = json.dumps(config)
+    return change
+
+
+def _edit_args(task_id: str, edit):
+    def change(package):
+        container = _container(package, task_id)
+        container["args"] = edit(container["args"])
+    return change
+
+
+def _pools(config):
+    return config["ai_platform_training_args"]["job_spec"]["worker_pool_specs"]
+
+
+BROKEN = {
+    "pool_image": ("vertex_workers_dataflow", "vertex", _edit_custom_config(
+        "keras_trainer", lambda c: _pools(c)[1]["container_spec"].update(image_uri="gcr.io/x/other:1")),
+        "task keras_trainer: pool 1 runs image 'gcr.io/x/other:1', not the executor's"),
+    "two_chiefs": ("vertex_workers_dataflow", "vertex", _edit_custom_config(
+        "pytorch_trainer", lambda c: _pools(c)[0].update(replica_count=2)),
+        "task pytorch_trainer: pool 0 (the chief) has 2 replicas, not 1"),
+    "kubernetes_accelerator_in_pool": ("vertex_workers_dataflow", "vertex", _edit_custom_config(
+        "keras_trainer", lambda c: _pools(c)[0]["machine_spec"].update(accelerator_type="nvidia.com/gpu")),
+        "pool 0 accelerator 'nvidia.com/gpu' is not valid on Vertex AI"),
+    "placeholder_project": ("vertex_workers_dataflow", "vertex", _edit_custom_config(
+        "keras_trainer", lambda c: c["ai_platform_training_args"].update(project="YOUR-PROJECT")),
+        "ai_platform_training_args project 'YOUR-PROJECT' is not a project"),
+    "vertex_job_on_kubeflow": ("vertex_workers_dataflow", "kubeflow", lambda p: None,
+                               "task keras_trainer: a multi-worker trainer compiled for vertex, not kubeflow"),
+    "missing_temp_location": ("vertex_workers_dataflow", "vertex", _edit_args(
+        "StatisticsGen", lambda args: [a for a in args if not a.startswith("--temp_location")]),
+        "executor StatisticsGen_executor: Beam runner DataflowRunner needs --temp_location, a gs:// folder"),
+    "dataflow_other_image": ("vertex_workers_dataflow", "vertex", _edit_args(
+        "StatisticsGen", lambda args: [*args, "--sdk_container_image=apache/beam_python3.10_sdk:2.74.0"]),
+        "--sdk_container_image 'apache/beam_python3.10_sdk:2.74.0' is not the executor's image"),
+    "unknown_runner": ("kubeflow_workers_flink", "kubeflow", _edit_args(
+        "MnistExampleGen", lambda args: [*args, "--runner=SparkRunner"]),
+        "executor MnistExampleGen_executor: Beam runner SparkRunner is not one we support"),
+    "flink_without_endpoint": ("kubeflow_workers_flink", "kubeflow", _edit_args(
+        "DriftValidator", lambda args: [a for a in args if not a.startswith("--job_endpoint")]),
+        "Beam runner PortableRunner needs --job_endpoint host:port"),
+    "job_image": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
+        "pytorch_trainer", lambda c: c[job.JOB_KEY].update(image="ghcr.io/x/other:2")),
+        "task pytorch_trainer: the PyTorchJob's replicas run image 'ghcr.io/x/other:2', not the executor's"),
+    "job_kind": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
+        "keras_trainer", lambda c: c[job.JOB_KEY].update(kind="PyTorchJob")),
+        "run_fn trainers.keras_trainer.run_fn trains with TFJob's environment, not PyTorchJob's"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BROKEN))
+def test_presubmit_names_the_cluster_problem(compiled, tmp_path, case):
+    variant, target, change, expected = BROKEN[case]
+    path = _edited(compiled[variant], tmp_path, change)
+    problems = presubmit_problems(path, target)
+    assert any(expected in p and p.startswith(f"{path}: ") for p in problems), problems
+
+
+def test_committed_package_is_single_container_and_direct():
+    spec = yaml.safe_load_all(Path(kfp_compile.__file__).parents[2].joinpath("pipeline.yaml").read_text())
+    text = json.dumps(next(spec))
+    assert "--runner=" not in text and "VertexExecutor" not in text and job.JOB_KEY not in text
