@@ -97,8 +97,17 @@ def launch_workers(count: int) -> int:
     workers = [subprocess.Popen([sys.executable, "-m", "bench.gpu_check", *sys.argv[1:]], env={
         **os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": str(count),
         "RANK": str(rank), "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(count)}) for rank in range(count)]
-    codes = [worker.wait() for worker in workers]
-    return next((code for code in codes if code), 0)
+    while any(worker.poll() is None for worker in workers):
+        failed = next((worker.returncode for worker in workers if worker.returncode), 0)
+        if failed:  # the others would wait in a collective for the one that is gone
+            for worker in workers:
+                if worker.poll() is None:
+                    worker.terminate()
+            for worker in workers:
+                worker.wait()
+            return failed
+        time.sleep(0.5)
+    return next((worker.returncode for worker in workers if worker.returncode), 0)
 
 
 def main() -> None:

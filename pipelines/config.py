@@ -110,6 +110,10 @@ class PipelineConfig:
                                        "are then compiled in, not the trainer_config run parameter")
     kfp_training_job_namespace: str = setting("", "kubeflow target, kfp_trainer_workers > 1: namespace of the "
                                               "trainers' PyTorchJob/TFJob (empty: the pipeline pod's own)")
+    kfp_training_job_service_account: str = setting("", "kubeflow target, kfp_trainer_workers > 1: service account "
+                                                    "of the job's pods, which read and write the pipeline root "
+                                                    "(e.g. the pipeline's own, default-editor; empty: the "
+                                                    "namespace's default)")
     vertex_machine_type: str = setting("g2-standard-8", "vertex target, kfp_trainer_workers > 1: machine type of "
                                        "every replica; it must carry the accelerator (L4: g2-*, A100: a2-*, "
                                        "H100: a3-*, T4/V100/P100/P4: n1-*)")
@@ -176,6 +180,13 @@ class PipelineConfig:
         """Multi-worker trainers and the Beam runner: what each choice needs, said at load time."""
         if not 1 <= self.kfp_trainer_workers <= 64:
             raise ValueError(f"kfp_trainer_workers must be 1..64, got {self.kfp_trainer_workers}")
+        if self.kfp_trainer_workers > 1 and self.train.batch_size % self.kfp_trainer_workers:
+            raise ValueError(f"batch_size {self.train.batch_size} does not split evenly over kfp_trainer_workers "
+                             f"{self.kfp_trainer_workers}: every replica would fail; choose a batch_size that is a "
+                             f"multiple of {self.kfp_trainer_workers}")
+        if self.kfp_trainer_workers > 1 and self.kfp_accelerator == "tpu":
+            raise ValueError(f"kfp_trainer_workers {self.kfp_trainer_workers} with kfp_accelerator tpu: multi-worker "
+                             "trainers run on CPUs or GPUs (a TPU slice is one TPUStrategy worker); use 1 worker")
         if self.kfp_trainer_workers > 1 and self.kfp_target == "vertex":
             missing = [name for name in ("gcp_project", "gcp_region", "vertex_machine_type") if not getattr(self, name)]
             if missing:

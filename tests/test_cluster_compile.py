@@ -23,13 +23,14 @@ BUCKET = "gs://mnist-bakeoff-test/root"
 IMAGE = "europe-docker.pkg.dev/proj-1/mnist/mnist-tfx:abc123"
 VERTEX_KEYS = ("ai_platform_enable_vertex", "ai_platform_vertex_region", "ai_platform_training_args")
 VARIANTS = {
-    "vertex_workers_dataflow": ("vertex", {"kfp_target": "vertex", "kfp_trainer_workers": 3, "gcp_project": "proj-1",
+    "vertex_workers_dataflow": ("vertex", {"kfp_target": "vertex", "kfp_trainer_workers": 4, "gcp_project": "proj-1",
                                            "gcp_region": "europe-west4", "beam_runner": "dataflow",
                                            "dataflow_temp_location": "gs://mnist-bakeoff-test/tmp",
                                            "beam_max_workers": 4}),
     "kubeflow_workers_flink": ("kubeflow", {"kfp_trainer_workers": 2, "beam_runner": "flink",
                                             "flink_job_endpoint": "flink-beam-jobserver.flink:8099",
-                                            "kfp_cpu_request": 4.0, "kfp_memory_limit_gb": 16.0}),
+                                            "kfp_cpu_request": 4.0, "kfp_memory_limit_gb": 16.0,
+                                            "kfp_training_job_service_account": "default-editor"}),
 }
 
 
@@ -71,7 +72,7 @@ def test_vertex_trainers_launch_a_custom_job_of_chief_and_workers(compiled):
         assert args["project"] == "proj-1"
         pool = {"machine_spec": {"machine_type": "g2-standard-8", "accelerator_type": "NVIDIA_L4",
                                  "accelerator_count": 1}, "container_spec": {"image_uri": IMAGE}}
-        assert args["job_spec"]["worker_pool_specs"] == [{**pool, "replica_count": 1}, {**pool, "replica_count": 2}]
+        assert args["job_spec"]["worker_pool_specs"] == [{**pool, "replica_count": 1}, {**pool, "replica_count": 3}]
         assert config["epochs"] == 4 and config["seed"] == 42
 
 
@@ -87,7 +88,8 @@ def test_kubeflow_trainers_launch_a_training_operator_job(compiled):
             kind=kind, replicas=2, image=IMAGE, resources={"limits": {"nvidia.com/gpu": "1", "memory": "16G"},
                                                            "requests": {"cpu": "4"}},
             node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
-            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}])
+            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            service_account="default-editor")
 
 
 def test_beam_args_per_runner(compiled):
@@ -107,6 +109,8 @@ def test_beam_args_per_runner(compiled):
     ({"kfp_trainer_workers": 0}, "kfp_trainer_workers must be 1..64, got 0"),
     ({"kfp_target": "vertex", "kfp_trainer_workers": 2}, "launches a Vertex AI CustomJob per trainer: set "
                                                          "gcp_project, gcp_region"),
+    ({"kfp_trainer_workers": 3}, "batch_size 128 does not split evenly over kfp_trainer_workers 3"),
+    ({"kfp_trainer_workers": 2, "kfp_accelerator": "tpu"}, "multi-worker trainers run on CPUs or GPUs"),
     ({"beam_runner": "spark"}, "beam_runner 'spark' is not direct, dataflow or flink"),
     ({"beam_runner": "dataflow", "gcp_project": "p", "gcp_region": "r"}, "needs dataflow_temp_location, a gs:// "
                                                                          "folder, got ''"),
@@ -195,6 +199,16 @@ def test_presubmit_names_the_cluster_problem(compiled, tmp_path, case):
     path = _edited(compiled[variant], tmp_path, change)
     problems = presubmit_problems(path, target)
     assert any(expected in p and p.startswith(f"{path}: ") for p in problems), problems
+
+
+def test_dataflow_needs_a_cloud_storage_root_and_flink_warns_of_an_s3_one(compiled):
+    problems = presubmit_problems(compiled["vertex_workers_dataflow"], "vertex", pipeline_root="s3://b/root")
+    assert any("Beam runner DataflowRunner cannot reach the pipeline root 's3://b/root'" in p for p in problems)
+    package = Package.read(compiled["kubeflow_workers_flink"])
+    package.spec["defaultPipelineRoot"] = "minio://mlpipeline/root"
+    from pipelines.kubeflow.cluster_presubmit import cluster_warnings
+
+    assert any("get none of the step's AWS_* variables" in w for w in cluster_warnings(package))
 
 
 def test_committed_package_is_single_container_and_direct():

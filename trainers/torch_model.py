@@ -83,7 +83,7 @@ def joined(world: distributed.World, device: torch.device, backend: str | None =
     backend = backend or ("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         gpus = torch.cuda.device_count()
-        if backend == "nccl" and world.local_rank >= gpus:
+        if backend == "nccl" and world.local_size > gpus:  # every worker fails, none waits for the others
             raise RuntimeError(f"{world.local_size} workers on this machine but {gpus} GPU(s): NCCL needs a GPU "
                                "per worker; start one worker per GPU")
         device = torch.device("cuda", world.local_rank % gpus)  # one GPU per worker on a multi-GPU machine

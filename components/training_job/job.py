@@ -25,6 +25,12 @@ KIND_OF_FRAMEWORK = {"pytorch": "PyTorchJob", "keras": "TFJob"}
 JOB_KEY = "kubeflow_training_job"
 # The operator sets a PyTorchJob's MASTER_PORT to this container port (its default is 23456).
 PYTORCH_PORT = 23456
+# A job that has not ended by then is stopped by the operator (pods that never schedule, a hung
+# collective): the step fails instead of waiting for ever.
+ACTIVE_DEADLINE_SECONDS = 24 * 3600
+# Kubeflow's profile namespaces inject Istio sidecars, which never exit: a replica whose trainer
+# ended would never complete, and the replicas' rendezvous ports sit behind the proxy.
+POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +45,7 @@ class JobSettings:
     node_selector: dict[str, str] = dataclasses.field(default_factory=dict)
     tolerations: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     secret_env: str = ""  # a Kubernetes secret every replica gets as environment (the object store's keys)
+    service_account: str = ""  # the pods' (they read and write the pipeline root); empty: the namespace's default
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -76,12 +83,15 @@ def _replica(settings: JobSettings, count: int, command: list[str]) -> dict[str,
     if settings.kind == "PyTorchJob":
         container["ports"] = [{"name": "pytorchjob-port", "containerPort": PYTORCH_PORT}]
     pod: dict[str, Any] = {"containers": [container]}
+    if settings.service_account:
+        pod["serviceAccountName"] = settings.service_account
     if settings.node_selector:
         pod["nodeSelector"] = dict(settings.node_selector)
     if settings.tolerations:
         pod["tolerations"] = [dict(t) for t in settings.tolerations]
     # Never: a replica that failed is not restarted alone into a collective the others have left.
-    return {"replicas": count, "restartPolicy": "Never", "template": {"spec": pod}}
+    return {"replicas": count, "restartPolicy": "Never",
+            "template": {"metadata": {"annotations": dict(POD_ANNOTATIONS)}, "spec": pod}}
 
 
 def render(settings: JobSettings, name: str, namespace: str, command: list[str],
@@ -95,8 +105,10 @@ def render(settings: JobSettings, name: str, namespace: str, command: list[str],
         "metadata": {"name": name, "namespace": namespace,
                      "labels": {"app.kubernetes.io/part-of": "mnist-bakeoff", **(labels or {})}},
         "spec": {
-            # The job ends when every replica has; its pods stay for their logs.
-            "runPolicy": {"cleanPodPolicy": "None", "backoffLimit": 0},
+            # When the job ends, replicas still running (workers of a failed chief) are deleted;
+            # finished pods stay for their logs.
+            "runPolicy": {"cleanPodPolicy": "Running", "backoffLimit": 0,
+                          "activeDeadlineSeconds": ACTIVE_DEADLINE_SECONDS},
             specs_field: {chief: _replica(settings, 1, command),
                           worker: _replica(settings, settings.replicas - 1, command)},
         },

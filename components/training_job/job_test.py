@@ -15,7 +15,7 @@ SETTINGS = job.JobSettings(kind="PyTorchJob", replicas=3, image="ghcr.io/o/mnist
                            resources={"limits": {"nvidia.com/gpu": "1"}},
                            node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
                            tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-                           secret_env="mnist-s3")
+                           secret_env="mnist-s3", service_account="pipeline-runner")
 
 
 def test_the_job_runs_the_trainer_executor_on_a_chief_and_workers(tmp_path):
@@ -40,6 +40,10 @@ def test_the_job_runs_the_trainer_executor_on_a_chief_and_workers(tmp_path):
         assert container["envFrom"] == [{"secretRef": {"name": "mnist-s3"}}]
         assert pod["nodeSelector"] == SETTINGS.node_selector and pod["tolerations"] == SETTINGS.tolerations
         assert spec["restartPolicy"] == "Never"
+        assert spec["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+        assert pod["serviceAccountName"] == "pipeline-runner"
+    assert manifest["spec"]["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 0,
+                                             "activeDeadlineSeconds": job.ACTIVE_DEADLINE_SECONDS}
     tf_job = job.render(job.JobSettings(kind="TFJob", replicas=2, image="i:1"), "k", "ml", ["x"])
     assert set(tf_job["spec"]["tfReplicaSpecs"]) == {"Chief", "Worker"}
     assert tf_job["spec"]["tfReplicaSpecs"]["Chief"]["template"]["spec"]["containers"][0]["name"] == "tensorflow"

@@ -70,6 +70,20 @@ def beam_problems(label: str, container: dict[str, Any]) -> list[str]:
     return [f"{where} is not one we support ({SUPPORTED_RUNNERS})"]
 
 
+def _runners(package: Package) -> dict[str, str | None]:
+    return {label: _flag([str(a) for a in e.get("container", {}).get("args", [])], "runner")
+            for label, e in package.executors.items()}
+
+
+def beam_root_problems(package: Package, root: str | None) -> list[str]:
+    """Dataflow's workers read and write the pipeline root themselves: only Cloud Storage."""
+    if not root or root.startswith("gs://"):
+        return []
+    return [f"executor {label}: Beam runner DataflowRunner cannot reach the pipeline root {root!r} (its workers "
+            "read and write gs:// only); use a gs:// pipeline root"
+            for label, runner in sorted(_runners(package).items()) if runner == "DataflowRunner"]
+
+
 def _vertex_pool_problems(where: str, pools: Any, image: str) -> list[str]:
     if not isinstance(pools, list) or len(pools) < 2:
         return [f"{where}: worker_pool_specs needs a chief pool and a worker pool, got {pools!r}"]
@@ -163,9 +177,14 @@ def training_job_problems(package: Package, target: str, values: list[tuple[str,
 def cluster_warnings(package: Package) -> list[str]:
     """A remote Beam runner starts the image as its SDK container: that needs Beam's boot entrypoint,
     which only the image built with infra/Dockerfile.beam-sdk has; no check here can see inside it."""
-    runners = {_flag([str(a) for a in e.get("container", {}).get("args", [])], "runner")
-               for e in package.executors.values()} - set(DIRECT_RUNNERS)
+    runners = set(_runners(package).values()) - set(DIRECT_RUNNERS)
     images = sorted({e.get("container", {}).get("image", "") for e in package.executors.values()})
-    return [f"Beam runner {runner}: the workers start {', '.join(images)} as the SDK container; it must be "
-            "built with infra/build_beam_sdk_image.sh (Beam's /opt/apache/beam/boot entrypoint)"
-            for runner in sorted(runners)]
+    warnings = [f"Beam runner {runner}: the workers start {', '.join(images)} as the SDK container; it must be "
+                "built with infra/build_beam_sdk_image.sh (Beam's /opt/apache/beam/boot entrypoint)"
+                for runner in sorted(runners)]
+    root = package.spec.get("defaultPipelineRoot") or ""
+    if "PortableRunner" in runners and root.startswith(("s3://", "minio://")):
+        warnings.append(f"Beam runner PortableRunner with the pipeline root {root!r}: the Flink workers' SDK "
+                        "containers get none of the step's AWS_* variables; give the Flink task managers the "
+                        "store's keys, or use a gs:// root")
+    return warnings

@@ -160,6 +160,7 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
             problems.append(_registry_problem(task_id, value))
     root = pipeline_root or package.spec.get("defaultPipelineRoot")
     problems += cluster_presubmit.training_job_problems(package, target, values, root)
+    problems += cluster_presubmit.beam_root_problems(package, root)
     problems.append(_pipeline_root_problem(root, target))
     problems += _object_store_problems(package, root, target)
     return [f"{path}: {p}" for p in problems if p]

@@ -79,6 +79,7 @@ def replica_resources(cfg: PipelineConfig) -> dict[str, Any]:
 def kubeflow_job_settings(cfg: PipelineConfig, framework: str) -> job.JobSettings:
     return job.JobSettings(kind=job.KIND_OF_FRAMEWORK[framework], replicas=cfg.kfp_trainer_workers,
                            image=cfg.image, namespace=cfg.kfp_training_job_namespace,
+                           service_account=cfg.kfp_training_job_service_account,
                            resources=replica_resources(cfg), node_selector=placement.trainer_node_selector(cfg),
                            tolerations=placement.trainer_tolerations(cfg), secret_env=cfg.kfp_object_store_secret)
 
