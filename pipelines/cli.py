@@ -429,9 +429,9 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
 
         return entrypoint.run_executor(argv[1:], os.environ)
     if argv[:1] == ["replica"]:  # tfx.scripts.run_executor's flags follow (components/training_job/executor.py)
-        from components.training_job import replica
+        from pipelines.kubeflow import entrypoint
 
-        return replica.main(argv[1:], os.environ)
+        return entrypoint.run_replica(argv[1:], os.environ)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

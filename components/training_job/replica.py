@@ -8,8 +8,8 @@ same artifacts and properties as a single-container trainer), in a world the eng
   custom container, not torch.distributed's MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK; when
   those are missing they are derived from TF_CONFIG (the chief's address, the replica's rank in
   the strategy's order), so the PyTorch trainer joins the same world the Keras one does.
-- `main`: the replica's command in a Kubeflow training job (`python -m pipelines replica ARGS`, ARGS
-  those of `tfx.scripts.run_executor`), after enabling S3 for s3:// artifacts.
+A Kubeflow training job's replicas start it with `python -m pipelines replica ARGS`, ARGS those of
+`tfx.scripts.run_executor` (pipelines/kubeflow/entrypoint.py run_replica).
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from __future__ import annotations
 import json
 import logging
 import os
-import runpy
-import sys
 import time
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 from tfx import types
@@ -28,10 +26,8 @@ from tfx.components.trainer import executor as trainer_executor
 from tfx.components.util import udf_utils
 from tfx.dsl.io import fileio
 
-from components import object_store
 from trainers import distributed
 
-RUN_EXECUTOR = "tfx.scripts.run_executor"
 # How long a worker waits for the chief's export after its own run_fn ended (the chief exports
 # right after the last collective step; a SavedModel to Cloud Storage takes seconds).
 EXPORT_WAIT_SECONDS = 1800.0
@@ -77,14 +73,3 @@ class ReplicaExecutor(trainer_executor.GenericExecutor):
         udf_utils.get_fn(exec_properties, "run_fn")(fn_args)
         wait_for_export(fn_args.serving_model_dir)
         logging.info("worker done; the chief exported %s", fn_args.serving_model_dir)
-
-
-def main(argv: list[str], environ: MutableMapping[str, str]) -> int:
-    if any(object_store.S3 in arg for arg in argv):
-        object_store.enable_s3(environ)
-    sys.argv = [RUN_EXECUTOR, *argv]
-    try:
-        runpy.run_module(RUN_EXECUTOR, run_name="__main__", alter_sys=True)
-    except SystemExit as done:  # absl's app.run ends with sys.exit
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
-    return 0

@@ -19,6 +19,8 @@ from pathlib import Path
 from components import object_store
 
 TFX_ENTRYPOINT = "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"
+# What a multi-worker trainer's replicas run (components/training_job/): TFX's plain executor runner.
+REPLICA_ENTRYPOINT = "tfx.scripts.run_executor"
 COMMAND = ["python", "-m", "pipelines", "executor"]
 INVOCATION_FLAG = "--json_serialized_invocation_args"
 
@@ -36,6 +38,24 @@ def back_to_minio(output_file: str) -> None:
     path.write_text(json.dumps(output), encoding="utf-8")
 
 
+def run_module_as_main(module: str, args: list[str]) -> int:
+    """`python -m module args`, in this process; its exit status."""
+    sys.argv = [module, *args]
+    try:
+        runpy.run_module(module, run_name="__main__", alter_sys=True)
+    except SystemExit as done:  # absl's app.run ends with sys.exit
+        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    return 0
+
+
+def run_replica(argv: list[str], environ: MutableMapping[str, str]) -> int:
+    """A replica of a multi-worker trainer's Kubeflow job: tfx.scripts.run_executor with the step's
+    artifacts and properties (components/training_job/executor.py), s3:// enabled where they use it."""
+    if any(object_store.S3 in arg for arg in argv):
+        object_store.enable_s3(environ)
+    return run_module_as_main(REPLICA_ENTRYPOINT, argv)
+
+
 def run_executor(argv: list[str], environ: MutableMapping[str, str]) -> int:
     args = list(argv)
     if INVOCATION_FLAG not in args[:-1]:
@@ -48,12 +68,7 @@ def run_executor(argv: list[str], environ: MutableMapping[str, str]) -> int:
         object_store.enable_s3(environ)
     if from_minio:
         args[at] = object_store.executor_input_to_s3(serialized)
-    sys.argv = [TFX_ENTRYPOINT, *args]
-    try:
-        runpy.run_module(TFX_ENTRYPOINT, run_name="__main__", alter_sys=True)
-        code = 0
-    except SystemExit as done:  # absl's app.run ends with sys.exit
-        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    code = run_module_as_main(TFX_ENTRYPOINT, args)
     if from_minio and code == 0:
         back_to_minio(json.loads(args[at])["outputs"]["outputFile"])
     return code
