@@ -118,7 +118,7 @@ def seed_pytorch(cache: str, epochs: int) -> dict:
 def ours(framework: str, examples_dir: str, config: dict) -> dict:
     from tfx.components.trainer.fn_args_utils import FnArgs
 
-    from trainers import serving
+    from trainers import loader
     from trainers.model_format import read_model_meta
 
     module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
@@ -129,7 +129,7 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
                      custom_config={"accelerator": "auto", **config})
     module.run_fn(fn_args)
     meta = read_model_meta(fn_args.serving_model_dir)
-    predict, _ = serving.load_predictor(fn_args.serving_model_dir)
+    predict, _ = loader.load_predictor(fn_args.serving_model_dir)
     from tfx.types import standard_artifacts
 
     from components.bakeoff_evaluator.executor import load_split
@@ -138,7 +138,7 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
     examples.uri = examples_dir
     examples.split_names = '["train", "eval", "test"]'
     images, labels = load_split(examples, "test")
-    accuracy = float((serving.predict_in_batches(predict, images).argmax(1) == labels).mean())
+    accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
     n_train = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())["train"]
     return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
             "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],

@@ -178,9 +178,9 @@ def make_examples(mnist_dir: str, out_dir: Path, train_limit: int, test_limit: i
 
 def accuracy_on_test_split(model_dir: str, examples_uri: str) -> float:
     """The exported model's accuracy on the Examples' test split."""
-    from trainers import common, serving
+    from trainers import common, loader
 
-    predict, _meta = serving.load_predictor(model_dir)
+    predict, _meta = loader.load_predictor(model_dir)
     hits = seen = 0
     for images, labels in common.make_dataset([os.path.join(examples_uri, "Split-test", "*")], 1000,
                                               shuffle=False, seed=0, cache=False).as_numpy_iterator():

@@ -11,7 +11,7 @@ from mlflow.pyfunc import PythonModel
 
 class MnistDigitModel(PythonModel):
     def load_context(self, context):
-        from trainers.serving import load_predictor
+        from trainers.loader import load_predictor
 
         self._predict, self.meta = load_predictor(context.artifacts["model_dir"])
 

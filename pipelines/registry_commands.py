@@ -62,16 +62,16 @@ def list_versions(registry: MlflowRegistry) -> None:
 
 def champion_probabilities(registry: MlflowRegistry, images: np.ndarray) -> tuple[np.ndarray, str]:
     """The champion's probabilities for `images`, and its version. Only its exported files are
-    downloaded and loaded with this installation's `trainers.serving` (SavedModel or TorchScript,
+    downloaded and loaded with this installation's `trainers.loader` (SavedModel or TorchScript,
     checked first): the Python code stored with the registered pyfunc is never run."""
-    from trainers import serving
+    from trainers import loader
 
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         found = registry.download_champion(tmp)
         if found is None:
             raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
         champion, model_dir = found
-        predict_fn, _ = serving.load_predictor(model_dir)
+        predict_fn, _ = loader.load_predictor(model_dir)
         return np.asarray(predict_fn(images)), champion.version
 
 

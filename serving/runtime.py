@@ -3,7 +3,7 @@
 Runs in the serving environment (serving/bootstrap.sh), inside MLServer's inference workers.
 The model is loaded and called exactly as `mlserver_mlflow.MLflowRuntime` does it
 (`mlflow.pyfunc.load_model`, then the registered pyfunc, which loads the export with
-trainers/serving.py:load_predictor, the evaluator's loader); this class only refuses bad
+trainers/loader.py:load_predictor, the evaluator's loader); this class only refuses bad
 requests first, with a message that says what is wrong: MLServer answers an `InferenceError`
 with HTTP 400 (gRPC INVALID_ARGUMENT) and keeps serving. Without the checks a float or
 out-of-range tensor would fail inside the model as a 500, or (numpy < 2) wrap around silently.

@@ -14,7 +14,7 @@ import pytest
 
 from bench import workers
 from conftest import train
-from trainers import common, distributed, keras_trainer, serving, torch_trainer
+from trainers import common, distributed, keras_trainer, loader, torch_trainer
 
 # The single-process and the 2-worker run train alike: 3 epochs at 3e-3 on ~2,700 images, where
 # test accuracy (1,000 test images) is past the steep part of its curve.
@@ -79,7 +79,7 @@ def test_worker_shards_are_disjoint_and_cover_the_split(small_examples, count):
 
 
 def _accuracy(model_dir: Path, pattern: str) -> float:
-    predict, _meta = serving.load_predictor(str(model_dir))
+    predict, _meta = loader.load_predictor(str(model_dir))
     images, labels = zip(*common.make_dataset([pattern], 500, shuffle=False, seed=0).as_numpy_iterator(),
                          strict=True)
     return float((predict(np.concatenate(images)).argmax(axis=1) == np.concatenate(labels)).mean())

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trainers import common, keras_trainer, serving, torch_model, torch_trainer
+from trainers import common, keras_trainer, loader, torch_model, torch_trainer
 
 
 @pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 165_746)])
@@ -74,7 +74,7 @@ def test_augmented_input_is_reproducible_and_new_each_epoch(small_examples):
 @pytest.mark.parametrize("candidate", ["keras_model", "pytorch_model"])
 def test_export_serves_raw_uint8_and_records_metadata(small_models, small_examples, candidate):
     model_dir = str(small_models[candidate] / "Format-Serving")
-    predict, meta = serving.load_predictor(model_dir)
+    predict, meta = loader.load_predictor(model_dir)
     assert meta["framework"] == {"keras_model": "keras", "pytorch_model": "pytorch"}[candidate]
     assert meta["device"] == "cpu" and meta["parameters"] == 54_410
     images, labels = next(common.make_dataset(

@@ -29,8 +29,8 @@ from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from conftest import run_evaluator
 from pipelines import cli
 from pipelines.config import load_config
-from trainers import serving
-from trainers.serving import UntrustedModelError
+from trainers import loader
+from trainers.loader import UntrustedModelError
 
 
 class Payload:
@@ -90,7 +90,7 @@ def test_the_payloads_are_live(tmp_path):
 def test_real_exports_pass_the_checks(exports):
     images = np.zeros((2, 28, 28), dtype=np.uint8)
     for framework, root in exports.items():
-        predict, meta = serving.load_predictor(str(root / "Format-Serving"))
+        predict, meta = loader.load_predictor(str(root / "Format-Serving"))
         assert meta["framework"] == framework
         assert predict(images).shape == (2, 10)
 
@@ -126,7 +126,7 @@ def test_a_malicious_file_where_the_model_is_expected_is_refused(exports, tmp_pa
         content = b"\x00\xff not a protobuf \xff" * 8
     target.write_bytes(content)
     with pytest.raises(UntrustedModelError, match=error) as err:
-        serving.load_predictor(str(model_dir))
+        loader.load_predictor(str(model_dir))
     assert str(target) in str(err.value)
     assert not sentinel.exists()
 
@@ -138,25 +138,25 @@ def test_metadata_pointing_at_the_state_dict_or_outside_is_refused(exports, tmp_
     # The trainer's own torch.save state dict: a pickle archive, not TorchScript.
     meta_path.write_text(json.dumps({**meta, "file": "state_dict.pt"}))
     with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: is a torch\.save archive"):
-        serving.load_predictor(str(model_dir))
+        loader.load_predictor(str(model_dir))
     shutil.copy(model_dir / "model.pt", tmp_path / "outside.pt")  # a valid model, but outside the folder
     for name in ("../outside.pt", str(tmp_path / "outside.pt"), ".."):
         meta_path.write_text(json.dumps({**meta, "file": name}))
         with pytest.raises(UntrustedModelError, match="only a plain file name inside the model folder"):
-            serving.load_predictor(str(model_dir))
+            loader.load_predictor(str(model_dir))
 
 
 def test_state_dicts_load_weights_only(exports, tmp_path):
-    real = serving.load_state_dict(str(exports["pytorch"] / "Format-Serving" / "state_dict.pt"))
+    real = loader.load_state_dict(str(exports["pytorch"] / "Format-Serving" / "state_dict.pt"))
     assert real and all(isinstance(v, torch.Tensor) for v in real.values())
     sentinel = tmp_path / "sentinel"
     evil = tmp_path / "state_dict.pt"
     torch_saved(sentinel, evil)
     with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects.*posix\.system"):
-        serving.load_state_dict(str(evil))
+        loader.load_state_dict(str(evil))
     evil.write_bytes(raw_pickle(sentinel))
     with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects"):
-        serving.load_state_dict(str(evil))
+        loader.load_state_dict(str(evil))
     assert not sentinel.exists()
 
 
@@ -193,7 +193,7 @@ def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tm
     argv = ["registry", "--registry-uri", uri, "--registered-model-name", name, "predict", str(tmp_path / "digit.png")]
     assert cli.main(argv) == 0
     answer = json.loads(capsys.readouterr().out)
-    expected = serving.load_predictor(str(exports["pytorch"] / "Format-Serving"))[0](images)[0]
+    expected = loader.load_predictor(str(exports["pytorch"] / "Format-Serving"))[0](images)[0]
     assert answer["version"] == version.version and answer["digit"] == int(expected.argmax())
     assert not sentinel.exists()
 

@@ -20,7 +20,7 @@ from components.bakeoff_evaluator import corruptions, metrics, report, scoring
 from components.bakeoff_evaluator.rule import DecisionRule
 from components.candidates import is_training_log, run_input
 from components.registry import MlflowRegistry
-from trainers import common, model_format, serving
+from trainers import common, loader, model_format
 
 EXAMPLES = "examples"
 EVALUATION = "evaluation"
@@ -83,7 +83,7 @@ def training_record(model_dir: str, meta: dict[str, Any], train_examples: int | 
 
 def describe_candidate(model_dir: str, labels: np.ndarray, probs: np.ndarray,
                        sample: np.ndarray, train_examples: int | None = None) -> dict[str, Any]:
-    predict, meta = serving.load_predictor(model_dir)
+    predict, meta = loader.load_predictor(model_dir)
     return {"framework": meta["framework"], "model": meta["model"], "seed": meta.get("config", {}).get("seed"),
             "parameters": meta["parameters"], "device": meta["device"], "uri": model_dir,
             "size_bytes": size_on_disk(model_dir),

@@ -11,7 +11,7 @@ import pytest
 
 from components.bakeoff_evaluator import corruptions, executor, metrics
 from conftest import run_evaluator, seen_in_chromium
-from trainers import serving
+from trainers import loader
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
         assert c["metrics"]["examples"] == 1000
         assert np.array(c["metrics"]["confusion_matrix"]).sum() == 1000
         # The recorded accuracy is what the exported model really scores on these examples.
-        predict, _ = serving.load_predictor(str(small_models[name] / "Format-Serving"))
+        predict, _ = loader.load_predictor(str(small_models[name] / "Format-Serving"))
         assert (predict(images).argmax(1) == labels).mean() == c["metrics"]["accuracy"]
         perf = c["performance"]
         assert 0 < perf["latency_ms_p50"] <= perf["latency_ms_p95"] and perf["throughput_per_s"] > 0
@@ -97,7 +97,7 @@ def test_ties_intervals_and_the_corrupted_copy(small_examples, small_models, bak
     assert robustness["sha256"] == corruptions.combined_sha256(
         {c: f"{corruptions.xor_digests(corrupted[c]):064x}" for c in corruptions.NAMES})
     for name, c in evaluation["candidates"].items():
-        predict, _ = serving.load_predictor(str(small_models[name] / "Format-Serving"))
+        predict, _ = loader.load_predictor(str(small_models[name] / "Format-Serving"))
         for k, corruption in enumerate(corruptions.NAMES):
             expected = (predict(corrupted[corruption]).argmax(1) == labels[assigned[k]]).mean()
             assert c["robustness"]["examples"][corruption] == assigned[k].sum()

@@ -23,7 +23,7 @@ import apache_beam as beam
 import numpy as np
 
 from components.bakeoff_evaluator import corruptions
-from trainers import model_format, serving
+from trainers import loader, model_format
 
 # Misclassified images kept (per batch) for the report's grid; the rest are not carried.
 _KEEP_MISCLASSIFIED = 16
@@ -72,10 +72,10 @@ class ScoreBatch(beam.DoFn):
                  corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE) -> None:
         self._model_dirs = model_dirs
         self._per_example = corruptions_per_example
-        self._predictors: dict[str, serving.Predictor] = {}
+        self._predictors: dict[str, loader.Predictor] = {}
 
     def setup(self) -> None:
-        self._predictors = {name: serving.load_predictor(d)[0] for name, d in self._model_dirs.items()}
+        self._predictors = {name: loader.load_predictor(d)[0] for name, d in self._model_dirs.items()}
 
     def process(self, records: list[bytes]) -> Iterator[dict[str, Any]]:
         images, labels = _parse(records)
@@ -93,7 +93,7 @@ class ScoreBatch(beam.DoFn):
         bounds = np.cumsum([0] + [len(part) for part in parts])
         probs, predicted, example_predictions = {}, {}, {}
         for name, predict in self._predictors.items():
-            p = serving.predict_in_batches(predict, stacked)
+            p = loader.predict_in_batches(predict, stacked)
             answers = p.argmax(axis=1).astype(np.uint8)
             probs[name] = p[:count]
             predicted[name] = np.full((len(corruptions.NAMES), count), corruptions.NOT_SCORED, dtype=np.uint8)
