@@ -29,6 +29,15 @@ if [ -f "$venv/.complete" ]; then
   echo "$venv"
   exit 0
 fi
+# One creator at a time: a second `make` started meanwhile waits for the first one's venv instead
+# of deleting it half-built.
+mkdir -p "$home"
+exec 9>"$home/.bootstrap.lock"
+flock 9
+if [ -f "$venv/.complete" ]; then
+  echo "$venv"
+  exit 0
+fi
 
 python=$(find_python310) || {
   echo "error: Python 3.10 is required (TFX 1.16 supports 3.9-3.10 only) and none was found." >&2
@@ -36,7 +45,6 @@ python=$(find_python310) || {
   exit 1
 }
 
-mkdir -p "$home"
 for stale in "$home"/venv-*; do
   [ -e "$stale" ] && [ "$stale" != "$venv" ] && { echo "removing stale environment $stale" >&2; rm -rf "$stale"; }
 done
