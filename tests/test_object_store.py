@@ -15,7 +15,7 @@ import pytest
 
 from components import object_store
 from components.registry import MlflowRegistry
-from conftest import FAST_TRAINING, load_champion_pyfunc
+from conftest import FAST_TRAINING, load_champion_pyfunc, mnist_file
 from pipelines import registry_commands
 from pipelines.config import REPO_ROOT
 from pipelines.kubeflow import entrypoint
@@ -94,9 +94,9 @@ def test_winner_is_registered_on_postgres_with_its_files_on_the_bucket(s3_run, m
 
     # The champion, loaded by alias through the server, scores what the evaluator recorded on
     # the same test images (the first test_limit records of the test file).
-    images = registry_commands.load_idx_records(str(mnist_dir / "t10k-images-idx3-ubyte.gz"), "images", 0,
+    images = registry_commands.load_idx_records(str(mnist_file(mnist_dir, "t10k-images-idx3-ubyte")), "images", 0,
                                                 SUBSET["test_limit"])
-    labels = registry_commands.load_idx_records(str(mnist_dir / "t10k-labels-idx1-ubyte.gz"), "labels", 0,
+    labels = registry_commands.load_idx_records(str(mnist_file(mnist_dir, "t10k-labels-idx1-ubyte")), "labels", 0,
                                                 SUBSET["test_limit"])
     predictions = np.asarray(load_champion_pyfunc(registry).predict(images))
     assert float((predictions.argmax(1) == labels).mean()) == summary["accuracy"][summary["winner"]]

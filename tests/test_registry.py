@@ -18,7 +18,7 @@ from components.bakeoff_evaluator import executor as evaluator
 from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from components.registry_pusher.executor_test import MODEL_NAME as NAME
 from components.registry_pusher.executor_test import run_pusher
-from conftest import bakeoff_runs, load_champion_pyfunc, run_evaluator, running_mlflow_server
+from conftest import bakeoff_runs, load_champion_pyfunc, mnist_file, run_evaluator, running_mlflow_server
 from pipelines import cli, registry_commands
 from pipelines.config import REPO_ROOT
 from serving.server import free_ports
@@ -170,9 +170,9 @@ def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir,
     answer = json.loads(capsys.readouterr().out)
     assert answer["version"] == "1" and sum(answer["probabilities"]) == pytest.approx(1.0, abs=1e-4)
     assert answer["digit"] == int(np.asarray(champion_model.predict(images)).argmax())
-    assert cli.main(argv + ["predict", "--idx", str(mnist_dir / "t10k-images-idx3-ubyte.gz"),
+    assert cli.main(argv + ["predict", "--idx", str(mnist_file(mnist_dir, "t10k-images-idx3-ubyte")),
                                      "--index", "0"]) == 0
-    first_test_digit = registry_commands.load_idx_record(str(mnist_dir / "t10k-images-idx3-ubyte.gz"), 0)
+    first_test_digit = registry_commands.load_idx_record(str(mnist_file(mnist_dir, "t10k-images-idx3-ubyte")), 0)
     assert json.loads(capsys.readouterr().out)["digit"] == int(
         np.asarray(champion_model.predict(first_test_digit)).argmax())
 

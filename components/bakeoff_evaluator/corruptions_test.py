@@ -9,6 +9,7 @@ import pytest
 from scipy import ndimage
 
 from components.bakeoff_evaluator import corruptions
+from conftest import mnist_file
 
 # The first 200 test-file images, each with its index as the record: the whole suite's checksum. It
 # changes only when the corruptions do (and then evaluation.json's robustness.sha256 changes too).
@@ -17,7 +18,8 @@ GOLDEN = "17b524860ab7a2780f60d69c5b41573a0d097629cd9d5815b00e72b4fb165cdc"
 
 @pytest.fixture(scope="module")
 def test_images(mnist_dir):
-    with gzip.open(mnist_dir / "t10k-images-idx3-ubyte.gz") as f:
+    path = mnist_file(mnist_dir, "t10k-images-idx3-ubyte")
+    with (gzip.open(path) if path.suffix == ".gz" else open(path, "rb")) as f:
         return np.frombuffer(f.read(), np.uint8, offset=16).reshape(-1, 28, 28)[:300].copy()
 
 

