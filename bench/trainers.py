@@ -132,7 +132,7 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
     predict, _ = loader.load_predictor(fn_args.serving_model_dir)
     from tfx.types import standard_artifacts
 
-    from components.bakeoff_evaluator.executor import load_split
+    from components.examples import load_split
 
     examples = standard_artifacts.Examples()
     examples.uri = examples_dir

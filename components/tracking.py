@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from components.registry import MlflowRegistry
-from trainers.model_format import local_copy
+from trainers.model_format import local_copy, read_model_meta
 
 EXPERIMENT_SUFFIX = "-bakeoff"
 MODEL_URI_TAG = "model_uri"  # the trained model's folder: one training run per model
@@ -152,6 +152,24 @@ class BakeoffTracking:
             self.client.set_terminated(run.info.run_id, status="FAILED")
             raise
         return run.info.run_id
+
+    def start(self, evaluation: dict[str, Any], tensorboard_dirs: dict[str, str | None]) -> dict[str, Any]:
+        """Every trained model's run (`tensorboard_dirs`: each candidate's Trainer logs, by name; a
+        model already tracked keeps its run) and the evaluation's run, open: evaluation.json's
+        `tracking` record."""
+        training_runs = {name: self.log_training(name, c, read_model_meta(c["uri"]),
+                                                 {k: c["metrics"][k] for k in HEADLINE_METRICS},
+                                                 tensorboard_dirs.get(name))
+                         for name, c in evaluation["candidates"].items() if name in tensorboard_dirs}
+        evaluation_run = self.start_evaluation(evaluation, training_runs)
+        return {"experiment_id": self.experiment_id, "evaluation_run_id": evaluation_run,
+                "training_run_ids": training_runs, "tracking_uri": self.registry.uri}
+
+    def fail(self, record: dict[str, Any]) -> None:
+        self.client.set_terminated(record["evaluation_run_id"], status="FAILED")
+
+    def finish(self, record: dict[str, Any], files: dict[str, str]) -> None:
+        self.finish_evaluation(record["evaluation_run_id"], files)
 
     def finish_evaluation(self, run_id: str, files: dict[str, str]) -> None:
         """Logs the evaluation's files ({artifact name: text}: the report, evaluation.json) and ends its run."""

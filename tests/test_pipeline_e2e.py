@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 
-from components.bakeoff_evaluator import executor as evaluator
+from components import examples as example_data
 from components.data_gate.executor import DataAnomaliesError
 from components.mnist_example_gen.idx import IdxFormatError
 from components.registry import MlflowRegistry
@@ -64,7 +64,7 @@ def test_run_registers_the_winner_as_champion(e2e):
     examples = standard_artifacts.Examples()
     examples.uri = examples_uri
     examples.split_names = '["train", "eval", "test"]'
-    images, labels = evaluator.load_split(examples, "test")
+    images, labels = example_data.load_split(examples, "test")
     accuracy = float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
     assert accuracy == summary["accuracy"][summary["winner"]]
 

@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import pytest
 
-from components.bakeoff_evaluator import executor as evaluator
+from components import examples as example_data
 from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from components.registry_pusher.executor_test import MODEL_NAME as NAME
 from components.registry_pusher.executor_test import run_pusher
@@ -50,7 +50,7 @@ def evaluations(small_examples, small_models, tmp_path_factory):
 
 def _accuracy_through_alias(registry: MlflowRegistry, small_examples) -> float:
     model = load_champion_pyfunc(registry)
-    images, labels = evaluator.load_split(small_examples, "test")
+    images, labels = example_data.load_split(small_examples, "test")
     return float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
 
 
@@ -164,7 +164,7 @@ def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir,
     from PIL import Image
 
     champion_model = load_champion_pyfunc(registry)
-    images, _ = evaluator.load_split(small_examples, "test", limit=1)
+    images, _ = example_data.load_split(small_examples, "test", limit=1)
     Image.fromarray(images[0]).save(tmp_path / "digit.png")
     assert cli.main(argv + ["predict", str(tmp_path / "digit.png")]) == 0
     answer = json.loads(capsys.readouterr().out)

@@ -24,7 +24,7 @@ import torch
 import yaml
 from PIL import Image
 
-from components.bakeoff_evaluator import executor as evaluator
+from components import examples as example_data
 from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from conftest import run_evaluator
 from pipelines import cli
@@ -188,7 +188,7 @@ def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tm
         with open(path, "a") as f:
             f.write(f"\nopen({str(sentinel)!r}, 'w').close()\n")
 
-    images, _ = evaluator.load_split(small_examples, "test", limit=1)
+    images, _ = example_data.load_split(small_examples, "test", limit=1)
     Image.fromarray(images[0]).save(tmp_path / "digit.png")
     argv = ["registry", "--registry-uri", uri, "--registered-model-name", name, "predict", str(tmp_path / "digit.png")]
     assert cli.main(argv) == 0

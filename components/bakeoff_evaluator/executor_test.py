@@ -9,6 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from components import examples as example_data
 from components.bakeoff_evaluator import corruptions, executor, metrics
 from conftest import run_evaluator, seen_in_chromium
 from trainers import loader
@@ -27,7 +28,7 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
     assert evaluation["data"]["examples"] == 1000 and len(evaluation["data"]["examples_sha256"]) == 64
     assert set(evaluation["candidates"]) == {"keras_model", "pytorch_model"}
     assert {c["framework"] for c in evaluation["candidates"].values()} == {"keras", "pytorch"}
-    images, labels = executor.load_split(small_examples, "test")
+    images, labels = example_data.load_split(small_examples, "test")
     for name, c in evaluation["candidates"].items():
         assert c["metrics"]["examples"] == 1000
         assert np.array(c["metrics"]["confusion_matrix"]).sum() == 1000
@@ -59,7 +60,7 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
 def _records(examples, split="test"):
     import tensorflow as tf
 
-    ds = tf.data.TFRecordDataset(tf.io.gfile.glob(executor.split_pattern(examples, split)), compression_type="GZIP")
+    ds = tf.data.TFRecordDataset(tf.io.gfile.glob(example_data.split_pattern(examples, split)), compression_type="GZIP")
     return [r.numpy() for r in ds]
 
 
@@ -90,7 +91,7 @@ def test_ties_intervals_and_the_corrupted_copy(small_examples, small_models, bak
     # The recorded accuracies are what the exported models score on the corrupted copy made directly
     # from the records (the same checksum), and what each model's clean accuracy is.
     records = _records(small_examples)
-    images, labels = executor.load_split(small_examples, "test")
+    images, labels = example_data.load_split(small_examples, "test")
     keys = corruptions.record_keys(records)
     assigned = corruptions.assignment(keys, per_example)
     corrupted = corruptions.corrupt(images, keys, assigned=assigned)
@@ -140,7 +141,7 @@ def test_report_renders_in_a_headless_browser(bakeoff):
     dom = subprocess.run([*flags, "--enable-logging=stderr", "--dump-dom", report.as_uri()],
                          capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for figure in ("confusion-matrices", "per-digit", "reliability", "misclassified", "corruption-examples",
+    for figure in ("confusion-matrices", "per-class", "reliability", "misclassified", "corruption-examples",
                    "training-curves"):
         assert f'id="{figure}"' in dom.stdout and "data:image/png;base64," in dom.stdout
     assert "Uncaught" not in dom.stderr

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from components.bakeoff_evaluator import metrics
+from components.bakeoff_evaluator import decision, metrics
+from components.bakeoff_evaluator.rule import DecisionRule
 
 
 def _one_hot(pred, n=10, p=1.0):
@@ -61,39 +62,39 @@ def _comparison(first, second, p):
 
 # (case, results, champion, comparisons, rule, expected winner, expected blessed, phrase in reasons)
 DECISIONS = [
-    ("clear win, no champion", _results(a=0.99, b=0.97), None, [], metrics.DecisionRule(min_metric=0.98),
+    ("clear win, no champion", _results(a=0.99, b=0.97), None, [], DecisionRule(min_metric=0.98),
      "a", True, "no champion in the registry"),
-    ("below the minimum", _results(a=0.97, b=0.96), None, [], metrics.DecisionRule(min_metric=0.98),
+    ("below the minimum", _results(a=0.97, b=0.96), None, [], DecisionRule(min_metric=0.98),
      "a", False, "is below the minimum 0.9800"),
     ("beats the champion", _results(a=0.99, b=0.97, champion=0.985), "champion", [],
-     metrics.DecisionRule(min_metric=0.98, champion_policy="better_by", champion_min_delta=0.001), "a", True,
+     DecisionRule(min_metric=0.98, champion_policy="better_by", champion_min_delta=0.001), "a", True,
      "beats the champion"),
     ("worse than the champion", _results(a=0.99, b=0.97, champion=0.995), "champion", [],
-     metrics.DecisionRule(min_metric=0.98, champion_policy="better_by"), "a", False, "does not beat the champion"),
+     DecisionRule(min_metric=0.98, champion_policy="better_by"), "a", False, "does not beat the champion"),
     ("champion never wins the bake-off", _results(a=0.985, b=0.99, champion=0.999), "champion", [],
-     metrics.DecisionRule(min_metric=0.98, champion_policy="better_by"), "b", False, "does not beat"),
+     DecisionRule(min_metric=0.98, champion_policy="better_by"), "b", False, "does not beat"),
     # The default policy, significantly_better: McNemar at champion_alpha / challengers (here 2).
     ("better on noise: the champion stays", _results(a=0.9942, b=0.9935, champion=0.9939), "champion",
-     _comparison("a", "champion", 0.62), metrics.DecisionRule(), "a", False,
+     _comparison("a", "champion", 0.62), DecisionRule(), "a", False,
      "not significantly better than the champion: 0.9942 vs 0.9939 (difference +0.0003), McNemar p = 0.62 >= "
      "0.025 (champion_alpha 0.05 / 2 challengers, Bonferroni"),
     ("significant, but not at alpha / challengers", _results(a=0.995, b=0.99, champion=0.99), "champion",
-     _comparison("a", "champion", 0.04), metrics.DecisionRule(), "a", False, "McNemar p = 0.04 >= 0.025"),
+     _comparison("a", "champion", 0.04), DecisionRule(), "a", False, "McNemar p = 0.04 >= 0.025"),
     ("a better architecture gets through", _results(a=0.9941, b=0.9933, champion=0.9885), "champion",
-     _comparison("champion", "a", 1e-6), metrics.DecisionRule(), "a", True,
+     _comparison("champion", "a", 1e-6), DecisionRule(), "a", True,
      "a is significantly better than the champion: 0.9941 vs 0.9885 (difference +0.0056), McNemar p = 1e-06 < 0.025"),
     ("significant but below the margin", _results(a=0.995, b=0.99, champion=0.99), "champion",
-     _comparison("a", "champion", 1e-4), metrics.DecisionRule(champion_min_delta=0.01), "a", False,
+     _comparison("a", "champion", 1e-4), DecisionRule(champion_min_delta=0.01), "a", False,
      "but by less than champion_min_delta 0.0100"),
     ("significantly worse is not better", _results(a=0.985, b=0.98, champion=0.99), "champion",
-     _comparison("a", "champion", 1e-4), metrics.DecisionRule(), "a", False, "not significantly better"),
+     _comparison("a", "champion", 1e-4), DecisionRule(), "a", False, "not significantly better"),
     ("not significantly worse", _results(a=0.989, b=0.97, champion=0.99), "champion",
      _comparison("a", "champion", 0.40),
-     metrics.DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", True,
+     DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", True,
      "not significantly worse"),
     ("significantly worse", _results(a=0.985, b=0.97, champion=0.99), "champion",
      _comparison("a", "champion", 0.01),
-     metrics.DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", False,
+     DecisionRule(min_metric=0.98, champion_policy="not_significantly_worse"), "a", False,
      "is significantly worse"),
 ]
 
@@ -101,7 +102,7 @@ DECISIONS = [
 @pytest.mark.parametrize("case, results, champion, comparisons, rule, winner, blessed, phrase", DECISIONS,
                          ids=[d[0] for d in DECISIONS])
 def test_decision_rule(case, results, champion, comparisons, rule, winner, blessed, phrase):
-    d = metrics.decide(results, rule, champion, comparisons)
+    d = decision.decide(results, rule, champion, comparisons)
     assert (d["winner"], d["blessed"]) == (winner, blessed), d["reasons"]
     assert any(phrase in r for r in d["reasons"]), d["reasons"]
     assert d["reasons"][-1] == f"decision: {winner} is {'blessed' if blessed else 'NOT blessed'}"
@@ -110,7 +111,7 @@ def test_decision_rule(case, results, champion, comparisons, rule, winner, bless
 def test_tie_goes_to_the_lower_log_loss():
     results = {"keras_model": {"accuracy": 0.98, "log_loss": 0.07},
                "pytorch_model": {"accuracy": 0.98, "log_loss": 0.05}}
-    d = metrics.decide(results, metrics.DecisionRule(min_metric=0.97))
+    d = decision.decide(results, DecisionRule(min_metric=0.97))
     assert d["winner"] == "pytorch_model" and d["blessed"] and "ties" in d["reasons"][0]
 
 
@@ -135,9 +136,9 @@ def test_metrics_equal_scikit_learn_on_fixed_predictions():
 
 def test_invalid_rules_are_refused():
     with pytest.raises(ValueError, match="primary_metric"):
-        metrics.DecisionRule(primary_metric="loss")
+        DecisionRule(primary_metric="loss")
     with pytest.raises(ValueError, match="champion_policy"):
-        metrics.DecisionRule(champion_policy="always")
+        DecisionRule(champion_policy="always")
 
 
 # --- statistical ties (McNemar at champion_alpha) ----------------------------------------------------------------
@@ -151,28 +152,28 @@ def _pair(first, second, p, diff=None, ci=None):
 # (case, results, champion, comparisons, rule, statistical_tie, tied_with, phrases in reasons)
 TIES = [
     ("issue #15's run: a tie, said out loud", _results(keras_model=0.9939, pytorch_model=0.9932), None,
-     [_pair("keras_model", "pytorch_model", 0.37, 0.0007, [-0.0008, 0.0022])], metrics.DecisionRule(), True,
+     [_pair("keras_model", "pytorch_model", 0.37, 0.0007, [-0.0008, 0.0022])], DecisionRule(), True,
      ["pytorch_model"], ["keras_model and pytorch_model are statistically tied (McNemar p = 0.37",
                          "not significant; accuracy difference +0.0007, paired bootstrap 95 % CI -0.0008 to +0.0022)",
                          "chosen by the higher point estimate of test accuracy"]),
-    ("a significant lead", _results(a=0.995, b=0.985), None, [_pair("a", "b", 0.001)], metrics.DecisionRule(),
+    ("a significant lead", _results(a=0.995, b=0.985), None, [_pair("a", "b", 0.001)], DecisionRule(),
      False, [], ["a's lead over b is statistically significant (McNemar p = 0.001 < champion_alpha 0.05"]),
     ("pair stored the other way round", _results(a=0.995, b=0.985), None,
-     [_pair("b", "a", 0.2, -0.01, [-0.02, 0.001])], metrics.DecisionRule(), True, ["b"],
+     [_pair("b", "a", 0.2, -0.01, [-0.02, 0.001])], DecisionRule(), True, ["b"],
      ["accuracy difference +0.0100, paired bootstrap 95 % CI -0.0010 to +0.0200)"]),
     ("alpha is the rule's champion_alpha", _results(a=0.995, b=0.985), None, [_pair("a", "b", 0.03)],
-     metrics.DecisionRule(champion_alpha=0.01), True, ["b"],
+     DecisionRule(champion_alpha=0.01), True, ["b"],
      ["McNemar p = 0.03 >= champion_alpha 0.01, not significant"]),
     ("equal accuracy: chosen by log loss", {"a": {"accuracy": 0.99, "log_loss": 0.05},
                                             "b": {"accuracy": 0.99, "log_loss": 0.07}}, None,
-     [_pair("a", "b", 1.0)], metrics.DecisionRule(), True, ["b"], ["chosen by the lower log loss (0.0500 vs 0.0700)"]),
+     [_pair("a", "b", 1.0)], DecisionRule(), True, ["b"], ["chosen by the lower log loss (0.0500 vs 0.0700)"]),
     ("significant over the runner-up, tied with the champion", _results(a=0.995, b=0.985, champion=0.994),
      "champion", [_pair("a", "b", 0.001), _pair("a", "champion", 0.6)],
-     metrics.DecisionRule(champion_policy="better_by"), True,
+     DecisionRule(champion_policy="better_by"), True,
      ["champion"], ["a's lead over b is statistically significant",
                     "a and the champion are statistically tied (McNemar p = 0.6"]),
     ("significant over both", _results(a=0.995, b=0.985, champion=0.98), "champion",
-     [_pair("a", "b", 0.001), _pair("a", "champion", 0.0001)], metrics.DecisionRule(champion_policy="better_by"),
+     [_pair("a", "b", 0.001), _pair("a", "champion", 0.0001)], DecisionRule(champion_policy="better_by"),
      False, [],
      ["a's lead over the champion is statistically significant"]),
 ]
@@ -181,13 +182,13 @@ TIES = [
 @pytest.mark.parametrize("case, results, champion, comparisons, rule, tie, tied_with, phrases", TIES,
                          ids=[t[0] for t in TIES])
 def test_statistical_tie_is_said_out_loud(case, results, champion, comparisons, rule, tie, tied_with, phrases):
-    d = metrics.decide(results, rule, champion, comparisons)
+    d = decision.decide(results, rule, champion, comparisons)
     assert d["statistical_tie"] is tie and d["tied_with"] == tied_with, d["reasons"]
     for phrase in phrases:
         assert any(phrase in r for r in d["reasons"]), (phrase, d["reasons"])
     assert set(d["winner_versus"]) == {n for n in results if n != d["winner"]}
     # A tie does not change who wins or whether it is blessed: it is said, not acted on.
-    plain = metrics.decide(results, rule, champion, [])
+    plain = decision.decide(results, rule, champion, [])
     assert (plain["winner"], plain["blessed"]) == (d["winner"], d["blessed"]) and not plain["statistical_tie"]
 
 
@@ -203,26 +204,26 @@ ROBUST = {"a": 0.90, "b": 0.80, "champion": 0.92}
 # (case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase in reasons)
 GATES = [
     ("corruption gate off by default", _with_recall(_results(a=0.99, b=0.98, champion=0.985)), "champion",
-     {"a": 0.5, "b": 0.5, "champion": 0.99}, metrics.DecisionRule(), True, "corruption", False, True, None),
+     {"a": 0.5, "b": 0.5, "champion": 0.99}, DecisionRule(), True, "corruption", False, True, None),
     ("corruption gate passes within the margin", _with_recall(_results(a=0.99, b=0.98, champion=0.985)),
-     "champion", ROBUST, metrics.DecisionRule(corruption_max_drop=0.02), True, "corruption", True, True,
+     "champion", ROBUST, DecisionRule(corruption_max_drop=0.02), True, "corruption", True, True,
      "corruption gate passed: a's mean accuracy on the corrupted test copy is 0.9000 vs the champion's 0.9200"),
     ("corruption gate fails beyond the margin", _with_recall(_results(a=0.99, b=0.98, champion=0.985)),
-     "champion", ROBUST, metrics.DecisionRule(corruption_max_drop=0.01), False, "corruption", True, False,
+     "champion", ROBUST, DecisionRule(corruption_max_drop=0.01), False, "corruption", True, False,
      "corruption gate FAILED"),
     ("corruption gate without a champion", _with_recall(_results(a=0.99, b=0.98)), None, ROBUST,
-     metrics.DecisionRule(corruption_max_drop=0.0), True, "corruption", False, True, "no champion, not applied"),
+     DecisionRule(corruption_max_drop=0.0), True, "corruption", False, True, "no champion, not applied"),
     ("slice gate off by default", _with_recall(_results(a=0.99, b=0.98, champion=0.985), a={3: 0.5}), "champion",
-     ROBUST, metrics.DecisionRule(), True, "slices", False, True, None),
+     ROBUST, DecisionRule(), True, "slices", False, True, None),
     ("slice gate passes", _with_recall(_results(a=0.99, b=0.98, champion=0.985), a={3: 0.985}), "champion",
-     ROBUST, metrics.DecisionRule(slice_max_recall_drop=0.01), True, "slices", True, True,
+     ROBUST, DecisionRule(slice_max_recall_drop=0.01), True, "slices", True, True,
      "largest drop +0.0050, digit 3"),
     ("slice gate names the offending digits", _with_recall(_results(a=0.99, b=0.98, champion=0.985),
                                                            a={3: 0.97, 7: 0.95, 8: 0.985}), "champion",
-     ROBUST, metrics.DecisionRule(slice_max_recall_drop=0.01), False, "slices", True, False,
+     ROBUST, DecisionRule(slice_max_recall_drop=0.01), False, "slices", True, False,
      "below the champion's on digits 3 (0.9700 vs the champion's 0.9900), 7 (0.9500 vs the champion's 0.9900)"),
     ("slice gate without a champion", _with_recall(_results(a=0.99, b=0.98), a={3: 0.5}), None, ROBUST,
-     metrics.DecisionRule(slice_max_recall_drop=0.0), True, "slices", False, True, "no champion, not applied"),
+     DecisionRule(slice_max_recall_drop=0.0), True, "slices", False, True, "no champion, not applied"),
 ]
 
 
@@ -230,7 +231,7 @@ GATES = [
                          ids=[g[0] for g in GATES])
 def test_gates(case, results, champion, robustness, rule, blessed, gate, applied, passed, phrase):
     rule = dataclasses.replace(rule, champion_policy="better_by")  # the gates alone decide
-    d = metrics.decide(results, rule, champion, [], robustness=robustness)
+    d = decision.decide(results, rule, champion, [], robustness=robustness)
     assert d["blessed"] is blessed, d["reasons"]
     g = d["gates"][gate]
     assert (g["applied"], g["passed"]) == (applied, passed), g
@@ -245,10 +246,10 @@ def test_gates(case, results, champion, robustness, rule, blessed, gate, applied
 
 def test_gate_margins_are_validated():
     with pytest.raises(ValueError, match="corruption_max_drop"):
-        metrics.DecisionRule(corruption_max_drop=2.0)
-    rule = metrics.DecisionRule()
+        DecisionRule(corruption_max_drop=2.0)
+    rule = DecisionRule()
     assert not rule.corruption_gate and not rule.slice_gate  # off by default
-    assert metrics.DecisionRule(corruption_max_drop=0.0).corruption_gate
+    assert DecisionRule(corruption_max_drop=0.0).corruption_gate
 
 
 # --- the paired bootstrap --------------------------------------------------------------------------------------
@@ -341,7 +342,7 @@ SEEDS = [
 def test_frameworks_across_seeds(case, keras, pytorch, framework, winner, tied, phrase):
     results, frameworks = _seeded(keras, pytorch)
     robustness = {name: 0.5 + 0.01 * k for k, name in enumerate(results)}
-    d = metrics.decide(results, metrics.DecisionRule(), robustness=robustness, frameworks=frameworks)
+    d = decision.decide(results, DecisionRule(), robustness=robustness, frameworks=frameworks)
     seeds = d["across_seeds"]
     assert (seeds["winner"], d["winner"], d["blessed"]) == (framework, winner, True), d["reasons"]
     assert any(phrase in r for r in d["reasons"]), d["reasons"]
@@ -361,7 +362,7 @@ def test_frameworks_across_seeds(case, keras, pytorch, framework, winner, tied, 
 
 
 def test_one_seed_per_framework_has_no_across_seeds_comparison():
-    d = metrics.decide(_results(keras_model=0.994, pytorch_model=0.993), metrics.DecisionRule(),
+    d = decision.decide(_results(keras_model=0.994, pytorch_model=0.993), DecisionRule(),
                        frameworks={"keras_model": "keras", "pytorch_model": "pytorch"})
     assert d["across_seeds"] is None and d["winner"] == "keras_model"
 
@@ -370,6 +371,6 @@ def test_seeds_against_a_champion_use_bonferroni_over_all_challengers():
     results, frameworks = _seeded([0.9940, 0.9942, 0.9941], [0.9900, 0.9903, 0.9901])
     results["champion"] = {"accuracy": 0.9930, "macro_f1": 0.9930, "log_loss": 0.03}
     comparisons = [_pair("keras_model_seed2", "champion", 0.01)]
-    d = metrics.decide(results, metrics.DecisionRule(), "champion", comparisons, frameworks=frameworks)
+    d = decision.decide(results, DecisionRule(), "champion", comparisons, frameworks=frameworks)
     assert not d["blessed"] and any("p = 0.01 >= 0.00833 (champion_alpha 0.05 / 6 challengers" in r
                                     for r in d["reasons"]), d["reasons"]

@@ -12,10 +12,15 @@ import numpy as np
 from components.bakeoff_evaluator import corruptions, metrics
 from components.figures import png_data_uri
 
-DIGITS = list(range(10))
+DIGITS = [str(d) for d in range(10)]
 
 
-def confusion_matrices(candidates: dict[str, Any], order: list[str]) -> str:
+def class_names(evaluation: dict[str, Any]) -> list[str]:
+    """The label names (label i is class_names[i]); the ten digits in evaluations before format 7."""
+    return evaluation.get("class_names") or DIGITS
+
+
+def confusion_matrices(candidates: dict[str, Any], order: list[str], names: list[str]) -> str:
     columns = min(len(order), 4)  # several seeds: rows of four
     rows = -(-len(order) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 4.2 * rows), squeeze=False)
@@ -28,18 +33,24 @@ def confusion_matrices(candidates: dict[str, Any], order: list[str]) -> str:
             if v:
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=6,
                         color="white" if i == j else "black")
-        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=DIGITS, yticks=DIGITS)
+        ticks = range(len(names))
+        ax.set(title=name, xlabel="predicted", ylabel="true", xticks=ticks, yticks=ticks)
+        ax.set_xticklabels(names, rotation=90 if max(map(len, names)) > 2 else 0, fontsize=7)
+        ax.set_yticklabels(names, fontsize=7)
     return png_data_uri(fig)
 
 
-def per_digit_accuracy(candidates: dict[str, Any], order: list[str]) -> str:
+def per_class_accuracy(candidates: dict[str, Any], order: list[str], names: list[str]) -> str:
     fig, ax = plt.subplots(figsize=(9, 3.2))
     width = 0.8 / len(order)
+    labels = [str(k) for k in range(len(names))]
     for k, name in enumerate(order):
-        recall = [candidates[name]["metrics"]["per_class"][str(d)]["recall"] for d in DIGITS]
-        ax.bar(np.arange(10) + k * width - 0.4 + width / 2, recall, width, label=name)
-    low = min(candidates[n]["metrics"]["per_class"][str(d)]["recall"] for n in order for d in DIGITS)
-    ax.set(xticks=DIGITS, xlabel="digit", ylabel="accuracy (recall)", ylim=(max(0.0, low - 0.02), 1.0))
+        recall = [candidates[name]["metrics"]["per_class"][label]["recall"] for label in labels]
+        ax.bar(np.arange(len(names)) + k * width - 0.4 + width / 2, recall, width, label=name)
+    low = min(candidates[n]["metrics"]["per_class"][label]["recall"] for n in order for label in labels)
+    ax.set(xticks=range(len(names)), xlabel="class" if names != DIGITS else "digit", ylabel="accuracy (recall)",
+           ylim=(max(0.0, low - 0.02), 1.0))
+    ax.set_xticklabels(names)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return png_data_uri(fig)
 
@@ -64,7 +75,7 @@ def reliability_diagram(labels: np.ndarray, probs: dict[str, np.ndarray], order:
 
 
 def misclassified_grid(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, title: str,
-                       limit: int = 48) -> str | None:
+                       names: list[str], limit: int = 48) -> str | None:
     """torchvision's make_grid of the misclassified digits, each marked true→predicted."""
     import torch
     from torchvision.utils import make_grid
@@ -78,14 +89,14 @@ def misclassified_grid(images: np.ndarray, labels: np.ndarray, predicted: np.nda
     ax.imshow(grid[0].numpy(), cmap="gray_r")
     for k, i in enumerate(wrong):
         x, y = (k % nrow) * (side + pad) + pad, (k // nrow) * (side + pad) + pad
-        ax.text(x + 1, y + 7, f"{labels[i]}→{predicted[i]}", color="red", fontsize=7, weight="bold")
+        ax.text(x + 1, y + 7, f"{names[labels[i]]}→{names[predicted[i]]}", color="red", fontsize=7, weight="bold")
     ax.set_axis_off()
     ax.set_title(title, fontsize=9)
     return png_data_uri(fig)
 
 
 def corruption_examples(images: np.ndarray | None, labels: np.ndarray | None, predicted: np.ndarray | None,
-                        model: str) -> str | None:
+                        model: str, names: list[str]) -> str | None:
     """A few test digits (columns), clean and under each corruption (rows), with `model`'s answer."""
     if images is None or labels is None or not len(labels):
         return None
@@ -99,7 +110,8 @@ def corruption_examples(images: np.ndarray | None, labels: np.ndarray | None, pr
             ax.set_xticks([])
             ax.set_yticks([])
             right = predicted[r, k] == labels[k]
-            ax.set_title(f"{labels[k]}→{predicted[r, k]}", fontsize=7, color="black" if right else "red", pad=2)
+            ax.set_title(f"{names[labels[k]]}→{names[predicted[r, k]]}", fontsize=7,
+                         color="black" if right else "red", pad=2)
         axes[r][0].set_ylabel(name, fontsize=8, rotation=0, ha="right", va="center")
     fig.suptitle(f"the same test digits under each corruption (true→{model}'s answer; red: wrong)", fontsize=9)
     return png_data_uri(fig)
@@ -153,24 +165,26 @@ def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
     if evaluation["decision"].get("champion"):
         order.append(evaluation["decision"]["champion"])
     winner = evaluation["decision"]["winner"]
+    names = class_names(evaluation)
     return {
-        "confusion": confusion_matrices(evaluation["candidates"], order),
-        "per_digit": per_digit_accuracy(evaluation["candidates"], order),
+        "confusion": confusion_matrices(evaluation["candidates"], order, names),
+        "per_class": per_class_accuracy(evaluation["candidates"], order, names),
         "reliability": reliability_diagram(scores.labels, scores.probs, order),
         "misclassified": misclassified_grid(
             scores.wrong_images, scores.wrong_labels, scores.wrong_predictions[winner],
-            f"test digits {winner} got wrong (true→predicted), a sample"),
+            f"test images {winner} got wrong (true→predicted), a sample", names),
         "seeds": seed_points(evaluation),
         "training": training_curves(evaluation["candidates"], order),
         "corruptions": corruption_examples(scores.example_images, scores.example_labels,
-                                           scores.example_predictions.get(winner), winner),
+                                           scores.example_predictions.get(winner), winner, names),
     }
 
 
 def render_html(evaluation: dict[str, Any], images: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(__file__)),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.get_template("report.html.j2").render(images=images, **evaluation)
+    return env.get_template("report.html.j2").render(images=images, **{**evaluation,
+                                                                        "class_names": class_names(evaluation)})
 
 
 def comparison_rows(evaluation: dict[str, Any]) -> list[list[str]]:

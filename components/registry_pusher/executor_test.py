@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
+from components import examples as example_data
 from components import registry
-from components.bakeoff_evaluator import executor as evaluator
 from components.registry_pusher import executor
 from conftest import load_champion_pyfunc, run_evaluator
 
@@ -45,7 +45,7 @@ def test_blessed_winner_is_registered_and_becomes_champion(small_examples, small
     assert champion.tags["replaced_version"] == ""
     # The registered pyfunc, loaded through the alias, scores what the evaluator recorded.
     model = load_champion_pyfunc(reg)
-    images, labels = evaluator.load_split(small_examples, "test")
+    images, labels = example_data.load_split(small_examples, "test")
     accuracy = (np.asarray(model.predict(images)).argmax(1) == labels).mean()
     assert accuracy == pytest.approx(evaluation["candidates"][winner]["metrics"]["accuracy"], abs=1e-12)
 
