@@ -66,6 +66,37 @@ def mnist_file(mnist_dir: Path, name: str) -> Path:
     return compressed if compressed.is_file() else mnist_dir / name
 
 
+@pytest.fixture(scope="session", autouse=True)
+def model_signing_keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The session's model-signing key pair (private, public), named by the environment as the
+    pusher's and every verifier's keys are (processes the tests start inherit them); a user's
+    own ~/.config keys are never touched."""
+    from pipelines import model_keys
+    from trainers import manifest
+
+    private, public = model_keys.local_key_pair(tmp_path_factory.mktemp("model-signing"))
+    for name in (manifest.SIGNING_KEY_VARIABLE, manifest.VERIFY_KEY_VARIABLE):
+        os.environ.pop(name, None)
+    os.environ[manifest.SIGNING_KEY_FILE_VARIABLE] = str(private)
+    os.environ[manifest.VERIFY_KEY_FILE_VARIABLE] = str(public)
+    return private, public
+
+
+def resolve_champion(registry_uri: str, model_name: str, out_dir: Path):
+    """The real ChampionResolver executor against `registry_uri`: its (model, statistics) artifacts."""
+    from tfx.types import standard_artifacts
+
+    from components.champion_resolver import executor
+
+    model, statistics = standard_artifacts.Model(), standard_artifacts.ExampleStatistics()
+    model.uri, statistics.uri = str(out_dir / "model"), str(out_dir / "statistics")
+    for folder in (model.uri, statistics.uri):
+        os.makedirs(folder, exist_ok=True)
+    executor.Executor().Do({}, {executor.MODEL: [model], executor.STATISTICS: [statistics]},
+                           {executor.REGISTRY_URI: registry_uri, executor.MODEL_NAME: model_name})
+    return model, statistics
+
+
 @pytest.fixture(scope="session")
 def mnist_cache(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A verified, uncompressed copy of the four files, as the ingest caches them."""
@@ -122,15 +153,16 @@ def small_models(small_examples, tmp_path_factory: pytest.TempPathFactory) -> di
 
 
 def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry_uri="", model_name="",
-                  pipeline_run_id=""):
+                  pipeline_run_id="", champion=None, **properties):
     """The real BakeoffEvaluator executor, given each model's training logs (`train` writes them
-    beside the model); returns (evaluation.json content, blessing artifact)."""
+    beside the model) and `champion` (ChampionResolver's model artifact) if any; returns
+    (evaluation.json content, blessing artifact)."""
     from tfx.dsl.components.base import base_beam_executor
     from tfx.types import standard_artifacts
 
     from components.bakeoff_evaluator import executor
 
-    inputs = {"examples": [small_examples]}
+    inputs = {"examples": [small_examples], **({"champion": [champion]} if champion is not None else {})}
     for name, uri in small_models.items():
         model = standard_artifacts.Model()
         model.uri = str(uri)
@@ -148,7 +180,7 @@ def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry
     executor.Executor(context).Do(
         inputs, {"evaluation": [evaluation], "blessing": [blessing]},
         {"min_metric": min_accuracy, "split": "test", "registry_uri": registry_uri,
-         "registered_model_name": model_name})
+         "registered_model_name": model_name, **properties})
     with open(tmp_path / "evaluation" / "evaluation.json") as f:
         return json.load(f), blessing
 

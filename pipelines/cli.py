@@ -148,9 +148,13 @@ def _add_registry_and_schema_commands(sub: Any) -> None:
     add_config_flags(registry)
     actions = registry.add_subparsers(dest="action", required=True)
     actions.add_parser("list", help="versions with their key metrics; which one is champion")
-    rollback = actions.add_parser("rollback", help="move the champion alias back to VERSION")
+    rollback = actions.add_parser("rollback", help="move the champion alias back to VERSION; the version it "
+                                  "leaves is rejected (no run promotes it again until reinstated)")
     rollback.add_argument("version")
     rollback.add_argument("--reason", default="")
+    reinstate = actions.add_parser("reinstate", help="lift a rollback's rejection of VERSION (the alias does not "
+                                   "move; a later run may promote it)")
+    reinstate.add_argument("version")
     predict = actions.add_parser("predict", help="the champion's digit for a PNG or an IDX record")
     predict.add_argument("png", nargs="?")
     predict.add_argument("--idx", help="an images IDX file (raw or .gz)")
@@ -235,8 +239,15 @@ def print_summary(summary: dict, seconds: float | None = None) -> None:
     for reason in summary["reasons"]:
         print(f"  - {reason}")
     version = summary["registered_version"]
-    print(f"registry:   {summary['registry']}"
-          + (f"  (version {version}, alias champion)" if version else "  (nothing pushed)"))
+    if not version:
+        pushed = "nothing pushed"
+    elif summary.get("promoted"):
+        pushed = f"version {version}, alias champion"
+    else:
+        pushed = f"version {version} registered, NOT promoted: {summary.get('push_reason', '')}"
+    print(f"registry:   {summary['registry']}  ({pushed})")
+    if summary.get("champion_resolved"):
+        print(f"judged against: {summary['champion_resolved']}")
     print(f"report:     {summary['report']}")
     if summary.get("data_review"):
         print(f"data:       {summary['data_review']}")
@@ -272,8 +283,8 @@ def _run(cfg: PipelineConfig, verbose: bool, json_out: bool = False) -> dict | N
 
                 if object_store.is_object_store(cfg.pipeline_root):
                     object_store.enable_s3(os.environ)
-                return local_runner.run_local(cfg, code_version=revision.code_fingerprint(),
-                                              code_revision=revision.code_revision())
+                os.environ.setdefault("CODE_REVISION", revision.code_revision())  # a tag on a version it registers
+                return local_runner.run_local(cfg, code_version=revision.code_fingerprint())
             except Exception:
                 logging.getLogger(__name__).error("the run failed", exc_info=True)  # into the log
                 raise
@@ -323,18 +334,22 @@ def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
 def _registry_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from components.registry import MlflowRegistry, RegistryError
     from pipelines import registry_commands
+    from trainers.manifest import ManifestError
 
     try:
-        registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
+        registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name,
+                                  lock_uri=cfg.registry_lock_uri)
         if args.action == "list":
             registry_commands.list_versions(registry)
         elif args.action == "rollback":
             registry_commands.rollback(registry, args.version, args.reason)
+        elif args.action == "reinstate":
+            registry_commands.reinstate(registry, args.version)
         elif args.action == "score":
             print(json.dumps(registry_commands.score_files(registry, args.images, args.labels, args.limit)))
         else:
             registry_commands.predict_file(registry, args.png, args.idx, args.index)
-    except (RegistryError, ValueError, FileNotFoundError) as e:
+    except (RegistryError, ManifestError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
@@ -445,6 +460,10 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
         # A bad setting is the user's input: one line naming it (and the file), not a traceback.
         problem = "; ".join(line.strip() for line in str(e).splitlines() if line.strip())
         parser.error(f"invalid configuration ({f'{args.config} and ' if args.config else ''}flags): {problem}")
+    if args.command in ("run", "registry", "serve"):
+        from pipelines import model_keys
+
+        model_keys.use_local_keys()  # the user's own keys unless the environment names keys
     if args.command == "registry":
         return _registry_command(args, cfg)
     if args.command in ("serve", "kserve"):

@@ -80,12 +80,25 @@ class PipelineConfig:
     registry_uri: str = setting("", "MLflow tracking URI of the registry; empty: SQLite under output_root "
                                  "(env MLFLOW_TRACKING_URI)")
     registered_model_name: str = setting("mnist-digits", "the registered model")
+    registry_lock_uri: str = setting("", "alias writes on a tracking server: the PostgreSQL database of its backend "
+                                     "store (postgresql://USER@HOST:PORT/DB, password from PGPASSWORD), whose "
+                                     "advisory lock lets one writer at a time read, compare and move the champion "
+                                     "alias; empty: a file lock beside the embedded registry's mlflow.db (a "
+                                     "postgresql:// registry locks its own database)")
 
     # --- Kubeflow / Vertex AI compile ---
     image: str = setting("ghcr.io/mnist-bakeoff/mnist-tfx:0.1.0", "container image of the compiled pipeline")
     kfp_pipeline_root: str = setting("gs://YOUR-BUCKET/mnist-bakeoff", "pipeline root on the cluster")
     kfp_registry_uri: str = setting("http://mlflow.mlflow.svc.cluster.local:5000",
                                      "MLflow tracking URI the cluster's tasks use")
+    kfp_registry_lock_uri: str = setting("postgresql://mlflow@mlflow-postgres.mlflow.svc.cluster.local:5432/mlflow",
+                                         "the cluster's registry_lock_uri: the tracking server's PostgreSQL "
+                                         "(infra/mlflow; its password comes from kfp_model_keys_secret as "
+                                         "PGPASSWORD)")
+    kfp_model_keys_secret: str = setting("mnist-model-keys", "Kubernetes secret with the model-signing keys: "
+                                         "MNIST_MODEL_SIGNING_KEY (the pusher's private key, PEM), "
+                                         "MNIST_MODEL_VERIFY_KEY (its public key, for every task that loads a "
+                                         "registered model) and PGPASSWORD (the alias lock's database)")
     kfp_target: KfpTarget = setting("kubeflow", "kubeflow (open-source KFP: node selectors and tolerations in "
                                      "the Kubernetes platform section) or vertex (Vertex AI Pipelines)")
     kfp_accelerator: KfpAccelerator = setting("gpu", "each trainer's accelerator on the cluster")

@@ -1,13 +1,18 @@
-"""The DAG: ingest -> validate (schema, drift, skew) -> gate -> Keras + PyTorch trainers -> bake-off -> registry."""
+"""The DAG: the champion resolved -> ingest -> validate (schema, drift, skew) -> gate -> Keras +
+PyTorch trainers -> bake-off -> registry."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+from tfx import types
 from tfx import v1 as tfx
+from tfx.types import standard_artifacts
 
 from components.bakeoff_evaluator.component import BakeoffEvaluator
+from components.champion_resolver.component import ChampionResolver
+from components.champion_resolver.strategy import SameChampion
 from components.data_gate.component import DataGate
 from components.drift_validator.component import DriftValidator
 from components.kserve_deployer.component import KServeDeployer
@@ -17,6 +22,10 @@ from pipelines.config import PipelineConfig
 
 TRAINERS = {"keras": "trainers.keras_trainer.run_fn", "pytorch": "trainers.torch_trainer.run_fn"}
 TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)  # one seed
+CHAMPION_RESOLVER = "ChampionResolver"
+# Nodes that must run every time (the orchestrator's caching is turned off for them by the runner
+# and the compile: TFX 1.16 applies the pipeline's caching setting to every node).
+NEVER_CACHED = (CHAMPION_RESOLVER,)
 # framework -> (the Trainer class, custom_config keys it adds): how a trainer step trains.
 TrainerLaunch = Callable[[str], tuple[type, dict[str, Any]]]
 
@@ -38,17 +47,37 @@ def trainer_ids(cfg: PipelineConfig) -> tuple[str, ...]:
     return tuple(component_id for component_id, _, _ in trainer_runs(cfg))
 
 
+def resolve_champion(registry_uri: str, model_name: str, reuse_unchanged_champion: bool) -> tuple[list, dict]:
+    """The champion as the run's input: ChampionResolver (reads the alias, never cached) and, where
+    the orchestrator can run it, SameChampion, which keeps the consumers' cache while the champion
+    stays the same (components/champion_resolver/strategy.py). (nodes, {"model", "statistics"})."""
+    resolver = ChampionResolver(registry_uri=registry_uri, registered_model_name=model_name).with_id(CHAMPION_RESOLVER)
+    if not reuse_unchanged_champion:
+        return [resolver], dict(resolver.outputs)
+    same = tfx.dsl.Resolver(
+        strategy_class=SameChampion,
+        model=types.Channel(type=standard_artifacts.Model, producer_component_id=CHAMPION_RESOLVER,
+                            output_key="model"),
+        statistics=types.Channel(type=standard_artifacts.ExampleStatistics,
+                                 producer_component_id=CHAMPION_RESOLVER, output_key="statistics"),
+    ).with_id("SameChampion")
+    same.add_upstream_node(resolver)
+    return [resolver, same], dict(same.outputs)
+
+
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None, code_version: str = "",
-                    code_revision: str = "", kserve_deploy: bool = False,
+                    kserve_deploy: bool = False, reuse_unchanged_champion: bool = True,
                     trainer_launch: TrainerLaunch = in_step_container) -> tfx.dsl.Pipeline:
     """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
-    editing a trainer retrains instead of reusing a model the old code made. `code_revision`: the
-    revision recorded on a registered version. `kserve_deploy` (Kubeflow target only): a last step
-    applies the champion's InferenceService when the run moved the alias. `trainer_launch`: the
-    Trainer class of each framework and the keys it adds to custom_config (the compile's
-    multi-worker trainers, pipelines/kubeflow/compile.py)."""
+    editing a trainer retrains instead of reusing a model the old code made. `kserve_deploy`
+    (Kubeflow target only): a last step applies the InferenceService of the version the pusher
+    promoted. `reuse_unchanged_champion`: SameChampion between the champion's resolution and its
+    consumers (local runs; TFX's Kubeflow compiler cannot build it). `trainer_launch`: the Trainer
+    class of each framework and the keys it adds to custom_config (the compile's multi-worker
+    trainers, pipelines/kubeflow/compile.py)."""
+    resolution, champion = resolve_champion(registry_uri, cfg.registered_model_name, reuse_unchanged_champion)
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
                                   train_limit=cfg.train_limit, test_limit=cfg.test_limit,
                                   verify_checksums=cfg.verify_checksums, class_names=cfg.class_names)
@@ -61,12 +90,10 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     drift_validator = DriftValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
         anomalies=example_validator.outputs["anomalies"], examples=examples,
-        # The pinned baseline; the champion's training statistics replace it at run time.
+        # The pinned baseline; the champion's training statistics replace it when it has them.
         baseline_statistics=cfg.resolved_baseline_statistics(), baseline_from_champion=cfg.baseline_from_champion,
-        registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
-        label_linf=cfg.drift_label_linf, pixel_js=cfg.drift_pixel_js)
+        champion_statistics=champion["statistics"], label_linf=cfg.drift_label_linf, pixel_js=cfg.drift_pixel_js)
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
-                         schema=schema_importer.outputs["schema"],
                          drift_anomalies=drift_validator.outputs["drift_anomalies"])
 
     # Independent trainers (one per framework, or per framework and seed): none depends on another,
@@ -79,7 +106,7 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
         trainers[component_id] = trainer_class(
             run_fn=TRAINERS[framework], examples=examples, schema=schema_importer.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={**cfg.trainer_config(), "seed": seed,
+            custom_config={**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
                            **({"code_version": code_version} if code_version else {}), **launch_config},
         ).with_id(component_id)
     for trainer in trainers.values():
@@ -87,15 +114,15 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
 
     models = {component_id.replace("_trainer", "_model"): t.outputs["model"] for component_id, t in trainers.items()}
     logs = {component_id.replace("_trainer", "_model"): t.outputs["model_run"] for component_id, t in trainers.items()}
-    # One evaluation for all candidates and the registry's current champion; one decision; the
+    # One evaluation for all candidates and the champion the run resolved; one decision; the
     # bake-off's runs in MLflow (each training with its TensorBoard logs, the evaluation).
     evaluator = BakeoffEvaluator(examples=examples, candidates=models, training_logs=logs, rule=cfg.rule,
-                                 corruptions_per_example=cfg.corruptions_per_example,
+                                 champion=champion["model"], corruptions_per_example=cfg.corruptions_per_example,
                                  registry_uri=registry_uri, registered_model_name=cfg.registered_model_name)
     pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
-                            candidates=models, statistics=statistics_gen.outputs["statistics"],
-                            registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
-                            code_revision=code_revision)
+                            candidates=models, champion=champion["model"], examples=examples,
+                            statistics=statistics_gen.outputs["statistics"], registry_uri=registry_uri,
+                            registry_lock_uri=cfg.registry_lock_uri, registered_model_name=cfg.registered_model_name)
 
     serving = [KServeDeployer(
         pushed_model=pusher.outputs["pushed_model"], registry_uri=registry_uri,
@@ -106,8 +133,8 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[example_gen, schema_importer, statistics_gen, example_validator, drift_validator, data_gate,
-                    *trainers.values(), evaluator, pusher, *serving],
+        components=[*resolution, example_gen, schema_importer, statistics_gen, example_validator, drift_validator,
+                    data_gate, *trainers.values(), evaluator, pusher, *serving],
         enable_cache=True,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)

@@ -1,5 +1,7 @@
-"""The registry commands (`python -m pipelines registry list|rollback|predict`): list versions,
-roll the champion back, predict with the champion. The registry is the one `run` uses."""
+"""The registry commands (`python -m pipelines registry list|rollback|reinstate|predict|score`):
+list versions, roll the champion back (rejecting the version it leaves), reinstate a rejected
+version, predict and score with the champion (its files verified against its signed manifest
+first). The registry is the one `run` uses."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import tempfile
 
 import numpy as np
 
-from components.registry import CHAMPION_ALIAS, MlflowRegistry, RegistryError
+from components.registry import CHAMPION_ALIAS, NOT_PROMOTED_TAG, MlflowRegistry, RegistryError
 
 
 def load_png(path: str) -> np.ndarray:
@@ -53,26 +55,26 @@ def list_versions(registry: MlflowRegistry) -> None:
     if not versions:
         print(f"{registry.model_name}: no versions in {registry.uri}")
         return
-    print(f"{'version':<8} {'alias':<9} {'framework':<10} {'accuracy':<9} {'run':<28} replaced")
+    print(f"{'version':<8} {'alias':<9} {'framework':<10} {'accuracy':<9} {'run':<28} {'replaced':<9} state")
     for v in versions:
         alias = CHAMPION_ALIAS if CHAMPION_ALIAS in v.aliases else ""
+        state = f"rejected ({v.tags.get('rejected_reason', '')})" if v.rejected else v.tags.get(NOT_PROMOTED_TAG, "")
         print(f"{v.version:<8} {alias:<9} {v.tags.get('framework', ''):<10} {v.tags.get('accuracy', ''):<9} "
-              f"{v.tags.get('pipeline_run_id', ''):<28} {v.tags.get('replaced_version', '')}")
+              f"{v.tags.get('pipeline_run_id', ''):<28} {v.tags.get('replaced_version', ''):<9} {state}")
 
 
 def champion_probabilities(registry: MlflowRegistry, images: np.ndarray) -> tuple[np.ndarray, str]:
-    """The champion's probabilities for `images`, and its version. Only its exported files are
-    downloaded and loaded with this installation's `trainers.loader` (SavedModel or TorchScript,
-    checked first): the Python code stored with the registered pyfunc is never run."""
+    """The champion's probabilities for `images`, and its version. Its files are downloaded,
+    verified against its signed manifest and loaded with this installation's `trainers.loader`:
+    the Python code stored with the registered pyfunc is never run."""
     from trainers import loader
 
     with tempfile.TemporaryDirectory(prefix="champion-") as tmp:
         found = registry.download_champion(tmp)
         if found is None:
             raise RegistryError(f"{registry.model_name} has no champion in {registry.uri}")
-        champion, model_dir = found
-        predict_fn, _ = loader.load_predictor(model_dir)
-        return np.asarray(predict_fn(images)), champion.version
+        predict_fn, _ = loader.load_predictor(found.model_dir)
+        return np.asarray(predict_fn(images)), found.version.version
 
 
 def predict(registry: MlflowRegistry, images: np.ndarray) -> dict:
@@ -95,8 +97,17 @@ def score_files(registry: MlflowRegistry, images_path: str, labels_path: str, li
 
 def rollback(registry: MlflowRegistry, version: str, reason: str) -> None:
     v = registry.rollback(version, reason)
-    print(f"{registry.model_name}: {CHAMPION_ALIAS} -> version {v.version} "
-          f"(was {v.tags.get('rolled_back_from') or 'none'})")
+    left = v.tags.get("rolled_back_from") or ""
+    print(f"{registry.model_name}: {CHAMPION_ALIAS} -> version {v.version} (was {left or 'none'})"
+          + (f"; version {left} is rejected: no run promotes it again until `registry reinstate {left}`"
+             if left and left != v.version else ""))
+
+
+def reinstate(registry: MlflowRegistry, version: str) -> None:
+    v = registry.reinstate(version)
+    champion = registry.champion()
+    print(f"{registry.model_name}: version {v.version} is no longer rejected; the alias stays where it is "
+          f"({f'version {champion.version}' if champion else 'no champion'}); a later run may promote it")
 
 
 def predict_file(registry: MlflowRegistry, png: str | None, idx_path: str | None, index: int) -> None:

@@ -110,6 +110,9 @@ def summarize(cfg: PipelineConfig, run_id: str | None = None) -> dict[str, Any]:
         "metadata": cfg.metadata_path,
         "registry": cfg.resolved_registry_uri(),
         "registered_version": (_custom(pushed, "registered_version") or None) if pushed else None,
+        "promoted": bool(_custom(pushed, "champion")) if pushed else False,
+        "push_reason": (_custom(pushed, "reason") or "") if pushed else "",
+        "champion_resolved": evaluation.get("champion", {}).get("description", ""),
         "stage_seconds": stage_seconds(store, run),
         "config": dataclasses.asdict(cfg),
     }

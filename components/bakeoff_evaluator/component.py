@@ -27,7 +27,11 @@ class BakeoffEvaluatorSpec(ComponentSpec):
         # The decision rule, one property per DecisionRule field, under the field's name.
         **{name: ExecutionParameter(type=kind) for name, kind in typing.get_type_hints(DecisionRule).items()},
     }
-    INPUTS = {executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples)}
+    INPUTS = {
+        executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples),
+        # The registry's champion as the run resolved it (ChampionResolver through SameChampion).
+        executor.CHAMPION: ChannelParameter(type=standard_artifacts.Model, optional=True),
+    }
     OUTPUTS = {
         executor.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
@@ -45,14 +49,18 @@ class BakeoffEvaluator(base_beam_component.BaseBeamComponent):
     def __init__(self, examples: types.BaseChannel, candidates: dict[str, types.BaseChannel],
                  rule: DecisionRule, registry_uri: str = "", registered_model_name: str = "",
                  split: str = "test", corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE,
-                 training_logs: dict[str, types.BaseChannel] | None = None) -> None:
+                 training_logs: dict[str, types.BaseChannel] | None = None,
+                 champion: types.BaseChannel | None = None) -> None:
         """`training_logs`: each candidate's Trainer `model_run` (TensorBoard logs), by candidate name;
-        with a registry, they go into the candidate's MLflow run (components/tracking.py)."""
+        with a registry (`registry_uri`: only for the bake-off's MLflow runs), they go into the
+        candidate's MLflow run (components/tracking.py). `champion`: ChampionResolver's model, scored
+        with the candidates (verified against its signed manifest first) when there is one."""
         spec_class = spec_with_candidates(BakeoffEvaluatorSpec, sorted(candidates), minimum=2,
                                           with_runs=bool(training_logs))
         logs = {run_input(name): channel for name, channel in (training_logs or {}).items()}
         outputs = {key: types.Channel(type=param.type) for key, param in BakeoffEvaluatorSpec.OUTPUTS.items()}
         super().__init__(spec=spec_class(
-            examples=examples, split=split, registry_uri=registry_uri, corruptions_per_example=corruptions_per_example,
+            examples=examples, champion=champion, split=split, registry_uri=registry_uri,
+            corruptions_per_example=corruptions_per_example,
             registered_model_name=registered_model_name, **dataclasses.asdict(rule), **candidates, **logs,
             **outputs))

@@ -17,14 +17,15 @@ from tfx import types
 from tfx.dsl.components.base import base_beam_executor
 from tfx.types import artifact_utils
 
-from components import artifacts, examples, tracking
+from components import artifacts, champion, examples, tracking
 from components.bakeoff_evaluator import corruptions, decision, kfp_artifacts, latency, metrics, report, scoring
 from components.bakeoff_evaluator.rule import DecisionRule
 from components.candidates import is_training_log, run_input
 from components.registry import MlflowRegistry
-from trainers import loader, model_format
+from trainers import model_format
 
 EXAMPLES = "examples"
+CHAMPION = "champion"  # ChampionResolver's model (through SameChampion), optional
 EVALUATION = "evaluation"
 BLESSING = "blessing"
 REPORT, SUMMARY = kfp_artifacts.REPORT, kfp_artifacts.SUMMARY
@@ -66,24 +67,37 @@ def training_record(model_dir: str, meta: dict[str, Any], train_examples: int | 
 
 
 def describe_candidate(model_dir: str, labels: np.ndarray, probs: np.ndarray,
-                       sample: np.ndarray, train_examples: int | None = None) -> dict[str, Any]:
+                       sample: np.ndarray, train_examples: int | None = None,
+                       verified_as: str | None = None) -> dict[str, Any]:
     """One model's entry of evaluation.json: what it is, its metrics, its speed, its training."""
-    predict, meta = loader.load_predictor(model_dir)
+    predict, meta = scoring.load_model(model_dir, verified_as)
+    export = champion.exported_model_dir(model_dir) if verified_as else model_dir
     return {"framework": meta["framework"], "model": meta["model"], "seed": meta.get("config", {}).get("seed"),
-            "parameters": meta["parameters"], "device": meta["device"], "uri": model_dir,
-            "size_bytes": size_on_disk(model_dir),
+            "parameters": meta["parameters"], "device": meta["device"], "uri": export,
+            "size_bytes": size_on_disk(export),
             "metrics": metrics.score(labels, probs),
             "performance": latency.latency_and_throughput(predict, sample),
-            "training": training_record(model_dir, meta, train_examples)}
+            "training": training_record(export, meta, train_examples)}
 
 
 def candidate_models(input_dict: dict[str, list[types.Artifact]]) -> dict[str, str]:
-    """{candidate name: exported model folder} of every Model input."""
-    model_dirs = {name: os.path.join(artifact_utils.get_single_uri(models), "Format-Serving")
-                  for name, models in sorted(input_dict.items()) if name != EXAMPLES and not is_training_log(name)}
-    if artifacts.CHAMPION in model_dirs:
-        raise ValueError(f"'{artifacts.CHAMPION}' is reserved for the registry's champion; rename that candidate")
-    return model_dirs
+    """{candidate name: exported model folder} of every trained Model input."""
+    return {name: os.path.join(artifact_utils.get_single_uri(models), "Format-Serving")
+            for name, models in sorted(input_dict.items())
+            if name not in (EXAMPLES, CHAMPION) and not is_training_log(name)}
+
+
+def champion_model(found: types.Artifact | None, data_classes: list[str]) -> types.Artifact | None:
+    """The champion the run resolved, when there is one; a champion of other classes cannot be
+    compared with models of this data and stops the evaluation."""
+    if not champion.is_present(found):
+        return None
+    trained_on = champion.class_names(found)
+    if trained_on is not None and trained_on != data_classes:
+        raise ValueError(f"the champion ({champion.describe(found)}) was trained on the classes {trained_on}, this "
+                         f"run's data has {data_classes}: they cannot be compared; register this dataset's models "
+                         "under another registered_model_name")
+    return found
 
 
 def training_log_dir(input_dict: dict[str, list[types.Artifact]], candidate: str) -> str | None:
@@ -158,14 +172,16 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         rule = DecisionRule.from_properties(exec_properties)
         out_dir = artifact_utils.get_single_uri(output_dict[EVALUATION])
         model_dirs = candidate_models(input_dict)
+        class_names = examples.class_names(data)
+        given = (input_dict.get(CHAMPION) or [None])[0]
+        resolved = champion_model(given, class_names)
+        verified_as = {}
+        if resolved is not None:
+            model_dirs[artifacts.CHAMPION] = resolved.uri
+            verified_as[artifacts.CHAMPION] = champion.describe(resolved)
+            logging.info("BakeoffEvaluator: the champion is %s", champion.describe(resolved))
         registry = (MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
-                    if exec_properties.get(REGISTRY_URI) else None)
-        champion_version = None
-        if registry is not None:
-            found = registry.download_champion(os.path.join(out_dir, "champion_model"))
-            if found:
-                champion_version, model_dirs[artifacts.CHAMPION] = found
-                logging.info("BakeoffEvaluator: champion is version %s", champion_version.version)
+                    if exec_properties.get(REGISTRY_URI) else None)  # for the bake-off's MLflow runs only
 
         per_example = exec_properties.get(CORRUPTIONS_PER_EXAMPLE)
         per_example = corruptions.DEFAULT_PER_EXAMPLE if per_example is None else int(per_example)
@@ -173,7 +189,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         progress.info("scoring %d models on the %s split and its corrupted copy (one Beam pass)",
                       len(model_dirs), split)
         with self._make_beam_pipeline() as pipeline:
-            scoring.score_all(pipeline, examples.split_pattern(data, split), model_dirs, scores_path, per_example)
+            scoring.score_all(pipeline, examples.split_pattern(data, split), model_dirs, scores_path, per_example,
+                              verified_as)
         scores = scoring.load(scores_path)
 
         progress.info("measuring each model's latency and throughput")
@@ -181,16 +198,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         train_examples = examples.split_counts(data).get("train")
         # The champion was trained on data this run may not have: no examples/s for it.
         candidates = {name: describe_candidate(d, scores.labels, scores.probs[name], sample,
-                                               None if name == artifacts.CHAMPION else train_examples)
+                                               None if name == artifacts.CHAMPION else train_examples,
+                                               verified_as.get(name))
                       for name, d in model_dirs.items()}
-        if champion_version is not None:
-            candidates[artifacts.CHAMPION]["version"] = champion_version.version
-        class_names = examples.class_names(data)
-        comparisons, decided = evaluate(candidates, scores, rule, artifacts.CHAMPION if champion_version else None,
+        if resolved is not None:
+            candidates[artifacts.CHAMPION].update(version=champion.version(resolved),
+                                                  identity=champion.identity(resolved))
+        comparisons, decided = evaluate(candidates, scores, rule, artifacts.CHAMPION if resolved else None,
                                         per_example, class_names)
         evaluation = {
             "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
             "decision": decided, "bootstrap": metrics.BOOTSTRAP, "class_names": class_names,
+            # What the run was judged against (ChampionResolver's identity), present or not.
+            "champion": {"identity": champion.identity(given) if given else "", "present": resolved is not None,
+                         "description": champion.describe(given) if given else "no champion given"},
             "robustness": robustness_record(scores, per_example),
             "data": {"split": split, "examples": int(len(scores.labels)),
                      "examples_sha256": scores.examples_sha256, "examples_uri": data.uri,

@@ -22,6 +22,7 @@ from typing import Any, Iterator
 import apache_beam as beam
 import numpy as np
 
+from components import champion
 from components.bakeoff_evaluator import corruptions
 from trainers import loader, model_format
 
@@ -67,15 +68,25 @@ def xor_digest(records: list[bytes]) -> int:
     return value
 
 
+def load_model(model_dir: str, verified_as: str | None = None) -> tuple[loader.Predictor, dict]:
+    """A candidate's export as it is, or (`verified_as`: who it is, e.g. "mnist-digits version 3")
+    the champion's signed files, checked against its manifest right before they are loaded."""
+    if verified_as:
+        return champion.load_verified(model_dir, verified_as)
+    return loader.load_predictor(model_dir)
+
+
 class ScoreBatch(beam.DoFn):
     def __init__(self, model_dirs: dict[str, str],
-                 corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE) -> None:
+                 corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE,
+                 verified_as: dict[str, str] | None = None) -> None:
         self._model_dirs = model_dirs
         self._per_example = corruptions_per_example
+        self._verified_as = verified_as or {}
         self._predictors: dict[str, loader.Predictor] = {}
 
     def setup(self) -> None:
-        self._predictors = {name: loader.load_predictor(d)[0] for name, d in self._model_dirs.items()}
+        self._predictors = {name: load_model(d, self._verified_as.get(name))[0] for name, d in self._model_dirs.items()}
 
     def process(self, records: list[bytes]) -> Iterator[dict[str, Any]]:
         images, labels = _parse(records)
@@ -144,14 +155,16 @@ def merge(batches: list[dict[str, Any]], names: list[str]) -> Scores:
 
 
 def score_all(pipeline: beam.Pipeline, file_pattern: str, model_dirs: dict[str, str],
-              out_path: str, corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE) -> None:
-    """Adds the scoring to `pipeline`; the merged Scores land in `out_path` (npz)."""
+              out_path: str, corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE,
+              verified_as: dict[str, str] | None = None) -> None:
+    """Adds the scoring to `pipeline`; the merged Scores land in `out_path` (npz). `verified_as`:
+    the models that are loaded only once their signed files are verified (load_model)."""
     names = sorted(model_dirs)
     _ = (pipeline
          | "ReadExamples" >> beam.io.ReadFromTFRecord(
              file_pattern, compression_type=beam.io.filesystem.CompressionTypes.GZIP)
          | "Batch" >> beam.BatchElements(min_batch_size=256, max_batch_size=1024)
-         | "Score" >> beam.ParDo(ScoreBatch(model_dirs, corruptions_per_example))
+         | "Score" >> beam.ParDo(ScoreBatch(model_dirs, corruptions_per_example, verified_as))
          | "Gather" >> beam.combiners.ToList()
          | "Write" >> beam.Map(lambda batches: save(merge(batches, names), out_path)))
 

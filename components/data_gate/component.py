@@ -14,18 +14,14 @@ class DataGateSpec(ComponentSpec):
     PARAMETERS: dict = {}
     INPUTS = {
         executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
-        executor.SCHEMA: ChannelParameter(type=standard_artifacts.Schema),
         executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
     }
-    OUTPUTS = {executor.VALIDATED_SCHEMA: ChannelParameter(type=standard_artifacts.Schema)}
+    OUTPUTS: dict = {}  # the trainers depend on the gate itself (pipelines/pipeline.py)
 
 
 class DataGate(base_component.BaseComponent):
     SPEC_CLASS = DataGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, anomalies: types.BaseChannel, schema: types.BaseChannel,
-                 drift_anomalies: types.BaseChannel | None = None) -> None:
-        super().__init__(spec=DataGateSpec(
-            anomalies=anomalies, schema=schema, drift_anomalies=drift_anomalies,
-            validated_schema=types.Channel(type=standard_artifacts.Schema)))
+    def __init__(self, anomalies: types.BaseChannel, drift_anomalies: types.BaseChannel | None = None) -> None:
+        super().__init__(spec=DataGateSpec(anomalies=anomalies, drift_anomalies=drift_anomalies))

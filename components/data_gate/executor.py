@@ -1,8 +1,8 @@
 """DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any, or
 when DriftValidator found drift against the baseline or skew between train and test.
 
-On success it passes the schema through (lineage: the schema the data was validated against).
-The trainers depend on the gate explicitly, so they cannot start before it has passed.
+It has no output: the trainers depend on the gate explicitly, so they cannot start before it has
+passed.
 """
 
 from __future__ import annotations
@@ -13,14 +13,11 @@ from tensorflow_metadata.proto.v0 import anomalies_pb2
 from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
-from tfx.utils import io_utils
 
 from components import artifacts
 
 ANOMALIES = "anomalies"
 DRIFT_ANOMALIES = "drift_anomalies"
-SCHEMA = "schema"
-VALIDATED_SCHEMA = "validated_schema"
 
 
 class DataAnomaliesError(RuntimeError):
@@ -58,6 +55,3 @@ class Executor(base_executor.BaseExecutor):
                 f"data validation found {len(problems)} anomalies (details in {anomalies.uri}"
                 f"{'; review: ' + review if review else ''}); training will not run:\n  "
                 + "\n  ".join(problems))
-        schema_in = artifact_utils.get_single_uri(input_dict[SCHEMA])
-        schema_out = artifact_utils.get_single_uri(output_dict[VALIDATED_SCHEMA])
-        io_utils.copy_dir(schema_in, schema_out)

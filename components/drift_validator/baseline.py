@@ -1,20 +1,21 @@
-"""The drift baseline, chosen when DriftValidator runs (not when the DAG is built): the
-statistics the registry's current champion was trained on (the pusher records where they live on
-each version it registers), else the pinned file from the config. Works the same locally and on
-Kubeflow, and follows the champion alias wherever it moves (a rollback included)."""
+"""The drift baseline: the statistics the registry's champion was trained on (ChampionResolver's
+`statistics` artifact, verified against the version's signed manifest when it was resolved), else
+the pinned file from the config. Chosen from the run's inputs, never from the registry: a
+rollback moves the baseline with the champion because the champion is an input of the run."""
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 
 import tensorflow as tf
 import tensorflow_data_validation as tfdv
 from tensorflow_metadata.proto.v0 import statistics_pb2
+from tfx import types
 from tfx.components.statistics_gen import stats_artifact_utils
+from tfx.types import artifact_utils
 
-from components.registry import STATISTICS_TAG, MlflowRegistry
+from components import champion
 
 Stats = statistics_pb2.DatasetFeatureStatisticsList
 
@@ -29,33 +30,19 @@ class Baseline:
     source: str  # in words, for the log, the review page and the artifact
 
 
-def champion_statistics(registry_uri: str, model_name: str) -> tuple[str, str] | None:
-    """(statistics URI, version) of the champion's training data, or None when there is no
-    champion, it carries no statistics, or they are gone from the artifact store."""
-    champion = MlflowRegistry(registry_uri, model_name).champion()
-    if champion is None:
-        return None
-    uri = champion.tags.get(STATISTICS_TAG, "")
-    if not uri:
-        return None
-    if not tf.io.gfile.exists(uri):
-        logging.warning("drift baseline: champion version %s names statistics %s, which no longer exist",
-                        champion.version, uri)
-        return None
-    return uri, champion.version
-
-
-def resolve(pinned: str, from_champion: bool, registry_uri: str, model_name: str) -> Baseline:
-    """The champion's statistics when asked for and found, else the pinned file ("" = no drift check)."""
+def resolve(pinned: str, from_champion: bool, champion_statistics: types.Artifact | None) -> Baseline:
+    """The champion's statistics when asked for and it has them, else the pinned file ("" = no drift check)."""
     if not pinned:
         return Baseline("", "none: drift checks are off")
-    if from_champion and registry_uri and model_name:
-        found = champion_statistics(registry_uri, model_name)
-        if found:
-            uri, version = found
-            return Baseline(uri, f"the statistics of champion version {version} of {model_name}")
-    return Baseline(pinned, "the pinned baseline file (no champion with statistics in the registry)"
-                    if from_champion else "the pinned baseline file")
+    if not from_champion:
+        return Baseline(pinned, "the pinned baseline file")
+    if champion_statistics is None or not champion.is_present(champion_statistics):
+        why = champion.describe(champion_statistics) if champion_statistics is not None else "no champion given"
+        return Baseline(pinned, f"the pinned baseline file ({why})")
+    if not artifact_utils.decode_split_names(champion_statistics.split_names):
+        return Baseline(pinned, f"the pinned baseline file (champion {champion.describe(champion_statistics)} was "
+                                "registered without its training statistics)")
+    return Baseline(champion_statistics.uri, f"the statistics of champion {champion.describe(champion_statistics)}")
 
 
 def load_baseline(path: str) -> dict[str, Stats]:

@@ -1,52 +1,37 @@
-"""The drift baseline comes from the registry at run time: the statistics the current champion was
-trained on, following the alias (a rollback included), else the pinned file. A real MLflow
-registry (SQLite) with real registered models."""
+"""The drift baseline comes from the run's inputs: the statistics ChampionResolver emitted for the
+champion when it has them, else the pinned file; never from the registry at run time."""
 
 from __future__ import annotations
 
+from tfx.types import artifact_utils, standard_artifacts
+
+from components import champion
 from components.drift_validator.baseline import resolve
-from components.registry import STATISTICS_TAG, MlflowRegistry, embedded_uri
 
 PINNED = "/pinned/baseline_statistics.pbtxt"
-NAME = "mnist-baseline"
 
 
-def _register(registry: MlflowRegistry, model_dir, statistics: str | None):
-    tags = {STATISTICS_TAG: statistics} if statistics is not None else {}
-    return registry.register(str(model_dir), "pytorch", tags=tags, metrics={})
+def _champion_statistics(tmp_path, present: bool, splits: list[str]) -> standard_artifacts.ExampleStatistics:
+    artifact = standard_artifacts.ExampleStatistics()
+    artifact.uri = str(tmp_path / "champion-statistics")
+    artifact.split_names = artifact_utils.encode_split_names(splits)
+    champion.set_properties(artifact, {champion.PRESENT: present, champion.VERSION: "3" if present else "",
+                                       champion.REGISTERED_MODEL: "mnist-digits",
+                                       champion.WHY_ABSENT: "" if present else "no champion: none yet"})
+    return artifact
 
 
-def test_baseline_follows_the_champion_alias(small_models, tmp_path):
-    uri = embedded_uri(str(tmp_path / "registry"))
-    registry = MlflowRegistry(uri, NAME)
-    model_dir = small_models["pytorch_model"] / "Format-Serving"
-    stats = {run: tmp_path / f"stats-{run}" for run in ("run-1", "run-2")}
-    for folder in stats.values():
-        folder.mkdir()
-
-    assert resolve(PINNED, True, uri, NAME).path == PINNED  # no champion yet
-
-    first = _register(registry, model_dir, str(stats["run-1"]))
-    assert resolve(PINNED, True, uri, NAME).path == PINNED  # registered, but not the champion
-    registry.promote(first.version)
-    chosen = resolve(PINNED, True, uri, NAME)
-    assert chosen.path == str(stats["run-1"]) and f"champion version {first.version}" in chosen.source
-
-    second = _register(registry, model_dir, str(stats["run-2"]))
-    registry.promote(second.version)
-    assert resolve(PINNED, True, uri, NAME).path == str(stats["run-2"])
-
-    registry.rollback(first.version, "test")  # version 2 lost the alias: its statistics are not used
-    assert resolve(PINNED, True, uri, NAME).path == str(stats["run-1"])
-    assert resolve(PINNED, False, uri, NAME).path == PINNED  # asked not to follow the champion
+def test_the_champions_statistics_are_the_baseline(tmp_path):
+    stats = _champion_statistics(tmp_path, True, ["train", "eval", "test"])
+    chosen = resolve(PINNED, True, stats)
+    assert chosen.path == stats.uri and chosen.source == "the statistics of champion version 3 of mnist-digits"
+    assert resolve(PINNED, False, stats).path == PINNED  # asked not to follow the champion
+    assert resolve("", True, stats).path == ""  # drift checks off: no baseline at all
 
 
-def test_pinned_file_when_the_champion_has_no_usable_statistics(small_models, tmp_path):
-    uri = embedded_uri(str(tmp_path / "registry"))
-    registry = MlflowRegistry(uri, NAME)
-    model_dir = small_models["pytorch_model"] / "Format-Serving"
-    registry.promote(_register(registry, model_dir, None).version)  # registered before statistics were recorded
-    assert resolve(PINNED, True, uri, NAME).path == PINNED
-    registry.promote(_register(registry, model_dir, str(tmp_path / "deleted-stats")).version)
-    assert resolve(PINNED, True, uri, NAME).path == PINNED  # gone from the artifact store
-    assert resolve("", True, uri, NAME).path == ""  # drift checks off: no baseline at all
+def test_the_pinned_file_without_a_champion_with_statistics(tmp_path):
+    none = resolve(PINNED, True, _champion_statistics(tmp_path, False, []))
+    assert none.path == PINNED and "no champion: none yet" in none.source
+    older = resolve(PINNED, True, _champion_statistics(tmp_path, True, []))
+    assert older.path == PINNED and "registered without its training statistics" in older.source
+    assert resolve(PINNED, True, None).path == PINNED

@@ -20,8 +20,6 @@ class DriftValidatorSpec(ComponentSpec):
     PARAMETERS = {
         executor.BASELINE: ExecutionParameter(type=str, optional=True),
         executor.BASELINE_FROM_CHAMPION: ExecutionParameter(type=int, optional=True),
-        executor.REGISTRY_URI: ExecutionParameter(type=str, optional=True),
-        executor.MODEL_NAME: ExecutionParameter(type=str, optional=True),
         executor.LABEL_LINF: ExecutionParameter(type=float),
         executor.PIXEL_JS: ExecutionParameter(type=float),
     }
@@ -30,6 +28,8 @@ class DriftValidatorSpec(ComponentSpec):
         executor.SCHEMA: ChannelParameter(type=standard_artifacts.Schema),
         executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
         executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+        # The champion's training statistics (ChampionResolver through SameChampion): the baseline.
+        executor.CHAMPION_STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
     }
     OUTPUTS = {executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
 
@@ -41,14 +41,13 @@ class DriftValidator(base_component.BaseComponent):
     def __init__(self, statistics: types.BaseChannel, schema: types.BaseChannel,
                  anomalies: types.BaseChannel, baseline_statistics: str,
                  label_linf: float, pixel_js: float, baseline_from_champion: bool = False,
-                 registry_uri: str = "", registered_model_name: str = "",
+                 champion_statistics: types.BaseChannel | None = None,
                  examples: types.BaseChannel | None = None) -> None:
         """baseline_statistics: the pinned file ("" = no drift check). With baseline_from_champion,
-        the registry's champion's training statistics are used instead when it has them.
-        `examples`: their first images per label go into the review."""
+        the champion's training statistics (`champion_statistics`) are used instead when it has
+        them. `examples`: their first images per label go into the review."""
         super().__init__(spec=DriftValidatorSpec(
             statistics=statistics, schema=schema, anomalies=anomalies, examples=examples,
             baseline_statistics=baseline_statistics, label_linf=label_linf, pixel_js=pixel_js,
-            baseline_from_champion=int(baseline_from_champion), registry_uri=registry_uri,
-            registered_model_name=registered_model_name,
+            baseline_from_champion=int(baseline_from_champion), champion_statistics=champion_statistics,
             drift_anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies)))

@@ -35,8 +35,7 @@ SAMPLES_PER_CLASS = 8
 SAMPLE_SCAN = 4096  # records read per split at most, looking for each label's samples
 BASELINE = "baseline_statistics"  # the pinned file ("" = no drift check)
 BASELINE_FROM_CHAMPION = "baseline_from_champion"
-REGISTRY_URI = "registry_uri"
-MODEL_NAME = "registered_model_name"
+CHAMPION_STATISTICS = "champion_statistics"  # ChampionResolver's, optional
 LABEL_LINF = "label_linf"
 PIXEL_JS = "pixel_js"
 
@@ -150,9 +149,9 @@ class Executor(base_executor.BaseExecutor):
         validator_anomalies = artifacts.read_anomalies(artifact_utils.get_single_instance(input_dict[ANOMALIES]))
         output = artifact_utils.get_single_instance(output_dict[DRIFT_ANOMALIES])
         label_linf, pixel_js = float(exec_properties[LABEL_LINF]), float(exec_properties[PIXEL_JS])
+        champion_statistics = input_dict.get(CHAMPION_STATISTICS) or [None]
         chosen = baselines.resolve(exec_properties.get(BASELINE) or "",
-                                   bool(exec_properties.get(BASELINE_FROM_CHAMPION)),
-                                   exec_properties.get(REGISTRY_URI) or "", exec_properties.get(MODEL_NAME) or "")
+                                   bool(exec_properties.get(BASELINE_FROM_CHAMPION)), champion_statistics[0])
         baseline_path = chosen.path
         logging.info("DriftValidator: baseline %s (%s)", baseline_path or "none", chosen.source)
 

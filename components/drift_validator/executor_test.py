@@ -84,23 +84,18 @@ def test_real_data_passes_drift_and_skew_against_the_pinned_baseline(validated, 
     seen = seen_in_chromium(review, tmp_path / "seen")  # as a person sees it in a browser
     assert seen["text"].startswith("Data review\n\nNo anomaly") and "Sample images" in seen["text"]
     assert seen["images"] == {"sample-grid": True, "label-distribution": True, "pixel-histograms": True}
-    # The gate passes the schema through.
-    _, schema, anomalies = validated
-    out = _artifact(standard_artifacts.Schema, tmp_path / "validated_schema")
-    gate.Executor().Do({gate.ANOMALIES: [anomalies], gate.SCHEMA: [schema], gate.DRIFT_ANOMALIES: [drift]},
-                       {gate.VALIDATED_SCHEMA: [out]}, {})
-    assert (tmp_path / "validated_schema" / "schema.pbtxt").is_file()
+    # The gate passes.
+    _, _, anomalies = validated
+    gate.Executor().Do({gate.ANOMALIES: [anomalies], gate.DRIFT_ANOMALIES: [drift]}, {}, {})
 
 
 def test_thresholds_from_config_are_applied_and_the_gate_names_them(validated, tmp_path):
     """Tiny thresholds: the same real data now counts as drifted, in plain words."""
     drift = run_drift(validated, tmp_path / "drift", CFG.resolved_baseline_statistics(),
                       label_linf=1e-6, pixel_js=1e-6)
-    _, schema, anomalies = validated
-    out = _artifact(standard_artifacts.Schema, tmp_path / "validated_schema")
+    _, _, anomalies = validated
     with pytest.raises(gate.DataAnomaliesError) as err:
-        gate.Executor().Do({gate.ANOMALIES: [anomalies], gate.SCHEMA: [schema], gate.DRIFT_ANOMALIES: [drift]},
-                           {gate.VALIDATED_SCHEMA: [out]}, {})
+        gate.Executor().Do({gate.ANOMALIES: [anomalies], gate.DRIFT_ANOMALIES: [drift]}, {}, {})
     message = str(err.value)
     assert "[drift/skew: train] feature 'label'" in message and "Linfty" in message
     assert "[drift/skew: train] feature 'pixel_mean'" in message and "Jensen-Shannon" in message

@@ -15,14 +15,18 @@ class RegistryPusherSpec(ComponentSpec):
     PARAMETERS = {
         executor.REGISTRY_URI: ExecutionParameter(type=str),
         executor.MODEL_NAME: ExecutionParameter(type=str),
-        # Which code made the model (git revision locally, the image's on a cluster): a tag.
-        executor.CODE_REVISION: ExecutionParameter(type=str, optional=True),
+        # The PostgreSQL database whose advisory lock serializes alias writes on a tracking server.
+        executor.LOCK_URI: ExecutionParameter(type=str, optional=True),
     }
     INPUTS = {
         executor.EVALUATION: ChannelParameter(type=standard_artifacts.ModelEvaluation),
         executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
         # The statistics of the data the models were trained on, recorded on the version.
         executor.STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        # Their training images, hashed and recorded with the version (later runs' contamination check).
+        executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+        # The champion state the run was judged against: the alias moves only if it still holds.
+        executor.CHAMPION: ChannelParameter(type=standard_artifacts.Model),
     }
     OUTPUTS = {executor.PUSHED_MODEL: ChannelParameter(type=standard_artifacts.PushedModel)}
 
@@ -32,12 +36,13 @@ class RegistryPusher(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, evaluation: types.BaseChannel, blessing: types.BaseChannel,
-                 candidates: dict[str, types.BaseChannel], registry_uri: str,
+                 candidates: dict[str, types.BaseChannel], champion: types.BaseChannel, registry_uri: str,
                  registered_model_name: str, statistics: types.BaseChannel | None = None,
-                 code_revision: str = "") -> None:
+                 examples: types.BaseChannel | None = None, registry_lock_uri: str = "") -> None:
         # The candidates are inputs so that lineage names the model that was pushed.
         spec_class = spec_with_candidates(RegistryPusherSpec, sorted(candidates))
         super().__init__(spec=spec_class(
-            evaluation=evaluation, blessing=blessing, statistics=statistics, registry_uri=registry_uri,
-            **candidates, registered_model_name=registered_model_name, code_revision=code_revision,
+            evaluation=evaluation, blessing=blessing, statistics=statistics, examples=examples, champion=champion,
+            registry_uri=registry_uri, registry_lock_uri=registry_lock_uri, **candidates,
+            registered_model_name=registered_model_name,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

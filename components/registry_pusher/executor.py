@@ -1,4 +1,8 @@
-"""RegistryPusher's executor: registers the blessed winner and moves the `champion` alias.
+"""RegistryPusher's executor: registers the blessed winner (signed, with its training data's
+statistics and image hashes) and moves the `champion` alias, only if the champion is still the
+one the run resolved and the version is not rejected: the registry's one decision rule, under its
+alias lock (components/registry.py). Otherwise the version stays registered without the alias,
+and both it and the PushedModel artifact record why.
 
 Not blessed: nothing is registered, and the PushedModel artifact records why.
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 from typing import Any
 
 import tensorflow as tf
@@ -15,16 +20,21 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components import artifacts, tracking
+from components import artifacts, champion, examples, image_hashes, tracking
 from components import registry as registry_lib
 
 EVALUATION = "evaluation"
 BLESSING = "blessing"
 STATISTICS = "statistics"
+EXAMPLES = "examples"  # the training images, hashed for later runs' contamination check
+CHAMPION = "champion"  # ChampionResolver's model: the champion state the run was judged against
 PUSHED_MODEL = "pushed_model"
 REGISTRY_URI = "registry_uri"
 MODEL_NAME = "registered_model_name"
-CODE_REVISION = "code_revision"
+LOCK_URI = "registry_lock_uri"
+# Which code made the model (git revision locally, the image's on a cluster): a tag on the version,
+# from the environment, so that it is no part of the pusher's cache key.
+CODE_REVISION_VARIABLE = "CODE_REVISION"
 
 
 def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_revision: str) -> dict[str, str]:
@@ -85,6 +95,21 @@ def version_description(evaluation: dict[str, Any]) -> str:
     return tracking.fit_tag("\n".join(lines))
 
 
+def not_pushed(pushed: types.Artifact, reason: str) -> None:
+    pushed.set_int_custom_property("pushed", 0)
+    pushed.set_int_custom_property("champion", 0)
+    pushed.set_string_custom_property("reason", reason)
+
+
+def training_image_hashes(input_dict: dict[str, list[types.Artifact]], folder: str) -> dict[str, str]:
+    """The training split's image hashes as a file in `folder`, {name: path} for the version's baseline."""
+    if not input_dict.get(EXAMPLES):
+        return {}
+    images, labels = examples.load_split(artifact_utils.get_single_instance(input_dict[EXAMPLES]), "train")
+    return {registry_lib.IMAGE_HASHES_FILE: image_hashes.save(os.path.join(folder, registry_lib.IMAGE_HASHES_FILE),
+                                                              images, labels)}
+
+
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict: dict[str, list[types.Artifact]],
            output_dict: dict[str, list[types.Artifact]], exec_properties: dict[str, Any]) -> None:
@@ -96,53 +121,57 @@ class Executor(base_executor.BaseExecutor):
         if not blessing.get_int_custom_property(artifacts.BLESSED):
             reasons = evaluation["decision"]["reasons"]
             logging.warning("RegistryPusher: not blessed, nothing pushed: %s", "; ".join(reasons))
-            pushed.set_int_custom_property("pushed", 0)
-            pushed.set_string_custom_property("reason", " | ".join(reasons))
+            not_pushed(pushed, " | ".join(reasons))
             return
 
-        registry = registry_lib.MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME])
+        resolved = artifact_utils.get_single_instance(input_dict[CHAMPION])
+        registry = registry_lib.MlflowRegistry(exec_properties[REGISTRY_URI], exec_properties[MODEL_NAME],
+                                               lock_uri=exec_properties.get(LOCK_URI) or "")
+        registry.champion_state()  # a registry that fails stops here, before anything is registered
         winner = evaluation["decision"]["winner"]
         # The winner's own input channel, so lineage in the metadata store names the pushed model.
         model_dir = os.path.join(artifact_utils.get_single_uri(input_dict[winner]), "Format-Serving")
-        current = registry.champion()
         run_id = (self._context.pipeline_run_id if self._context else "") or ""
-        tags = {**decision_tags(evaluation, run_id, current.version if current else "",
-                                exec_properties.get(CODE_REVISION) or ""), **tracking_tags(evaluation)}
+        tags = {**decision_tags(evaluation, run_id, "", os.environ.get(CODE_REVISION_VARIABLE, "")),
+                **tracking_tags(evaluation),
+                "evaluated_against": champion.identity(resolved)}
         if self._context and self._context.pipeline_node is not None:
             tags["tfx_node_id"] = self._context.pipeline_node.node_info.id
         # ML Metadata ids of what was decided on: lineage from here reaches every execution.
         tags["mlmd_artifact_ids"] = json.dumps({
-            "evaluation": input_dict[EVALUATION][0].id, "blessing": blessing.id,
+            "evaluation": input_dict[EVALUATION][0].id, "blessing": blessing.id, "champion": resolved.id,
             "model": input_dict[winner][0].id, "examples_uri": evaluation["data"]["examples_uri"]}, sort_keys=True)
         # A pusher killed after registering leaves a complete version (MLflow creates a version
         # in one call, after the upload): its rerun adopts that version instead of a duplicate.
         tags[registry_lib.SOURCE_MODEL_TAG] = model_dir
-        # The statistics of the data this model was trained on: the next runs' drift baseline
-        # while this version holds the champion alias (DriftValidator asks the registry).
-        if input_dict.get(STATISTICS):
-            tags[registry_lib.STATISTICS_TAG] = artifact_utils.get_single_uri(input_dict[STATISTICS])
         version = registry.find_version(registry_lib.SOURCE_MODEL_TAG, model_dir)
         if version is not None:
-            logging.warning("RegistryPusher: %s version %s already holds this model (an earlier attempt "
-                            "of this push was interrupted): not registering it again", version.name,
+            logging.warning("RegistryPusher: %s version %s already holds this model (an earlier push of it, "
+                            "or an interrupted attempt of this one): not registering it again", version.name,
                             version.version)
         else:
-            version = registry.register(
-                model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
-                metrics=tracking.flatten_metrics(evaluation), description=version_description(evaluation),
-                files={"evaluation": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
-                       "evaluation/report": os.path.join(eval_dir, artifacts.REPORT_FILE)})
-        # The evaluation judged the winner against the champion it saw; if a concurrent run
-        # moved the alias since, the recorded primary values decide (registry.promote_if_better).
-        is_champion = registry.promote_if_better(version, baseline_version=tags["evaluated_against_version"])
-        logging.info("RegistryPusher: %s version %s registered; %s", version.name, version.version,
-                     "now champion" if is_champion else "a concurrent run's better version stays champion")
+            with tempfile.TemporaryDirectory(prefix="push-") as tmp:
+                # What later runs need from this version travels with it, signed: no path into this run.
+                baseline = training_image_hashes(input_dict, tmp)
+                if input_dict.get(STATISTICS):
+                    baseline[registry_lib.STATISTICS_DIR] = artifact_utils.get_single_uri(input_dict[STATISTICS])
+                version = registry.register(
+                    model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
+                    metrics=tracking.flatten_metrics(evaluation), description=version_description(evaluation),
+                    files={f"evaluation/{artifacts.EVALUATION_FILE}": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
+                           f"evaluation/{artifacts.REPORT_FILE}": os.path.join(eval_dir, artifacts.REPORT_FILE)},
+                    baseline=baseline, class_names=evaluation.get("class_names"))
+        promotion = registry.promote_if_unchanged(version, champion.identity(resolved))
+        logging.info("RegistryPusher: %s version %s registered; %s", version.name, version.version, promotion.reason)
         pushed.set_int_custom_property("pushed", 1)
-        pushed.set_int_custom_property("champion", int(is_champion))
+        pushed.set_int_custom_property("champion", int(promotion.promoted))
+        pushed.set_string_custom_property("reason", promotion.reason)
         pushed.set_string_custom_property("registry_uri", registry.uri)
         pushed.set_string_custom_property("registered_model", version.name)
         pushed.set_string_custom_property("registered_version", version.version)
+        pushed.set_string_custom_property("model_source", version.source)
         pushed.set_string_custom_property("pushed_destination", registry.champion_uri())
         with tf.io.gfile.GFile(os.path.join(pushed.uri, "registered.json"), "w") as f:
-            f.write(json.dumps({"name": version.name, "version": version.version,
-                                "alias": registry_lib.CHAMPION_ALIAS, "registry_uri": registry.uri}))
+            f.write(json.dumps({"name": version.name, "version": version.version, "champion": promotion.promoted,
+                                "reason": promotion.reason, "alias": registry_lib.CHAMPION_ALIAS,
+                                "registry_uri": registry.uri}))

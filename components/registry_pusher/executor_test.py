@@ -1,48 +1,65 @@
-"""The real pusher against a real (temporary, SQLite) MLflow registry."""
+"""The real pusher against a real (temporary, SQLite) MLflow registry, judged against the champion
+state the real ChampionResolver read."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
 from components import examples as example_data
-from components import registry
+from components import image_hashes, registry
 from components.registry_pusher import executor
-from conftest import load_champion_pyfunc, run_evaluator
+from conftest import load_champion_pyfunc, resolve_champion, run_evaluator
 
 MODEL_NAME = "mnist-test"
 
 
-def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, model_name=MODEL_NAME):
+def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, model_name=MODEL_NAME,
+               champion=None, statistics=None, examples=None):
+    """The real pusher; `champion`: what the run resolved (default: ChampionResolver's reading now)."""
+    if champion is None:
+        champion, _ = resolve_champion(registry_uri, model_name, tmp_path / "resolved")
     evaluation = standard_artifacts.ModelEvaluation()
     evaluation.uri = str(evaluation_dir)
-    inputs = {"evaluation": [evaluation], "blessing": [blessing]}
+    inputs = {"evaluation": [evaluation], "blessing": [blessing], "champion": [champion],
+              **({"statistics": [statistics]} if statistics is not None else {}),
+              **({"examples": [examples]} if examples is not None else {})}
     for name, uri in small_models.items():
         model = standard_artifacts.Model()
         model.uri = str(uri)
         inputs[name] = [model]
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed")
-    (tmp_path / "pushed").mkdir()
+    (tmp_path / "pushed").mkdir(exist_ok=True)
     executor.Executor().Do(inputs, {"pushed_model": [pushed]},
                            {"registry_uri": registry_uri, "registered_model_name": model_name})
     return pushed
 
 
-def test_blessed_winner_is_registered_and_becomes_champion(small_examples, small_models, tmp_path):
+def test_blessed_winner_is_registered_signed_and_becomes_champion(small_examples, small_models, tmp_path):
     evaluation, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.0)
     uri = registry.embedded_uri(str(tmp_path / "registry"))
-    pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, uri)
-    assert pushed.get_int_custom_property("pushed") == 1
+    pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, uri, examples=small_examples)
+    assert pushed.get_int_custom_property("pushed") == 1 and pushed.get_int_custom_property("champion") == 1
     reg = registry.MlflowRegistry(uri, MODEL_NAME)
     champion = reg.champion()
     assert champion is not None and champion.version == "1" and "champion" in champion.aliases
+    assert pushed.get_string_custom_property("model_source") == champion.source
     winner = evaluation["decision"]["winner"]
     assert champion.tags["candidate"] == winner
     assert champion.tags["framework"] == evaluation["candidates"][winner]["framework"]
     assert champion.tags["data_sha256"] == evaluation["data"]["examples_sha256"]
-    assert champion.tags["replaced_version"] == ""
+    assert champion.tags["evaluated_against"].startswith(f"{MODEL_NAME}@champion: no champion, revision 0")
+    assert reg.champion_state().revision == "1"
+    # Every file it was registered with is signed and verifies; the training images' hashes travel with it.
+    verified = reg.download_verified(champion, str(tmp_path / "download"))
+    assert {"identity.json", "evaluation/evaluation.json", "evaluation/report.html"} <= set(verified.signed_files)
+    train_images, _ = example_data.load_split(small_examples, "train")
+    recorded = image_hashes.load(verified.baseline(registry.IMAGE_HASHES_FILE))
+    assert np.array_equal(recorded["exact"], image_hashes.exact_hashes(train_images))
     # The registered pyfunc, loaded through the alias, scores what the evaluator recorded.
     model = load_champion_pyfunc(reg)
     images, labels = example_data.load_split(small_examples, "test")
@@ -61,9 +78,35 @@ def test_not_blessed_pushes_nothing(small_examples, small_models, tmp_path):
     assert reg.versions() == []
 
 
+def test_a_champion_that_moved_since_the_run_resolved_it_keeps_the_alias(small_examples, small_models, tmp_path):
+    """The run resolved "no champion"; meanwhile another push made version 1 champion: this run's
+    version is registered, the alias stays, and both say why."""
+    evaluation, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.0)
+    uri = registry.embedded_uri(str(tmp_path / "registry"))
+    resolved, _ = resolve_champion(uri, MODEL_NAME, tmp_path / "resolved-before")
+    reg = registry.MlflowRegistry(uri, MODEL_NAME)
+    other = reg.register(str(small_models["keras_model"] / "Format-Serving"), "keras", tags={}, metrics={})
+    reg.promote(other.version)
+    pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, {"pytorch_model": small_models["pytorch_model"],
+                        "keras_model": small_models["keras_model"]}, uri, champion=resolved)
+    reason = pushed.get_string_custom_property("reason")
+    assert pushed.get_int_custom_property("pushed") == 1 and pushed.get_int_custom_property("champion") == 0
+    assert reason.startswith("the champion changed since this run resolved it (now version 1, revision 1)")
+    assert reg.champion().version == other.version
+    mine = reg.version(pushed.get_string_custom_property("registered_version"))
+    assert mine.tags[registry.NOT_PROMOTED_TAG] == reason and "champion" not in mine.aliases
+
+
 def test_long_tag_values_are_cut_to_what_a_sql_registry_stores():
     from components.tracking import TAG_VALUE_LIMIT, fit_tag
 
     assert fit_tag("short") == "short"
     cut = fit_tag("reason | " * 1000)
     assert len(cut) == TAG_VALUE_LIMIT == 5000 and cut.endswith("(cut: the whole text is in evaluation.json)")
+
+
+def test_decision_record_is_json_where_it_is_structured(small_examples, small_models, tmp_path):
+    evaluation, _ = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.0)
+    tags = executor.decision_tags(evaluation, "run-1", "", "abc123")
+    assert json.loads(tags["decision_rule"])["primary_metric"] == "accuracy"
+    assert tags["code_revision"] == "abc123" and tags["pipeline_run_id"] == "run-1"

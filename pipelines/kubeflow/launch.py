@@ -209,5 +209,6 @@ def launch_summary(outputs: dict[str, dict], run_root: str, registry_uri: str, s
         "metadata": f"{scratch} (each task's log and executor output; no ML Metadata store outside a cluster)",
         "registry": registry_uri,
         "registered_version": pushed.get("registered_version") or None,
+        "promoted": bool(pushed.get("champion")), "push_reason": pushed.get("reason", ""),
         "stage_seconds": {key.partition("/")[0]: artifact["seconds"] for key, artifact in outputs.items()},
     }
