@@ -29,6 +29,8 @@ POLL_SECONDS = 30.0
 # abandoned for one of them.
 TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
 TRANSIENT_TRIES = 5
+# A poll the API server does not answer within this is a transient failure, not a wait for ever.
+REQUEST_TIMEOUT_SECONDS = 60.0
 VERBS = "create, get and delete"
 
 
@@ -119,7 +121,7 @@ def wait(api: Any, ref: JobRef, poll: float) -> job.Ending:
     seen, failures = None, 0
     while True:
         try:
-            current = api.get_namespaced_custom_object(*ref.args(), ref.name)
+            current = api.get_namespaced_custom_object(*ref.args(), ref.name, _request_timeout=REQUEST_TIMEOUT_SECONDS)
             failures = 0
         except (ApiException, HTTPError) as e:
             if getattr(e, "status", 503) not in TRANSIENT_STATUS or failures >= TRANSIENT_TRIES:
