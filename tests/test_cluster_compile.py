@@ -1,6 +1,7 @@
 """Issue #17: multi-worker trainer steps (Vertex AI CustomJob through TFX's Vertex training
-extension; a Kubeflow PyTorchJob / TFJob) and the Beam steps' runner (Direct, Dataflow, Flink), each
-compiled for real and checked by presubmit, and broken variants presubmit names."""
+extension; on Kubeflow a Trainer v2 TrainJob for PyTorch, a v1 TFJob for Keras) and the Beam steps'
+runner (Direct, Dataflow, Flink), each compiled for real and checked by presubmit, and broken
+variants presubmit names."""
 
 from __future__ import annotations
 
@@ -76,11 +77,11 @@ def test_vertex_trainers_launch_a_custom_job_of_chief_and_workers(compiled):
         assert config["epochs"] == 4 and config["seed"] == 42
 
 
-def test_kubeflow_trainers_launch_a_training_operator_job(compiled):
+def test_kubeflow_trainers_launch_a_train_job_or_a_tf_job(compiled):
     package = Package.read(compiled["kubeflow_workers_flink"])
     assert "trainer_config" not in package.root_parameters and not package.platform  # no step is placed
-    kinds = {"keras_trainer": "TFJob", "pytorch_trainer": "PyTorchJob"}
-    for task_id, kind in kinds.items():
+    kinds = {"keras_trainer": ("TFJob", ""), "pytorch_trainer": ("TrainJob", "torch-distributed")}
+    for task_id, (kind, runtime) in kinds.items():
         assert "components.training_job.executor.Executor" in _container(package, task_id)["args"]
         assert "accelerator" not in _container(package, task_id).get("resources", {})
         settings = job.JobSettings.from_dict(_custom_config(package, task_id)[job.JOB_KEY])
@@ -89,7 +90,20 @@ def test_kubeflow_trainers_launch_a_training_operator_job(compiled):
                                                            "requests": {"cpu": "4"}},
             node_selector={"cloud.google.com/gke-accelerator": "nvidia-l4"},
             tolerations=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
-            service_account="default-editor")
+            service_account="default-editor", runtime=runtime)
+    train_job = job.render(job.JobSettings.from_dict(_custom_config(package, "pytorch_trainer")[job.JOB_KEY]),
+                           "pytorch-trainer-1a2b3c4d", "ml", ["python"])
+    assert train_job["spec"]["runtimeRef"]["name"] == "torch-distributed"
+    assert job.replica_images(train_job) == [_container(package, "pytorch_trainer")["image"]]
+
+
+def test_presubmit_says_which_operators_the_kubeflow_jobs_need(compiled):
+    warnings = presubmit_warnings(compiled["kubeflow_workers_flink"])
+    assert any("task keras_trainer: its TFJob is the v1 training operator's (kubeflow.org/v1, release-1.9), since "
+               "Kubeflow Trainer v2 has no TensorFlow runtime" in w for w in warnings), warnings
+    assert any("task pytorch_trainer: its TrainJob needs Kubeflow Trainer v2 (>= v2.2) and its ClusterTrainingRuntime "
+               "'torch-distributed'" in w for w in warnings), warnings
+    assert not any("TFJob" in w or "TrainJob" in w for w in presubmit_warnings(compiled["vertex_workers_dataflow"]))
 
 
 def test_beam_args_per_runner(compiled):
@@ -186,10 +200,23 @@ BROKEN = {
         "Beam runner PortableRunner needs --job_endpoint host:port"),
     "job_image": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
         "pytorch_trainer", lambda c: c[job.JOB_KEY].update(image="ghcr.io/x/other:2")),
-        "task pytorch_trainer: the PyTorchJob's replicas run image 'ghcr.io/x/other:2', not the executor's"),
+        "task pytorch_trainer: the TrainJob's replicas run image 'ghcr.io/x/other:2', not the executor's"),
+    "tf_job_image": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
+        "keras_trainer", lambda c: c[job.JOB_KEY].update(image="ghcr.io/x/other:3")),
+        "task keras_trainer: the TFJob's replicas run image 'ghcr.io/x/other:3', not the executor's"),
     "job_kind": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
-        "keras_trainer", lambda c: c[job.JOB_KEY].update(kind="PyTorchJob")),
-        "run_fn trainers.keras_trainer.run_fn trains with TFJob's environment, not PyTorchJob's"),
+        "keras_trainer", lambda c: c[job.JOB_KEY].update(kind="TrainJob", runtime="torch-distributed")),
+        "run_fn trainers.keras_trainer.run_fn trains with TFJob's environment, not TrainJob's"),
+    "tf_job_for_pytorch": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
+        "pytorch_trainer", lambda c: c[job.JOB_KEY].update(kind="TFJob", runtime="")),
+        "run_fn trainers.torch_trainer.run_fn trains with TrainJob's environment, not TFJob's"),
+    "train_job_without_runtime": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
+        "pytorch_trainer", lambda c: c[job.JOB_KEY].update(runtime="")),
+        "task pytorch_trainer: custom_config kubeflow_training_job is not a training job: kubeflow_training_job: a "
+        "TrainJob needs a runtime"),
+    "v1_pytorch_job": ("kubeflow_workers_flink", "kubeflow", _edit_custom_config(
+        "pytorch_trainer", lambda c: c[job.JOB_KEY].update(kind="PyTorchJob", runtime="")),
+        "kind PyTorchJob (the v1 training operator) is replaced by Kubeflow Trainer v2's TrainJob: recompile"),
 }
 
 

@@ -1,5 +1,6 @@
-"""KServeDeployer (Kubeflow target only, optional): when this run moved the champion alias, the
-champion's KServe InferenceService, rendered from the registry and applied to the cluster."""
+"""KServeDeployer (Kubeflow target only, optional): when this run moved the champion alias, the KServe
+InferenceService of the version this run's RegistryPusher registered (as its pushed_model artifact
+names it; the registry is not asked), applied to the cluster."""
 
 from __future__ import annotations
 
@@ -33,7 +34,9 @@ class KServeDeployer(base_component.BaseComponent):
                  service_account: str, artifacts_destination: str, namespace: str = "",
                  canary_traffic_percent: int = -1) -> None:
         """canary_traffic_percent: the share of traffic the new champion gets while the previous
-        revision keeps the rest (KServe's canary rollout); negative: all of it at once."""
+        revision keeps the rest (KServe's canary rollout); negative: all of it at once.
+        registered_model_name: the model this step serves (a pushed version of another is refused);
+        registry_uri: recorded in the step's properties only (the executor reads the pushed artifact)."""
         super().__init__(spec=KServeDeployerSpec(
             pushed_model=pushed_model, registry_uri=registry_uri, registered_model_name=registered_model_name,
             namespace=namespace, service_account=service_account, artifacts_destination=artifacts_destination,

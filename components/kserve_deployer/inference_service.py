@@ -1,4 +1,6 @@
-"""A KServe InferenceService for the registry's champion, checked offline against KServe's schema.
+"""A KServe InferenceService for one registered model version, checked offline against KServe's
+schema: the registry's champion (`render`, for `python -m pipelines kserve`), or the version a
+pipeline run pushed, as its pusher's artifact names it (`render_version`, for KServeDeployer).
 
 The predictor is KServe's MLflow model format on the v2 protocol (KServe serves it with MLServer's
 MLflow runtime, as `python -m pipelines serve` does here), reading the champion version's MLflow
@@ -127,14 +129,20 @@ def validate(isvc: dict[str, Any]) -> None:
         raise RenderError(f"not a valid KServe InferenceService ({source}):\n  " + "\n  ".join(problems))
 
 
+def render_version(version: ModelVersion, source: str, *, artifacts_destination: str = DEFAULT_ARTIFACTS_DESTINATION,
+                   **options: Any) -> dict[str, Any]:
+    """The InferenceService of `version`, whose MLflow source URI is `source`, validated; nothing is
+    asked of the registry."""
+    isvc = inference_service(version.name, version, storage_uri(source, artifacts_destination), **options)
+    validate(isvc)
+    return isvc
+
+
 def render(registry_uri: str, model_name: str, *, artifacts_destination: str = DEFAULT_ARTIFACTS_DESTINATION,
            **options: Any) -> tuple[ModelVersion, dict[str, Any]]:
     """The champion's InferenceService, validated: (the version it serves, the object)."""
-    registry = MlflowRegistry(registry_uri, model_name)
-    version, source = champion_source(registry)
-    isvc = inference_service(model_name, version, storage_uri(source, artifacts_destination), **options)
-    validate(isvc)
-    return version, isvc
+    version, source = champion_source(MlflowRegistry(registry_uri, model_name))
+    return version, render_version(version, source, artifacts_destination=artifacts_destination, **options)
 
 
 def to_yaml(isvc: dict[str, Any], version: ModelVersion, registry_uri: str) -> str:

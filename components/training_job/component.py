@@ -11,7 +11,7 @@ from components.training_job import executor
 
 
 class KubeflowJobTrainer(tfx.components.Trainer):
-    """Kubeflow target: a PyTorchJob or TFJob (custom_config[job.JOB_KEY]) of the trainer's replicas."""
+    """Kubeflow target: a TrainJob (PyTorch) or TFJob (Keras) of the trainer's replicas (custom_config[job.JOB_KEY])."""
 
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 

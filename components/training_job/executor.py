@@ -1,10 +1,12 @@
 """The executors of a multi-worker trainer step: the step itself only launches its replicas and
 waits for them; each replica runs TFX's Trainer executor (components/training_job/replica.py).
 
-- `Executor` (Kubeflow): creates the trainer's PyTorchJob or TFJob (components/training_job/job.py)
-  through the in-cluster Kubernetes API and waits for the operator to mark it Succeeded or Failed.
-  It needs the Kubeflow training operator on the cluster and a service account allowed to create
-  and get pytorchjobs / tfjobs.kubeflow.org in the namespace.
+- `Executor` (Kubeflow): creates the trainer's TrainJob (PyTorch, Kubeflow Trainer v2) or TFJob
+  (Keras, the v1 training operator: Trainer v2 has no TensorFlow runtime) from
+  components/training_job/job.py, through the cluster's Kubernetes API, and waits for it to end
+  (components/training_job/submission.py). It needs that operator on the cluster and a service
+  account allowed to create, get and delete trainjobs.trainer.kubeflow.org / tfjobs.kubeflow.org
+  in the namespace.
 - `VertexExecutor`: TFX's Vertex training extension (a Vertex AI CustomJob whose worker pools
   run the executor), with its replicas running `ReplicaExecutor`.
 """
@@ -12,8 +14,6 @@ waits for them; each replica runs TFX's Trainer executor (components/training_jo
 from __future__ import annotations
 
 import json
-import logging
-import time
 from typing import Any
 
 from tfx import types
@@ -22,10 +22,8 @@ from tfx.extensions.google_cloud_ai_platform.trainer import executor as vertex_t
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import name_utils
 
-from components.cluster import custom_objects_api, pod_namespace
-from components.training_job import job, replica
-
-POLL_SECONDS = 30.0
+from components.cluster import pod_namespace
+from components.training_job import job, replica, submission
 
 
 def replica_command(input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
@@ -47,63 +45,10 @@ def job_settings(exec_properties: dict[str, Any]) -> job.JobSettings:
     return job.JobSettings.from_dict(custom_config[job.JOB_KEY])
 
 
-def _api_problem(error: Exception, kind: str, plural: str, namespace: str) -> str | None:
-    """What a refused request means, in the user's terms; None for anything else."""
-    status = getattr(error, "status", None)
-    if status == 404:
-        return (f"the cluster has no {job.GROUP}/{job.VERSION} {plural}: the Kubeflow training operator is "
-                f"not installed (it runs {kind}s), or namespace {namespace!r} does not exist")
-    if status == 403:
-        return (f"this step's service account may not create or get {plural}.{job.GROUP} in namespace "
-                f"{namespace!r}: grant it create and get (a Role and RoleBinding)")
-    return None
-
-
-def _logs_hint(manifest: dict[str, Any]) -> str:
-    metadata = manifest["metadata"]
-    return f"kubectl logs -n {metadata['namespace']} -l training.kubeflow.org/job-name={metadata['name']}"
-
-
-def submit_and_wait(manifest: dict[str, Any], poll: float = POLL_SECONDS) -> str:
-    """Creates the job through the in-cluster Kubernetes API and waits for its end; its final state.
-    A wait that does not end normally (the step cancelled or killed) deletes the job, so no replica
-    keeps its accelerator for a step that is gone; a job that ended stays, with its pods' logs."""
-    from kubernetes.client.rest import ApiException
-
-    api = custom_objects_api("multi-worker trainer", f"creates a {manifest['kind']} on the Kubeflow cluster "
-                             "it runs in (compile kfp_trainer_workers > 1 for kfp_target kubeflow only)")
-    kind, plural = manifest["kind"], job.KINDS[manifest["kind"]][0]
-    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
-    try:
-        api.create_namespaced_custom_object(job.GROUP, job.VERSION, namespace, plural, manifest)
-    except ApiException as e:
-        problem = _api_problem(e, kind, plural, namespace)
-        raise RuntimeError(problem or f"creating {kind} {namespace}/{name}: {e}") from e
-    logging.info("created %s %s/%s; its replicas' logs: %s", kind, namespace, name, _logs_hint(manifest))
-    ended, seen = False, None
-    try:
-        while True:
-            current = api.get_namespaced_custom_object(job.GROUP, job.VERSION, namespace, plural, name)
-            conditions = [c.get("type") for c in current.get("status", {}).get("conditions", []) or []
-                          if c.get("status") == "True"]
-            if conditions != seen:
-                logging.info("%s %s/%s: %s", kind, namespace, name, ", ".join(conditions) or "pending")
-                seen = conditions
-            state = job.job_state(current)
-            if state:
-                ended = True
-                return state
-            time.sleep(poll)
-    finally:
-        if not ended:
-            try:
-                api.delete_namespaced_custom_object(job.GROUP, job.VERSION, namespace, plural, name)
-                logging.warning("deleted %s %s/%s: this step stopped waiting for it", kind, namespace, name)
-            except ApiException as e:
-                logging.warning("could not delete %s %s/%s (%s): delete it by hand", kind, namespace, name, e)
-
-
 class Executor(base_executor.BaseExecutor):
+    # How often the job's state is read; a test's fake API server answers at once.
+    poll_seconds: float = submission.POLL_SECONDS
+
     def Do(self, input_dict: dict[str, list[types.Artifact]], output_dict: dict[str, list[types.Artifact]],
            exec_properties: dict[str, Any]) -> None:
         self._log_startup(input_dict, output_dict, exec_properties)
@@ -115,10 +60,10 @@ class Executor(base_executor.BaseExecutor):
         manifest = job.render(settings, job.job_name(trainer_id), pod_namespace(settings.namespace),
                               replica_command(input_dict, output_dict, exec_properties),
                               labels={"mnist-bakeoff/trainer": trainer_id[:63]})
-        state = submit_and_wait(manifest)
-        if state != "Succeeded":
-            raise RuntimeError(f"{manifest['kind']} {manifest['metadata']['namespace']}/{manifest['metadata']['name']} "
-                               f"ended {state}; its pods' logs say why ({_logs_hint(manifest)})")
+        ending = submission.submit_and_wait(manifest, poll=self.poll_seconds)
+        if not ending.succeeded:
+            ref = submission.JobRef.of(manifest)
+            raise RuntimeError(f"{ref} ended {ending.describe()}; its pods' logs say why ({ref.logs_hint()})")
 
 
 class VertexExecutor(vertex_trainer_executor.GenericExecutor):

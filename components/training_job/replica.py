@@ -4,10 +4,12 @@ same artifacts and properties as a single-container trainer), in a world the eng
 - `ReplicaExecutor`: TFX 1.16's GenericExecutor checks after run_fn that the model was exported and
   fails otherwise; only the chief exports (trainers/distributed.py), so a worker whose run_fn ended
   first would fail the job. Here a worker waits for the chief's export instead.
-- `torch_environment`: Vertex AI documents CLUSTER_SPEC and TF_CONFIG for every replica of a
-  custom container, not torch.distributed's MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK; when
-  those are missing they are derived from TF_CONFIG (the chief's address, the replica's rank in
-  the strategy's order), so the PyTorch trainer joins the same world the Keras one does.
+- `torch_environment`: torch.distributed's MASTER_ADDR, MASTER_PORT, WORLD_SIZE and RANK when the
+  engine set other variables: Kubeflow Trainer v2's torch runtime sets torchrun's (PET_NNODES,
+  PET_NODE_RANK, PET_MASTER_ADDR, PET_MASTER_PORT) for a torchrun the replica does not run; Vertex
+  AI documents CLUSTER_SPEC and TF_CONFIG for every replica of a custom container, from which the
+  chief's address and the replica's rank in the strategy's order are derived. Either way the
+  PyTorch trainer joins the same world the Keras one does.
 A Kubeflow training job's replicas start it with `python -m pipelines replica ARGS`, ARGS those of
 `tfx.scripts.run_executor` (pipelines/kubeflow/entrypoint.py run_replica).
 """
@@ -33,10 +35,26 @@ from trainers import distributed
 EXPORT_WAIT_SECONDS = 1800.0
 
 
+def trainer_v2_environment(env: Mapping[str, str]) -> dict[str, str]:
+    """torch.distributed's variables from the PET_* ones a Kubeflow Trainer v2 TrainJob sets, one
+    process per node (the TrainJob's numProcPerNode 1, components/training_job/job.py)."""
+    if env.get("PET_NPROC_PER_NODE", "1") != "1":
+        raise ValueError(f"PET_NPROC_PER_NODE={env['PET_NPROC_PER_NODE']}: a replica is one trainer process "
+                         "per node (the TrainJob's numProcPerNode must be 1)")
+    if int(env["PET_NNODES"]) == 1:
+        return {}
+    return {"MASTER_ADDR": env["PET_MASTER_ADDR"], "MASTER_PORT": env["PET_MASTER_PORT"],
+            "WORLD_SIZE": env["PET_NNODES"], "RANK": env["PET_NODE_RANK"]}
+
+
 def torch_environment(env: Mapping[str, str]) -> dict[str, str]:
-    """torch.distributed's variables from TF_CONFIG, when the engine set TF_CONFIG only (Vertex AI);
-    nothing when they are set already (PyTorchJob, torchrun) or there is no cluster."""
-    if "WORLD_SIZE" in env or not env.get("TF_CONFIG"):
+    """torch.distributed's variables from PET_* (a Trainer v2 TrainJob) or TF_CONFIG (Vertex AI), when
+    the engine set only those; nothing when they are set already (torchrun) or there is no cluster."""
+    if "WORLD_SIZE" in env:
+        return {}
+    if env.get("PET_NNODES"):
+        return trainer_v2_environment(env)
+    if not env.get("TF_CONFIG"):
         return {}
     world = distributed.tf_world(env)
     if world.size == 1:

@@ -1,6 +1,7 @@
 """The pre-submit checks of what runs beyond a step's own container: multi-worker trainer steps (a
-Vertex AI CustomJob through TFX's extension, or a Kubeflow PyTorchJob / TFJob) and the Beam steps'
-runner (Direct, Dataflow, Flink through the portable runner). One sentence per problem."""
+Vertex AI CustomJob through TFX's extension; on Kubeflow, a Trainer v2 TrainJob for PyTorch or a
+v1 TFJob for Keras, since Trainer v2 has no TensorFlow runtime) and the Beam steps' runner (Direct,
+Dataflow, Flink through the portable runner). One sentence per problem."""
 
 from __future__ import annotations
 
@@ -121,14 +122,16 @@ def vertex_job_problems(where: str, config: dict[str, Any], image: str) -> list[
 
 def kubeflow_job_problems(where: str, config: dict[str, Any], image: str, run_fn: Any,
                           s3_root: bool) -> list[str]:
+    """The job the step will create, rendered from its compiled settings (which JobSettings checks: a
+    known kind, a TrainJob's runtime): the kind its trainer's framework needs, the executor's image in
+    every replica."""
     try:
         settings = job.JobSettings.from_dict(config.get(job.JOB_KEY) or {})
     except (TypeError, ValueError) as e:
         return [f"{where}: custom_config {job.JOB_KEY} is not a training job: {e}"]
-    problems = []
-    if settings.image != image:
-        problems.append(f"{where}: the {settings.kind}'s replicas run image {settings.image!r}, not the "
-                        f"executor's {image!r}")
+    manifest = job.render(settings, "presubmit", settings.namespace or "default", ["python"])
+    problems = [f"{where}: the {settings.kind}'s replicas run image {replica_image!r}, not the executor's {image!r}"
+                for replica_image in sorted(set(job.replica_images(manifest))) if replica_image != image]
     expected = next((job.KIND_OF_FRAMEWORK[framework] for framework, path in TRAINERS.items() if path == run_fn), None)
     if expected and settings.kind != expected:
         problems.append(f"{where}: run_fn {run_fn} trains with {expected}'s environment, not {settings.kind}'s")
@@ -174,9 +177,39 @@ def training_job_problems(package: Package, target: str, values: list[tuple[str,
     return problems
 
 
+def _job_settings(package: Package) -> dict[str, dict[str, Any]]:
+    """The compiled job settings of each Kubeflow multi-worker trainer step (its custom_config constant)."""
+    found = {}
+    for task_id, task in package.tasks.items():
+        constant = task.get("inputs", {}).get("parameters", {}).get("custom_config", {}).get("runtimeValue", {})
+        try:
+            settings = json.loads(constant.get("constant") or "{}").get(job.JOB_KEY)
+        except (AttributeError, TypeError, ValueError):
+            continue
+        if isinstance(settings, dict):
+            found[task_id] = settings
+    return found
+
+
+def job_operator_notes(package: Package) -> list[str]:
+    """What each Kubeflow trainer job needs installed, which no check here can see: a TrainJob, Trainer
+    v2 and its runtime; a TFJob, the v1 training operator beside it (v2 has no TensorFlow runtime)."""
+    notes = []
+    for task_id, settings in sorted(_job_settings(package).items()):
+        if settings.get("kind") == job.TRAIN_JOB.name:
+            notes.append(f"task {task_id}: its TrainJob needs Kubeflow Trainer v2 (>= v2.2) and its "
+                         f"{job.RUNTIME_KIND} {settings.get('runtime')!r} on the cluster")
+        elif settings.get("kind") == job.TF_JOB.name:
+            notes.append(f"task {task_id}: its TFJob is the v1 training operator's (kubeflow.org/v1, release-1.9), "
+                         "since Kubeflow Trainer v2 has no TensorFlow runtime: the cluster needs that operator "
+                         "beside Trainer v2")
+    return notes
+
+
 def cluster_warnings(package: Package) -> list[str]:
     """A remote Beam runner starts the image as its SDK container: that needs Beam's boot entrypoint,
-    which only the image built with infra/Dockerfile.beam-sdk has; no check here can see inside it."""
+    which only the image built with infra/Dockerfile.beam-sdk has; no check here can see inside it.
+    A Kubeflow trainer job needs its operator, which no check here can see either."""
     runners = set(_runners(package).values()) - set(DIRECT_RUNNERS)
     images = sorted({e.get("container", {}).get("image", "") for e in package.executors.values()})
     warnings = [f"Beam runner {runner}: the workers start {', '.join(images)} as the SDK container; it must be "
@@ -187,4 +220,4 @@ def cluster_warnings(package: Package) -> list[str]:
         warnings.append(f"Beam runner PortableRunner with the pipeline root {root!r}: the Flink workers' SDK "
                         "containers get none of the step's AWS_* variables; give the Flink task managers the "
                         "store's keys, or use a gs:// root")
-    return warnings
+    return warnings + job_operator_notes(package)

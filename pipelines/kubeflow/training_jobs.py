@@ -5,9 +5,10 @@ step to the replicas.
 - vertex: TFX's Vertex AI training extension; the trainer's custom_config carries its keys
   (ENABLE_VERTEX_KEY, VERTEX_REGION_KEY, TRAINING_ARGS_KEY = {"project", "job_spec":
   {"worker_pool_specs": [chief pool of 1, worker pool of N-1]}}), every pool on the package's image.
-- kubeflow: a PyTorchJob (PyTorch trainer) or TFJob (Keras) of the Kubeflow training operator,
-  its settings under components.training_job.job.JOB_KEY (image, replicas, the placement of
-  pipelines/kubeflow/placement.py as pod resources, node selector and tolerations).
+- kubeflow: a TrainJob of Kubeflow Trainer v2 on a torch ClusterTrainingRuntime (PyTorch trainer)
+  or a TFJob of the v1 training operator (Keras: Trainer v2 has no TensorFlow runtime), its
+  settings under components.training_job.job.JOB_KEY (image, replicas, the runtime, the placement
+  of pipelines/kubeflow/placement.py as pod resources, node selector and tolerations).
 """
 
 from __future__ import annotations
@@ -76,9 +77,16 @@ def replica_resources(cfg: PipelineConfig) -> dict[str, Any]:
     return {name: value for name, value in (("limits", limits), ("requests", requests)) if value}
 
 
+def training_runtime(cfg: PipelineConfig) -> str:
+    """The TrainJob's ClusterTrainingRuntime (kfp_training_runtime, until the config has it: torch-distributed)."""
+    return getattr(cfg, "kfp_training_runtime", job.DEFAULT_RUNTIME)
+
+
 def kubeflow_job_settings(cfg: PipelineConfig, framework: str) -> job.JobSettings:
-    return job.JobSettings(kind=job.KIND_OF_FRAMEWORK[framework], replicas=cfg.kfp_trainer_workers,
-                           image=cfg.image, namespace=cfg.kfp_training_job_namespace,
+    kind = job.KIND_OF_FRAMEWORK[framework]
+    return job.JobSettings(kind=kind, replicas=cfg.kfp_trainer_workers, image=cfg.image,
+                           runtime=training_runtime(cfg) if kind == job.TRAIN_JOB.name else "",
+                           namespace=cfg.kfp_training_job_namespace,
                            service_account=cfg.kfp_training_job_service_account,
                            resources=replica_resources(cfg), node_selector=placement.trainer_node_selector(cfg),
                            tolerations=placement.trainer_tolerations(cfg), secret_env=cfg.kfp_object_store_secret)
