@@ -363,7 +363,7 @@ def deployment_from_args(args: argparse.Namespace):
     return deploy.build_deployment(
         args.package, args.version or code_revision(), args.param or [], pipeline_name=args.pipeline_name,
         pipeline_root=args.pipeline_root, run=args.run, run_name=args.run_name, experiment=args.experiment,
-        enable_caching=not args.no_cache)
+        enable_caching=False if args.no_cache else None)
 
 
 def _launch_command(args: argparse.Namespace) -> int:

@@ -93,12 +93,15 @@ class PipelineConfig:
                                      "MLflow tracking URI the cluster's tasks use")
     kfp_registry_lock_uri: str = setting("postgresql://mlflow@mlflow-postgres.mlflow.svc.cluster.local:5432/mlflow",
                                          "the cluster's registry_lock_uri: the tracking server's PostgreSQL "
-                                         "(infra/mlflow; its password comes from kfp_model_keys_secret as "
+                                         "(infra/mlflow; its password comes from kfp_model_signing_secret as "
                                          "PGPASSWORD)")
-    kfp_model_keys_secret: str = setting("mnist-model-keys", "Kubernetes secret with the model-signing keys: "
-                                         "MNIST_MODEL_SIGNING_KEY (the pusher's private key, PEM), "
-                                         "MNIST_MODEL_VERIFY_KEY (its public key, for every task that loads a "
-                                         "registered model) and PGPASSWORD (the alias lock's database)")
+    kfp_model_signing_secret: str = setting("mnist-model-signing", "kubeflow target: Kubernetes secret only the "
+                                            "pusher's task gets, with MNIST_MODEL_SIGNING_KEY (the private key every "
+                                            "registered version is signed with, PEM) and PGPASSWORD (the alias "
+                                            "lock's database)")
+    kfp_model_verify_secret: str = setting("mnist-model-verify", "kubeflow target: Kubernetes secret with "
+                                           "MNIST_MODEL_VERIFY_KEY (the public key, PEM) for the tasks that load a "
+                                           "registered version (ChampionResolver, BakeoffEvaluator)")
     kfp_target: KfpTarget = setting("kubeflow", "kubeflow (open-source KFP: node selectors and tolerations in "
                                      "the Kubernetes platform section) or vertex (Vertex AI Pipelines)")
     kfp_accelerator: KfpAccelerator = setting("gpu", "each trainer's accelerator on the cluster")
@@ -118,11 +121,16 @@ class PipelineConfig:
     kfp_trainer_workers: int = setting(1, "data-parallel replicas of each trainer on the cluster: 1, the trainer runs "
                                        "in its pipeline step's container; N > 1, the step launches a multi-worker "
                                        "job of N replicas (vertex: a Vertex AI CustomJob through TFX's Vertex "
-                                       "training extension; kubeflow: a PyTorchJob or TFJob of the Kubeflow "
-                                       "training operator), each with the accelerator above; the training settings "
-                                       "are then compiled in, not the trainer_config run parameter")
+                                       "training extension; kubeflow: a Kubeflow Trainer v2 TrainJob for PyTorch, a "
+                                       "TFJob of the v1 training operator for Keras), each with the accelerator "
+                                       "above; the training settings are then compiled in, not the trainer_config "
+                                       "run parameter")
     kfp_training_job_namespace: str = setting("", "kubeflow target, kfp_trainer_workers > 1: namespace of the "
-                                              "trainers' PyTorchJob/TFJob (empty: the pipeline pod's own)")
+                                              "trainers' TrainJob/TFJob (empty: the pipeline pod's own)")
+    kfp_training_runtime: str = setting("torch-distributed", "kubeflow target, kfp_trainer_workers > 1: the Kubeflow "
+                                        "Trainer v2 ClusterTrainingRuntime of the PyTorch trainer's TrainJob (a torch "
+                                        "runtime; Keras runs as a TFJob of the v1 training operator: Trainer v2 has "
+                                        "no TensorFlow runtime)")
     kfp_training_job_service_account: str = setting("", "kubeflow target, kfp_trainer_workers > 1: service account "
                                                     "of the job's pods, which read and write the pipeline root "
                                                     "(e.g. the pipeline's own, default-editor; empty: the "

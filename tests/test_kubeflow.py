@@ -338,8 +338,9 @@ def _deployment(*argv: str) -> deploy.Deployment:
 def test_kubeflow_deployment_defaults_to_the_code_revision():
     d = _deployment("kubeflow", "--host", "http://kfp", "--run")
     assert d.version_name == revision.code_revision() and d.run_name == f"run-{d.version_name}"
-    assert d.pipeline_name == "mnist-bakeoff" and d.run and d.enable_caching
-    assert d.parameters == {"code_revision": d.version_name}  # recorded on the registered version
+    # Caching as each task has it in the package: the champion's resolution never caches.
+    assert d.pipeline_name == "mnist-bakeoff" and d.run and d.enable_caching is None
+    assert d.parameters == {}  # the revision a version records is the image's
 
 
 class RecordingKfpClient:
@@ -385,7 +386,7 @@ def test_deploy_with_run_passes_parameters_and_root():
     client = RecordingKfpClient("p-old")
     assert deploy.deploy_kubeflow(d, client)["run_id"] == "r-1"
     assert client.calls[-1] == ("run_pipeline", "e-1", "run-abc", {
-        "pipeline_id": "p-old", "version_id": "v-1", "params": {"source": "gs://b/mnist", "code_revision": "abc"},
+        "pipeline_id": "p-old", "version_id": "v-1", "params": {"source": "gs://b/mnist"},
         "pipeline_root": BUCKET, "enable_caching": False})
 
 

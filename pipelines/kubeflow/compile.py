@@ -15,7 +15,7 @@ from pipelines import validation
 from pipelines.config import PipelineConfig
 from pipelines.kubeflow import entrypoint, placement, training_jobs
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
-from pipelines.pipeline import create_pipeline, trainer_ids
+from pipelines.pipeline import NEVER_CACHED, create_pipeline, trainer_ids
 
 RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
 
@@ -47,7 +47,8 @@ def beam_args(cfg: PipelineConfig) -> list[str]:
 def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
     """The config as the cluster sees it: paths inside the image, nothing of this machine."""
     return cfg.replace(schema_path=f"{IMAGE_PROJECT_DIR}/schema/schema.pbtxt",
-                       cache_dir="/tmp/mnist-cache", output_root="/tmp/unused")
+                       cache_dir="/tmp/mnist-cache", output_root="/tmp/unused",
+                       registry_lock_uri=cfg.kfp_registry_lock_uri)
 
 
 def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, RuntimeParameter]:
@@ -55,7 +56,7 @@ def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, 
     can set it without a recompile (the pipeline root is a run option of KFP and Vertex already).
     Epochs live in the trainers' custom_config, which TFX passes as one JSON string: the whole
     config is the parameter, and `deploy --param epochs=N` edits it (pipelines/kubeflow/deploy.py).
-    `code_revision` is recorded on the registered version; deploy sets it to the revision it uploads.
+    The revision recorded on a registered version is the image's ($CODE_REVISION, infra/Dockerfile).
     With several seeds each trainer's custom_config differs (its seed), and a multi-worker trainer's
     holds its job (pipelines/kubeflow/training_jobs.py), so the training settings are then compiled
     in as constants: change them by recompiling."""
@@ -64,7 +65,6 @@ def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, 
         "custom_config": RuntimeParameter(name=TRAINER_CONFIG_PARAMETER, ptype=str,
                                           default=json.dumps(cfg.trainer_config(), sort_keys=True))}
     return {
-        "code_revision": RuntimeParameter(name="code_revision", ptype=str, default=""),
         "source": RuntimeParameter(name="source", ptype=str, default=cfg.source),
         "registry_uri": RuntimeParameter(name="registry_uri", ptype=str, default=registry_uri),
         **trainer_config,
@@ -90,8 +90,10 @@ def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
     defaults, trainers placed on their accelerator nodes (post_compile)."""
     registry_uri = validation.check_registry_uri(cfg.kfp_registry_uri, "kfp_registry_uri")  # goes into the package
     kcfg = kubeflow_config(cfg)
+    # TFX's Kubeflow V2 compiler builds only its own resolver strategies: every run re-evaluates
+    # against the champion it resolved (components/champion_resolver/strategy.py).
     pipeline = create_pipeline(kcfg, registry_uri=registry_uri, pipeline_root=cfg.kfp_pipeline_root,
-                               beam_pipeline_args=beam_args(cfg),
+                               beam_pipeline_args=beam_args(cfg), reuse_unchanged_champion=False,
                                kserve_deploy=cfg.kserve_deploy and cfg.kfp_target == "kubeflow",
                                trainer_launch=training_jobs.trainer_launch(cfg))
     parameters = submit_time_parameters(kcfg, registry_uri)
@@ -135,6 +137,9 @@ def post_compile(path: str, cfg: PipelineConfig, trainer_ids: Iterable[str],
     set_parameter_defaults(package, parameter_defaults)
     placement.place_trainers(package, cfg, trainer_ids)
     placement.attach_object_store_secret(package, cfg)
+    placement.attach_model_key_secrets(package, cfg)
+    for task_id in NEVER_CACHED:  # TFX's compiler gives every task the pipeline's caching setting
+        package.tasks[task_id]["cachingOptions"] = {"enableCache": False}
     for executor in package.executors.values():  # TFX's entry point, with object stores enabled
         executor["container"]["command"] = list(entrypoint.COMMAND)
     package.write()

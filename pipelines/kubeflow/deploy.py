@@ -64,19 +64,18 @@ class Deployment:
     run: bool
     run_name: str
     experiment: str
-    enable_caching: bool
+    # None: each task's own caching option from the package (the champion's resolution never
+    # caches); True would override it on Vertex AI. False: --no-cache, every task runs.
+    enable_caching: bool | None
 
 
 def build_deployment(package_path: str, version: str, pairs: list[str], *, pipeline_name: str | None = None,
                      pipeline_root: str | None = None, run: bool = False, run_name: str | None = None,
-                     experiment: str = "", enable_caching: bool = True) -> Deployment:
+                     experiment: str = "", enable_caching: bool | None = None) -> Deployment:
     """What one deploy does, from the command line's values, before anything is contacted.
-    `version` (the code revision) names the pipeline version and fills the code_revision parameter
-    unless a --param sets it."""
+    `version` (the code revision) names the pipeline version."""
     package = Package.read(package_path)
     parameters = parse_parameters(pairs, package)
-    if "code_revision" in package.root_parameters:
-        parameters.setdefault("code_revision", version)
     return Deployment(
         package=package_path,
         pipeline_name=pipeline_name or package.spec.get("pipelineInfo", {}).get("name", "pipeline"),

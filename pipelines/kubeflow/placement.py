@@ -128,3 +128,27 @@ def attach_object_store_secret(package: Package, cfg: PipelineConfig) -> None:
         return
     for label in package.executors:
         _kubernetes_executor(package, label)["secretAsEnv"] = object_store_secret_as_env(cfg.kfp_object_store_secret)
+
+
+# Which task gets which of the model-signing secrets: the private key to the pusher alone.
+SIGNING_KEYS = ("MNIST_MODEL_SIGNING_KEY", "PGPASSWORD")
+VERIFY_KEYS = ("MNIST_MODEL_VERIFY_KEY",)
+
+
+def secret_task_keys(cfg: PipelineConfig) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
+    """{task: [(secret, its keys)]} of the model-signing secrets (kubeflow target)."""
+    if cfg.kfp_target != "kubeflow":
+        return {}
+    return {"RegistryPusher": [(cfg.kfp_model_signing_secret, SIGNING_KEYS)],
+            "ChampionResolver": [(cfg.kfp_model_verify_secret, VERIFY_KEYS)],
+            "BakeoffEvaluator": [(cfg.kfp_model_verify_secret, VERIFY_KEYS)]}
+
+
+def attach_model_key_secrets(package: Package, cfg: PipelineConfig) -> None:
+    """The pusher signs with a key only its pod gets; the tasks that load a registered version get
+    the public key (trainers/manifest.py reads both from the environment)."""
+    for task_id, secrets in secret_task_keys(cfg).items():
+        executor = _kubernetes_executor(package, package.executor_label(task_id))
+        for secret, keys in secrets:
+            executor.setdefault("secretAsEnv", []).append(
+                {"secretName": secret, "keyToEnv": [{"secretKey": key, "envVar": key} for key in keys]})

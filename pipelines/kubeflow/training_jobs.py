@@ -78,8 +78,8 @@ def replica_resources(cfg: PipelineConfig) -> dict[str, Any]:
 
 
 def training_runtime(cfg: PipelineConfig) -> str:
-    """The TrainJob's ClusterTrainingRuntime (kfp_training_runtime, until the config has it: torch-distributed)."""
-    return getattr(cfg, "kfp_training_runtime", job.DEFAULT_RUNTIME)
+    """The TrainJob's ClusterTrainingRuntime (kfp_training_runtime)."""
+    return cfg.kfp_training_runtime
 
 
 def kubeflow_job_settings(cfg: PipelineConfig, framework: str) -> job.JobSettings:
