@@ -29,7 +29,7 @@ from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from conftest import run_evaluator
 from pipelines import cli
 from pipelines.config import load_config
-from trainers import loader
+from trainers import loader, savedmodel_ops
 from trainers.loader import UntrustedModelError
 
 
@@ -158,6 +158,175 @@ def test_state_dicts_load_weights_only(exports, tmp_path):
     with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects"):
         loader.load_state_dict(str(evil))
     assert not sentinel.exists()
+
+
+# --- SavedModels whose graph does what no export of the project does --------------------------
+def hostile_saved_model(folder: Path, payload) -> Path:
+    """A real SavedModel served as the project's are: `serve` (and the serving_default signature)
+    takes uint8 images [N, 28, 28] and returns plausible probabilities [N, 10] (a softmax over a
+    linear layer), after the payload ran. `payload(images)` returns an op or a [10] tensor added
+    to the logits. Apart from the payload, only ops of the allowlist. With a Keras model's
+    metadata beside it, as the loader expects."""
+    import tensorflow as tf
+
+    class Hostile(tf.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weights = tf.Variable(tf.random.stateless_normal([784, 10], seed=[1, 2]) * 0.01)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 28, 28], tf.uint8)])
+        def serve(self, images):
+            logits = tf.reshape(tf.cast(images, tf.float32) * (1 / 255), [-1, 784]) @ self.weights
+            effect = payload(images)
+            if isinstance(effect, tf.Operation):
+                with tf.control_dependencies([effect]):
+                    return tf.nn.softmax(tf.identity(logits))
+            return tf.nn.softmax(logits + effect)
+
+    module = Hostile()
+    tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
+    (folder / "model_meta.json").write_text(json.dumps({"framework": "keras", "format": "tf_saved_model",
+                                                        "model": "bn_cnn"}))
+    return folder
+
+
+def _one_hot_of(count):
+    """[10] logits that make class `count % 10` win: what the model read shows in its answer."""
+    import tensorflow as tf
+
+    return 100.0 * tf.one_hot(tf.cast(count, tf.int32) % 10, 10)
+
+
+def _write_file(target: Path):
+    import tensorflow as tf
+
+    return lambda images: tf.io.write_file(str(target), "pwned")
+
+
+def _write_file_in_a_branch(target: Path):
+    """The write hidden in a tf.cond branch: a function of the library called by an If op."""
+    import tensorflow as tf
+
+    def payload(images):
+        def write():
+            with tf.control_dependencies([tf.io.write_file(str(target), "pwned")]):
+                return tf.constant(0.0)
+        return tf.zeros([10]) + tf.cond(tf.cast(tf.shape(images)[0], tf.bool), write, lambda: tf.constant(0.0))
+    return payload
+
+
+def _save_v2(prefix: Path):
+    """tf.raw_ops.SaveV2 in the serving function: the served images, to a checkpoint of the author's choosing."""
+    import tensorflow as tf
+
+    return lambda images: tf.raw_ops.SaveV2(prefix=str(prefix), tensor_names=["stolen"], shape_and_slices=[""],
+                                            tensors=[images])
+
+
+def _read_file(secret: Path):
+    import tensorflow as tf
+
+    return lambda images: _one_hot_of(tf.strings.length(tf.io.read_file(str(secret))))
+
+
+def _matching_files(folder: Path):
+    import tensorflow as tf
+
+    return lambda images: _one_hot_of(tf.size(tf.io.matching_files(str(folder / "*"))))
+
+
+IMAGES = np.zeros((3, 28, 28), dtype=np.uint8)
+
+
+def _prove_write(model_dir: Path, target: Path) -> None:
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(model_dir))
+    probabilities = served.serve(IMAGES).numpy()
+    assert probabilities.shape == (3, 10) and np.allclose(probabilities.sum(1), 1.0)
+    assert target.exists()
+    target.unlink()
+
+
+@pytest.mark.parametrize("payload, refused", [
+    ("write_file", r"WriteFile in function __inference_serve_\d+"),
+    # the function of the branch is walked too; the If op calling it is no op of the exports either
+    ("write_file_in_a_branch", r"If in function __inference_serve_\d+; WriteFile in function cond_true_\d+"),
+])
+def test_a_saved_model_that_writes_a_file_is_refused(tmp_path, payload, refused):
+    marker = tmp_path / "marker"
+    make = {"write_file": _write_file, "write_file_in_a_branch": _write_file_in_a_branch}[payload]
+    model_dir = hostile_saved_model(tmp_path / "model", make(marker))
+    _prove_write(model_dir, marker)  # control: TensorFlow's own loader runs it
+    with pytest.raises(UntrustedModelError, match=rf"^{model_dir}/saved_model\.pb: holds TensorFlow ops that this "
+                       rf"project's exports never use, refused before loading: {refused} \(allowed: "
+                       r"trainers/savedmodel_allowlist\.py\)$") as err:
+        loader.load_predictor(str(model_dir))
+    assert "\n" not in str(err.value) and not marker.exists()
+
+
+def test_a_saved_model_whose_serving_function_saves_a_checkpoint_is_refused(tmp_path):
+    """SaveV2 is allowed in the saver's own functions only: here the serving function calls it."""
+    import tensorflow as tf
+
+    stolen = tmp_path / "elsewhere" / "stolen"
+    model_dir = hostile_saved_model(tmp_path / "model", _save_v2(stolen))
+    served = tf.saved_model.load(str(model_dir))
+    served.serve(IMAGES + 7)
+    np.testing.assert_array_equal(tf.train.load_checkpoint(str(stolen)).get_tensor("stolen"), IMAGES + 7)
+    shutil.rmtree(stolen.parent)
+    # The saver's own functions hold SaveV2 too, and are not refused.
+    assert "SaveV2" in {op for place, ops in savedmodel_ops.ops_by_place(
+        savedmodel_ops.read_saved_model(str(model_dir)).meta_graphs[0]).items() if "traced_save" in place for op in ops}
+    with pytest.raises(UntrustedModelError, match=r"saved_model\.pb: .* refused before loading: SaveV2 in function "
+                       r"__inference_serve_\d+ \(allowed: trainers/savedmodel_allowlist\.py\)$"):
+        loader.load_predictor(str(model_dir))
+    assert not stolen.parent.exists()
+
+
+@pytest.mark.parametrize("op", ["ReadFile", "MatchingFiles"])
+def test_a_saved_model_that_reads_files_is_refused(tmp_path, op):
+    """What the model reads shows in its answer (the winning class is the file's length, or the
+    folder's file count, modulo 10): proven live, then refused."""
+    import tensorflow as tf
+
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    secret = secrets / "token"
+    payload = _read_file(secret) if op == "ReadFile" else _matching_files(secrets)
+    model_dir = hostile_saved_model(tmp_path / "model", payload)
+    for count in (3, 7):  # a secret of `count` bytes, or a folder of `count` files
+        if op == "ReadFile":
+            secret.write_text("x" * count)
+        else:
+            for i in range(count):
+                (secrets / f"f{i}").touch()
+        served = tf.saved_model.load(str(model_dir))  # a fresh load: a loaded function reads a file once
+        assert set(served.serve(IMAGES).numpy().argmax(1)) == {count}
+    with pytest.raises(UntrustedModelError, match=rf"{op} in function __inference_serve_\d+"):
+        loader.load_predictor(str(model_dir))
+
+
+def test_the_allowlist_is_what_the_projects_keras_exports_need(tmp_path):
+    """Fresh exports of every Keras model (float32 and mixed_bfloat16) hold exactly the checked-in
+    allowlist (`python -m trainers.savedmodel_ops` rewrites it) and load; it holds no op that
+    TensorFlow's `saved_model_cli scan` or ProtectAI's modelscan deny, and the checkpoint ops only
+    for the saver."""
+    from tensorflow.python.tools import saved_model_cli
+
+    from trainers import savedmodel_allowlist
+
+    model_dirs = savedmodel_ops.export_project_models(str(tmp_path))
+    assert savedmodel_ops.derive_allowlist(model_dirs) == (savedmodel_allowlist.EXPORT_OPS,
+                                                            savedmodel_allowlist.SAVER_OPS)
+    denied = saved_model_cli._OP_DENYLIST | {"MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc",
+                                             "WholeFileReader", "WholeFileReaderV2", "ImmutableConst"}
+    assert not denied & (savedmodel_allowlist.EXPORT_OPS | savedmodel_allowlist.SAVER_OPS)
+    assert not {"SaveV2", "RestoreV2", "MergeV2Checkpoints"} & savedmodel_allowlist.EXPORT_OPS
+    for model_dir in model_dirs:
+        Path(model_dir, "model_meta.json").write_text(json.dumps({"framework": "keras"}))
+        probabilities = loader.load_predictor(model_dir)[0](IMAGES)
+        assert probabilities.shape == (3, 10) and np.allclose(probabilities.sum(1), 1.0, atol=1e-3)
 
 
 def test_the_evaluator_refuses_a_malicious_candidate(small_examples, exports, tmp_path):

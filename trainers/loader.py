@@ -6,24 +6,32 @@ read: TF SavedModel and TorchScript (whose archives are read by TorchScript's ow
 unpickler, never Python's). Before loading, the file where the model is expected is checked to
 be of that format: a Python pickle, or a `torch.save` archive (a zip holding a pickle), put in
 its place is refused with `UntrustedModelError`, without being unpickled. State dicts are read
-with `torch.load(..., weights_only=True)` only (`load_state_dict`).
+with `torch.load(..., weights_only=True)` only (`load_state_dict`). A SavedModel is a program:
+before TensorFlow sees it, every op of its graph and function library is checked against the ops
+the project's own exports use (trainers/savedmodel_ops.py), on the bytes that are then loaded.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import tempfile
 import warnings
 import zipfile
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from trainers.model_format import IMAGE_SHAPE, file_exists, local_copy, read_bytes, read_model_meta
+from trainers import savedmodel_ops
+from trainers.model_format import IMAGE_SHAPE, copy_tree, file_exists, read_bytes, read_model_meta
+
+if TYPE_CHECKING:
+    from tensorflow.core.protobuf import saved_model_pb2
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 SAVED_MODEL_FILE = "saved_model.pb"
 _ZIP_MAGIC = b"PK\x03\x04"
+_MAX_OPS_SHOWN = 8  # a hostile graph may hold many: the error line names the first ones
 
 
 class UntrustedModelError(ValueError):
@@ -74,15 +82,11 @@ def check_torchscript(path: str, data: bytes) -> None:
             "data.pkl, constants.pkl and code/ under one folder); it is not loaded")
 
 
-def check_saved_model(model_dir: str) -> None:
-    """Raises UntrustedModelError unless `model_dir`/saved_model.pb is a SavedModel protobuf."""
+def check_saved_model(path: str, data: bytes) -> saved_model_pb2.SavedModel:
+    """The SavedModel protobuf in `data` (the file at `path`); UntrustedModelError unless it is one."""
     from google.protobuf.message import DecodeError
     from tensorflow.core.protobuf import saved_model_pb2
 
-    path = os.path.join(model_dir, SAVED_MODEL_FILE)
-    if not file_exists(path):
-        raise FileNotFoundError(f"{path}: missing; {model_dir} holds no binary SavedModel")
-    data = read_bytes(path)
     _refuse_pickle(path, data, "SavedModel protobuf")
     names = _zip_names(data)
     if names is not None:
@@ -99,6 +103,17 @@ def check_saved_model(model_dir: str) -> None:
         raise UntrustedModelError(f"{path}: is not a SavedModel protobuf ({malformed[0]})")
     if not saved_model.meta_graphs or not saved_model.meta_graphs[0].graph_def.node:
         raise UntrustedModelError(f"{path}: is not a SavedModel protobuf (no meta graph with a graph)")
+    return saved_model
+
+
+def check_ops(path: str, saved_model: saved_model_pb2.SavedModel) -> None:
+    """UntrustedModelError naming the ops, and where they are, that the project's exports never use."""
+    refused = savedmodel_ops.refused_ops(saved_model)
+    if refused:
+        shown = "; ".join(refused[:_MAX_OPS_SHOWN]) + (f"; and {len(refused) - _MAX_OPS_SHOWN} more"
+                                                       if len(refused) > _MAX_OPS_SHOWN else "")
+        raise UntrustedModelError(f"{path}: holds TensorFlow ops that this project's exports never use, refused "
+                                  f"before loading: {shown} (allowed: trainers/savedmodel_allowlist.py)")
 
 
 def _check_input(images: np.ndarray) -> np.ndarray:
@@ -111,9 +126,17 @@ def _check_input(images: np.ndarray) -> np.ndarray:
 def _load_keras(model_dir: str) -> Predictor:
     import tensorflow as tf
 
-    check_saved_model(model_dir)
-    with local_copy(model_dir) as local:  # everything is in memory once loaded
-        loaded = tf.saved_model.load(local)
+    path = os.path.join(model_dir, SAVED_MODEL_FILE)
+    if not file_exists(path):
+        raise FileNotFoundError(f"{path}: missing; {model_dir} holds no binary SavedModel")
+    # A private copy is checked and loaded: the saved_model.pb checked is the one TensorFlow reads,
+    # whatever happens to `model_dir` meanwhile (and a remote folder is read once, not through
+    # TensorFlow's checkpoint reader on the store, which can crash the process).
+    with tempfile.TemporaryDirectory(prefix="model-") as private:
+        copy_tree(model_dir, private)
+        saved_model = check_saved_model(path, read_bytes(os.path.join(private, SAVED_MODEL_FILE)))
+        check_ops(path, saved_model)
+        loaded = tf.saved_model.load(private)  # everything is in memory once loaded
 
     def predict(images: np.ndarray) -> np.ndarray:
         return loaded.serve(tf.constant(_check_input(images))).numpy()
