@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trainers import common, keras_trainer, loader, torch_model, torch_trainer
+from trainers import common, keras_trainer, loader, model_format, torch_model, torch_trainer
 
 
 @pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 165_746)])
@@ -188,3 +188,34 @@ def test_mixed_precision_on_cpu_trains_in_float32_and_says_so(small_examples, tm
     meta = json.loads((out / "Format-Serving" / common.MODEL_META_FILE).read_text())
     assert meta["mixed_precision"] is False and meta["config"]["mixed_precision"] is True
     assert "mixed_precision asked for, but training runs on the CPU" in caplog.text
+
+
+@pytest.mark.parametrize("name", common.MODEL_NAMES)
+def test_the_loaded_pytorch_model_predicts_as_the_trained_one(small_examples, tmp_path, name):
+    """The state dict loaded into the architecture (trainers/torch_model.py) is the trained model:
+    the same probabilities on real test digits."""
+    import itertools
+
+    import torch
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = torch_model.placed(torch_model.build_model(name), cpu)  # channels-last, as run_fn trains on a CPU
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train = common.make_dataset([str(small_examples.uri) + "/Split-train/*"], 64, shuffle=True, seed=0)
+    torch_model.train_epoch(model, itertools.islice(torch_trainer.batches(train, cpu), 20), optimizer, scheduler,
+                            mixed=False)
+    out = tmp_path / "export"
+    torch_trainer.export(model, str(out))
+    common.write_json(str(out / common.MODEL_META_FILE),
+                      torch_trainer.architecture_meta(name, list(model_format.DEFAULT_CLASS_NAMES)))
+    images, _ = next(common.make_dataset([str(small_examples.uri) + "/Split-test/*"], 1000, shuffle=False,
+                                         seed=0).as_numpy_iterator())
+    with torch.inference_mode():
+        trained = torch_model.Probabilities(model).eval()(torch.from_numpy(images)).numpy()
+    predict, meta = loader.load_predictor(str(out))
+    assert meta["format"] == "state_dict" and sorted(p.name for p in out.iterdir()) == [
+        common.MODEL_META_FILE, "state_dict.pt"]
+    np.testing.assert_allclose(predict(images), trained, rtol=0, atol=1e-6)
+    assert (trained.argmax(1) == predict(images).argmax(1)).all()

@@ -52,10 +52,12 @@ def torch_saved(sentinel: Path, path: Path) -> bytes:
     return path.read_bytes()
 
 
-def torchscript_with_evil_pickles(real_torchscript: Path, sentinel: Path) -> bytes:
-    """A real TorchScript archive whose data.pkl and constants.pkl are replaced by the payload."""
-    out = real_torchscript.parent / "evil-archive.zip"
-    with zipfile.ZipFile(real_torchscript) as src, zipfile.ZipFile(out, "w") as dst:
+def torchscript_with_evil_pickles(tmp_path: Path, sentinel: Path) -> bytes:
+    """A real TorchScript archive (its code and all) whose data.pkl and constants.pkl are replaced by the payload."""
+    real = tmp_path / "real-torchscript.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), real)
+    out = tmp_path / "evil-archive.zip"
+    with zipfile.ZipFile(real) as src, zipfile.ZipFile(out, "w") as dst:
         for name in src.namelist():
             data = src.read(name)
             if name.endswith(("/data.pkl", "/constants.pkl")):
@@ -93,14 +95,19 @@ def test_real_exports_pass_the_checks(exports):
         predict, meta = loader.load_predictor(str(root / "Format-Serving"))
         assert meta["framework"] == framework
         assert predict(images).shape == (2, 10)
+    assert not list((exports["pytorch"] / "Format-Serving").glob("model.pt"))  # no TorchScript exported
 
 
 CASES = {
     # name: (framework, file replaced, how it is made, expected error)
-    "pytorch-raw-pickle": ("pytorch", "model.pt", "pickle", r"model\.pt: is a Python pickle \(protocol 4\)"),
-    "pytorch-torch-save": ("pytorch", "model.pt", "torch_save", r"model\.pt: is a torch\.save archive"),
-    "pytorch-torchscript-with-evil-pickles": ("pytorch", "model.pt", "evil_torchscript",
-                                              r"model\.pt: TorchScript refused to load it.*posix\.system"),
+    "pytorch-raw-pickle": ("pytorch", "state_dict.pt", "pickle",
+                           r"state_dict\.pt: is a Python pickle \(protocol 4\), not a state dict"),
+    "pytorch-torch-save": ("pytorch", "state_dict.pt", "torch_save",
+                           r"state_dict\.pt: holds Python objects other than tensors.*posix\.system"),
+    "pytorch-torchscript-with-evil-pickles": ("pytorch", "state_dict.pt", "evil_torchscript",
+                                              r"state_dict\.pt: is a TorchScript archive \(it carries code\)"),
+    "pytorch-not-torch": ("pytorch", "state_dict.pt", "junk",
+                          r"state_dict\.pt: is not a state dict \(torch\.save writes a zip archive\)"),
     "keras-raw-pickle": ("keras", "saved_model.pb", "pickle",
                          r"saved_model\.pb: is a Python pickle \(protocol 4\), not a SavedModel"),
     "keras-torch-save": ("keras", "saved_model.pb", "torch_save",
@@ -121,29 +128,28 @@ def test_a_malicious_file_where_the_model_is_expected_is_refused(exports, tmp_pa
     elif kind == "torch_save":
         content = torch_saved(sentinel, tmp_path / "evil.pt")
     elif kind == "evil_torchscript":
-        content = torchscript_with_evil_pickles(target, sentinel)
+        content = torchscript_with_evil_pickles(tmp_path, sentinel)
     else:
         content = b"\x00\xff not a protobuf \xff" * 8
     target.write_bytes(content)
     with pytest.raises(UntrustedModelError, match=error) as err:
         loader.load_predictor(str(model_dir))
-    assert str(target) in str(err.value)
+    assert str(target) in str(err.value) and "\n" not in str(err.value)
     assert not sentinel.exists()
 
 
-def test_metadata_pointing_at_the_state_dict_or_outside_is_refused(exports, tmp_path):
+def test_metadata_pointing_outside_the_model_folder_is_refused(exports, tmp_path):
     model_dir = exports["pytorch"] / "Format-Serving"
     meta_path = model_dir / "model_meta.json"
     meta = json.loads(meta_path.read_text())
-    # The trainer's own torch.save state dict: a pickle archive, not TorchScript.
-    meta_path.write_text(json.dumps({**meta, "file": "state_dict.pt"}))
-    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: is a torch\.save archive"):
-        loader.load_predictor(str(model_dir))
-    shutil.copy(model_dir / "model.pt", tmp_path / "outside.pt")  # a valid model, but outside the folder
+    shutil.copy(model_dir / "state_dict.pt", tmp_path / "outside.pt")  # a valid model, but outside the folder
     for name in ("../outside.pt", str(tmp_path / "outside.pt"), ".."):
         meta_path.write_text(json.dumps({**meta, "file": name}))
         with pytest.raises(UntrustedModelError, match="only a plain file name inside the model folder"):
             loader.load_predictor(str(model_dir))
+    meta_path.write_text(json.dumps({**meta, "model": "resnet"}))
+    with pytest.raises(UntrustedModelError, match="names the architecture 'resnet', not one of"):
+        loader.load_predictor(str(model_dir))
 
 
 def test_state_dicts_load_weights_only(exports, tmp_path):
@@ -155,9 +161,55 @@ def test_state_dicts_load_weights_only(exports, tmp_path):
     with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects.*posix\.system"):
         loader.load_state_dict(str(evil))
     evil.write_bytes(raw_pickle(sentinel))
-    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: holds Python objects"):
+    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: is a Python pickle"):
         loader.load_state_dict(str(evil))
     assert not sentinel.exists()
+
+
+def test_a_state_dict_that_does_not_fit_the_architecture_is_refused(exports, small_models, tmp_path):
+    """The weights go into the architecture of the installed trainers/torch_model.py: other keys or
+    shapes are refused in one line, before any weight is used."""
+    model_dir = exports["pytorch"] / "Format-Serving"
+    meta_path, state_path = model_dir / "model_meta.json", model_dir / "state_dict.pt"
+    meta = json.loads(meta_path.read_text())
+    assert meta["model"] == "seed_cnn" and meta["format"] == "state_dict"
+    meta_path.write_text(json.dumps({**meta, "model": "bn_cnn"}))
+    with pytest.raises(UntrustedModelError, match=r"state_dict\.pt: does not fit bn_cnn with 10 classes "
+                       r"\(trainers/torch_model\.py\): missing: .*; unexpected: 1\.bias, 5\.bias"):
+        loader.load_predictor(str(model_dir))
+    meta_path.write_text(json.dumps({**meta, "num_classes": 5}))
+    with pytest.raises(UntrustedModelError, match=r"Format-Serving: model metadata gives 5 classes but names 10$"):
+        loader.load_predictor(str(model_dir))
+    meta_path.write_text(json.dumps({**meta, "num_classes": 5, "class_names": list("abcde")}))
+    with pytest.raises(UntrustedModelError, match=r"does not fit seed_cnn with 5 classes .*other shapes: "
+                       r"5\.bias \[10\] \(architecture \[5\]\), 5\.weight \[10, 5408\] \(architecture \[5, 5408\]\)$"):
+        loader.load_predictor(str(model_dir))
+    meta_path.write_text(json.dumps(meta))
+    state = torch.load(state_path, weights_only=True)
+    torch.save({**state, "extra.weight": torch.zeros(3)}, state_path)
+    with pytest.raises(UntrustedModelError, match=r"does not fit seed_cnn with 10 classes .*: unexpected: "
+                       r"extra\.weight$"):
+        loader.load_predictor(str(model_dir))
+
+
+def test_an_older_torchscript_export_loads_through_its_state_dict(exports, tmp_path):
+    """An export of the TorchScript format (model.pt beside state_dict.pt): its state dict is
+    loaded, its model.pt never (here a live pickle payload: loading it in any way would run it)."""
+    model_dir = exports["pytorch"] / "Format-Serving"
+    expected = loader.load_predictor(str(model_dir))[0]
+    meta = json.loads((model_dir / "model_meta.json").read_text())
+    old = {key: value for key, value in meta.items() if key not in ("num_classes", "class_names")}
+    old.update({"format": "torchscript", "file": "model.pt", "state_dict": "state_dict.pt"})
+    (model_dir / "model_meta.json").write_text(json.dumps(old))
+    sentinel = tmp_path / "sentinel"
+    (model_dir / "model.pt").write_bytes(raw_pickle(sentinel))
+    predict, _ = loader.load_predictor(str(model_dir))
+    images = np.random.default_rng(0).integers(0, 256, size=(8, 28, 28), dtype=np.uint8)
+    np.testing.assert_array_equal(predict(images), expected(images))
+    assert not sentinel.exists()
+    (model_dir / "model_meta.json").write_text(json.dumps({**old, "state_dict": None}))
+    with pytest.raises(UntrustedModelError, match="a TorchScript export without a state dict; TorchScript is never"):
+        loader.load_predictor(str(model_dir))
 
 
 # --- SavedModels whose graph does what no export of the project does --------------------------
@@ -331,12 +383,12 @@ def test_the_allowlist_is_what_the_projects_keras_exports_need(tmp_path):
 
 def test_the_evaluator_refuses_a_malicious_candidate(small_examples, exports, tmp_path):
     sentinel = tmp_path / "sentinel"
-    (exports["pytorch"] / "Format-Serving" / "model.pt").write_bytes(raw_pickle(sentinel))
+    (exports["pytorch"] / "Format-Serving" / "state_dict.pt").write_bytes(raw_pickle(sentinel))
     (tmp_path / "eval").mkdir()
     with pytest.raises(Exception, match=r"UntrustedModelError|is a Python pickle") as err:
         run_evaluator(small_examples, {"keras_model": exports["keras"], "pytorch_model": exports["pytorch"]},
                       tmp_path / "eval", min_accuracy=0.0)
-    assert "model.pt: is a Python pickle" in str(err.value)
+    assert "state_dict.pt: is a Python pickle" in str(err.value)
     assert not sentinel.exists()
     assert not (tmp_path / "eval" / "evaluation" / "evaluation.json").exists()
 
@@ -378,13 +430,13 @@ def test_predict_refuses_a_malicious_champion(exports, tmp_path, capsys):
     uri = embedded_uri(str(tmp_path / "registry"))
     registry = MlflowRegistry(uri, name)
     sentinel = tmp_path / "sentinel"
-    (exports["pytorch"] / "Format-Serving" / "model.pt").write_bytes(raw_pickle(sentinel))
+    (exports["pytorch"] / "Format-Serving" / "state_dict.pt").write_bytes(raw_pickle(sentinel))
     registry.promote(registry.register(str(exports["pytorch"] / "Format-Serving"), "pytorch",
                                        tags={}, metrics={}).version)
     Image.fromarray(np.zeros((28, 28), dtype=np.uint8)).save(tmp_path / "digit.png")
     argv = ["registry", "--registry-uri", uri, "--registered-model-name", name, "predict", str(tmp_path / "digit.png")]
     assert cli.main(argv) == 2
-    assert "model.pt: is a Python pickle" in capsys.readouterr().err
+    assert "state_dict.pt: is a Python pickle" in capsys.readouterr().err
     assert not sentinel.exists()
 
 
