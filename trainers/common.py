@@ -21,6 +21,7 @@ from trainers.config import (  # noqa: F401  (re-exported for the trainer module
     MODEL_NAMES,
     WARMUP_FRACTION,
     TrainConfig,
+    class_names_from_custom_config,
     learning_rate_at,
     learning_rates,
 )
@@ -28,7 +29,6 @@ from trainers.model_format import (  # noqa: F401  (re-exported for the trainer 
     HISTORY_FILE,
     IMAGE_SHAPE,
     MODEL_META_FILE,
-    NUM_CLASSES,
     PIXEL_MEAN,
     PIXEL_STD,
 )

@@ -86,7 +86,7 @@ def architecture_meta(model_name: str, class_names: list[str]) -> dict[str, Any]
 
 def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
-    class_names = list(model_format.DEFAULT_CLASS_NAMES)
+    class_names = common.class_names_from_custom_config(fn_args.custom_config)
     world = distributed.torch_world()
     batch_size = distributed.per_worker_batch(cfg.batch_size, world)
     torch.manual_seed(cfg.seed)
