@@ -195,6 +195,29 @@ def test_mixed_precision_on_cpu_trains_in_float32_and_says_so(small_examples, tm
     assert "mixed_precision asked for, but training runs on the CPU" in caplog.text
 
 
+def test_the_feature_spec_comes_from_the_schema(small_examples, tmp_path):
+    import tensorflow as tf
+
+    spec = common.feature_spec()
+    assert spec == {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
+                    "ink_fraction": tf.io.FixedLenFeature([], tf.float32),
+                    "pixel_mean": tf.io.FixedLenFeature([], tf.float32)}
+    assert common.feature_spec(common.CURATED_SCHEMA) == spec
+    [record] = common.records([str(small_examples.uri) + "/Split-test/*"]).take(1).as_numpy_iterator()
+    parsed = tf.io.parse_example([record], spec)
+    assert parsed["image"].shape == (1,) and len(parsed["image"].numpy()[0]) == 28 * 28
+    # A schema where the label may be missing or repeat: parsed as TFT says (VarLen), which the
+    # trainers refuse to read as one label per record.
+    text = open(common.CURATED_SCHEMA).read()
+    loose = tmp_path / "schema.pbtxt"
+    loose.write_text(text.replace('name: "label"\n  value_count {\n    min: 1\n    max: 1',
+                                  'name: "label"\n  value_count {\n    min: 1\n    max: 3'))
+    assert common.feature_spec(str(loose))["label"] == tf.io.VarLenFeature(tf.int64)
+    with pytest.raises(ValueError, match=r"schema .*schema\.pbtxt: the trainers read 'label' as one int64 value"):
+        common.make_dataset([str(small_examples.uri) + "/Split-test/*"], 10, shuffle=False, seed=0,
+                            schema_path=str(loose))
+
+
 @pytest.mark.parametrize("name", common.MODEL_NAMES)
 def test_the_loaded_pytorch_model_predicts_as_the_trained_one(small_examples, tmp_path, name):
     """The state dict loaded into the architecture (trainers/torch_model.py) is the trained model:
@@ -253,6 +276,7 @@ def test_a_five_class_dataset_trains_five_way_models(five_class_examples, tmp_pa
     uri = five_class_examples.uri
     run_fn(FnArgs(train_files=[f"{uri}/Split-train/*"], eval_files=[f"{uri}/Split-eval/*"],
                   serving_model_dir=str(tmp_path / "Format-Serving"), model_run_dir=str(tmp_path / "run"),
+                  schema_path=common.CURATED_SCHEMA,
                   custom_config={**FAST_TRAINING, "epochs": 1, "seed": 1, "accelerator": "cpu",
                                  "class_names": FIVE_CLASSES}))
     predict, meta = loader.load_predictor(str(tmp_path / "Format-Serving"))

@@ -209,12 +209,13 @@ def run_fn(fn_args: FnArgs) -> None:
         shard = (context.input_pipeline_id, context.num_input_pipelines) if context else None
         return common.make_dataset(fn_args.train_files, context.get_per_replica_batch_size(cfg.batch_size)
                                    if context else cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift, shard=shard)
+                                   shift=cfg.augment_shift, shard=shard, schema_path=fn_args.schema_path)
 
     def eval_input(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         # Every worker evaluates the whole split: the metrics, summed over the workers, count each
         # example once per worker, which leaves every mean as one process computes it.
-        return common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+        return common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed,
+                                   schema_path=fn_args.schema_path)
 
     if world.size == 1:
         train_ds, eval_ds = train_input(), eval_input()

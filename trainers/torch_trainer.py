@@ -99,8 +99,9 @@ def run_fn(fn_args: FnArgs) -> None:
     # each pass reshuffles (seeded), as Keras' fit does. Each worker trains on its own shard of the
     # split at its part of the global batch; every worker evaluates the whole eval split.
     train_ds = common.make_dataset(fn_args.train_files, batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift, shard=world.shard)
-    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+                                   shift=cfg.augment_shift, shard=world.shard, schema_path=fn_args.schema_path)
+    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed,
+                                  schema_path=fn_args.schema_path)
     with joined(world, device) as device:
         model = data_parallel(placed(build_model(cfg.model, len(class_names)), device), world, device)
         if world.rank:
