@@ -361,7 +361,7 @@ def test_a_saved_model_that_reads_files_is_refused(tmp_path, op):
 
 def test_the_allowlist_is_what_the_projects_keras_exports_need(tmp_path):
     """Fresh exports of every Keras model (float32 and mixed_bfloat16) hold exactly the checked-in
-    allowlist (`python -m trainers.savedmodel_ops` rewrites it) and load; it holds no op that
+    allowlist (trainers.savedmodel_ops.write_allowlist() rewrites it) and load; it holds no op that
     TensorFlow's `saved_model_cli scan` or ProtectAI's modelscan deny, and the checkpoint ops only
     for the saver."""
     from tensorflow.python.tools import saved_model_cli
@@ -370,7 +370,8 @@ def test_the_allowlist_is_what_the_projects_keras_exports_need(tmp_path):
 
     model_dirs = savedmodel_ops.export_project_models(str(tmp_path))
     assert savedmodel_ops.derive_allowlist(model_dirs) == (savedmodel_allowlist.EXPORT_OPS,
-                                                            savedmodel_allowlist.SAVER_OPS)
+                                                            savedmodel_allowlist.SAVER_OPS), \
+        "the exports changed: rewrite the allowlist with trainers.savedmodel_ops.write_allowlist() and review it"
     denied = saved_model_cli._OP_DENYLIST | {"MatchingFiles", "PyFunc", "PyFuncStateless", "EagerPyFunc",
                                              "WholeFileReader", "WholeFileReaderV2", "ImmutableConst"}
     assert not denied & (savedmodel_allowlist.EXPORT_OPS | savedmodel_allowlist.SAVER_OPS)

@@ -1,5 +1,5 @@
 """The TensorFlow ops of this project's Keras exports (every model, float32 and mixed_bfloat16),
-TensorFlow 2.16.2: written by `python -m trainers.savedmodel_ops`, not by hand;
+TensorFlow 2.16.2: written by trainers.savedmodel_ops.write_allowlist(), not by hand;
 tests/test_untrusted.py re-derives it from fresh exports."""
 
 # Allowed anywhere in a SavedModel.

@@ -6,9 +6,8 @@ is called (its signatures, its `serve` method), and they may hold any op TensorF
 ReadFile, MatchingFiles, SaveV2 to a path of the author's choosing, PyFunc. TensorFlow's
 `saved_model_cli scan` looks for a denylist (WriteFile, ReadFile, PrintV2), ProtectAI's modelscan
 for a longer one; an allowlist also refuses what no denylist names yet. The allowlist is data
-(trainers/savedmodel_allowlist.py), written by `python -m trainers.savedmodel_ops` from fresh
-exports of every model the Keras trainer builds; a test re-derives it, so it stays exactly what
-the exports need.
+(trainers/savedmodel_allowlist.py), written by `write_allowlist()` from fresh exports of every
+model the Keras trainer builds; a test re-derives it, so it stays exactly what the exports need.
 
 Every node of the graph and every function of its library is checked, whatever reaches it: each
 signature, the init op (`__saved_model_init_op`), the object graph's functions, or nothing. The
@@ -19,7 +18,6 @@ serving function calling SaveV2 writes a checkpoint wherever its author chose, a
 
 from __future__ import annotations
 
-import argparse
 import collections
 import os
 import tempfile
@@ -198,25 +196,19 @@ def allowlist_source(export_ops: frozenset[str], saver_ops: frozenset[str]) -> s
         return f"{name} = frozenset({{\n" + "".join(f'    "{op}",\n' for op in sorted(ops)) + "})\n"
 
     return (f'"""The TensorFlow ops of this project\'s Keras exports (every model, float32 and mixed_bfloat16),\n'
-            f"TensorFlow {tf.__version__}: written by `python -m trainers.savedmodel_ops`, not by hand;\n"
+            f"TensorFlow {tf.__version__}: written by trainers.savedmodel_ops.write_allowlist(), not by hand;\n"
             'tests/test_untrusted.py re-derives it from fresh exports."""\n\n'
             "# Allowed anywhere in a SavedModel.\n" + frozenset_lines("EXPORT_OPS", export_ops) +
             "# Allowed only in the saver's own functions (checkpoint reads and writes).\n" +
             frozenset_lines("SAVER_OPS", saver_ops))
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Derives the SavedModel op allowlist from fresh exports of "
-                                     "the project's Keras models and writes it.")
-    parser.add_argument("--output", default=ALLOWLIST_MODULE)
-    args = parser.parse_args(argv)
+def write_allowlist(output: str = ALLOWLIST_MODULE) -> str:
+    """Derives the allowlist from fresh exports of the project's Keras models and writes it as the
+    module at `output`: what to run after a TensorFlow or Keras upgrade changes the exports (the
+    test that re-derives it says so). A line saying what was written."""
     with tempfile.TemporaryDirectory(prefix="allowlist-") as folder:
         export_ops, saver_ops = derive_allowlist(export_project_models(folder))
-    with open(args.output, "w") as f:
+    with open(output, "w") as f:
         f.write(allowlist_source(export_ops, saver_ops))
-    print(f"{args.output}: {len(export_ops)} ops anywhere, {len(saver_ops)} in the saver only")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return f"{output}: {len(export_ops)} ops anywhere, {len(saver_ops)} in the saver's functions only"
