@@ -336,6 +336,23 @@ def test_a_saved_model_whose_serving_function_saves_a_checkpoint_is_refused(tmp_
     assert not stolen.parent.exists()
 
 
+def test_a_signature_that_points_at_the_saver_loses_the_savers_allowance(tmp_path):
+    """SaveV2 is the saver's only while nothing but the saver reaches it: a serving signature whose
+    output is the saver's save op (what a TF1 loader, TF Serving, runs) makes its SaveV2 refused."""
+    import tensorflow as tf
+
+    model_dir = hostile_saved_model(tmp_path / "model", lambda images: tf.zeros([10]))
+    assert loader.load_predictor(str(model_dir))[0](IMAGES).shape == (3, 10)  # harmless as saved
+    saved_model = savedmodel_ops.read_saved_model(str(model_dir))
+    meta_graph = saved_model.meta_graphs[0]
+    meta_graph.signature_def["serving_default"].outputs["output_0"].name = meta_graph.saver_def.save_tensor_name
+    (model_dir / "saved_model.pb").write_bytes(saved_model.SerializeToString())
+    with pytest.raises(UntrustedModelError, match=r"refused before loading: DisableCopyOnRead in function "
+                       r"__inference__traced_save_\d+; MergeV2Checkpoints in function __inference__traced_save_\d+; "
+                       r"SaveV2 in function __inference__traced_save_\d+; Select in"):
+        loader.load_predictor(str(model_dir))
+
+
 @pytest.mark.parametrize("op", ["ReadFile", "MatchingFiles"])
 def test_a_saved_model_that_reads_files_is_refused(tmp_path, op):
     """What the model reads shows in its answer (the winning class is the file's length, or the
