@@ -7,13 +7,17 @@ import json
 import numpy as np
 import pytest
 
-from trainers import common, keras_trainer, loader, torch_model, torch_trainer
+from trainers import common, keras_trainer, loader, model_format, torch_model, torch_trainer
+
+FIVE_CLASSES = ["zero", "one", "two", "three", "four"]
 
 
-@pytest.mark.parametrize("name, expected", [("seed_cnn", 54_410), ("bn_cnn", 165_746)])
-def test_same_architecture_same_parameter_count(name, expected):
-    keras_params = keras_trainer.count_trainable(keras_trainer.build_model(name))
-    torch_params = torch_model.count_parameters(torch_model.build_model(name))
+@pytest.mark.parametrize("name, classes, expected", [("seed_cnn", 10, 54_410), ("bn_cnn", 10, 165_746),
+                                                     ("seed_cnn", 5, 54_410 - 5 * (5408 + 1)),
+                                                     ("bn_cnn", 2, 165_746 - 8 * (128 + 1))])
+def test_same_architecture_same_parameter_count(name, classes, expected):
+    keras_params = keras_trainer.count_trainable(keras_trainer.build_model(name, classes))
+    torch_params = torch_model.count_parameters(torch_model.build_model(name, classes))
     assert keras_params == torch_params == expected
 
 
@@ -77,6 +81,7 @@ def test_export_serves_raw_uint8_and_records_metadata(small_models, small_exampl
     predict, meta = loader.load_predictor(model_dir)
     assert meta["framework"] == {"keras_model": "keras", "pytorch_model": "pytorch"}[candidate]
     assert meta["device"] == "cpu" and meta["parameters"] == 54_410
+    assert meta["class_names"] == [str(d) for d in range(10)] and meta["num_classes"] == 10
     images, labels = next(common.make_dataset(
         [str(small_examples.uri) + "/Split-test/*"], 500, shuffle=False, seed=0).as_numpy_iterator())
     probs = predict(images)
@@ -188,3 +193,107 @@ def test_mixed_precision_on_cpu_trains_in_float32_and_says_so(small_examples, tm
     meta = json.loads((out / "Format-Serving" / common.MODEL_META_FILE).read_text())
     assert meta["mixed_precision"] is False and meta["config"]["mixed_precision"] is True
     assert "mixed_precision asked for, but training runs on the CPU" in caplog.text
+
+
+def test_the_feature_spec_comes_from_the_schema(small_examples, tmp_path):
+    import tensorflow as tf
+
+    spec = common.feature_spec()
+    assert spec == {"image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64),
+                    "ink_fraction": tf.io.FixedLenFeature([], tf.float32),
+                    "pixel_mean": tf.io.FixedLenFeature([], tf.float32)}
+    assert common.feature_spec(common.CURATED_SCHEMA) == spec
+    [record] = common.records([str(small_examples.uri) + "/Split-test/*"]).take(1).as_numpy_iterator()
+    parsed = tf.io.parse_example([record], spec)
+    assert parsed["image"].shape == (1,) and len(parsed["image"].numpy()[0]) == 28 * 28
+    # A schema where the label may be missing or repeat: parsed as TFT says (VarLen), which the
+    # trainers refuse to read as one label per record.
+    text = open(common.CURATED_SCHEMA).read()
+    loose = tmp_path / "schema.pbtxt"
+    loose.write_text(text.replace('name: "label"\n  value_count {\n    min: 1\n    max: 1',
+                                  'name: "label"\n  value_count {\n    min: 1\n    max: 3'))
+    assert common.feature_spec(str(loose))["label"] == tf.io.VarLenFeature(tf.int64)
+    with pytest.raises(ValueError, match=r"schema .*schema\.pbtxt: the trainers read 'label' as one int64 value"):
+        common.make_dataset([str(small_examples.uri) + "/Split-test/*"], 10, shuffle=False, seed=0,
+                            schema_path=str(loose))
+
+
+@pytest.mark.parametrize("name", common.MODEL_NAMES)
+def test_the_loaded_pytorch_model_predicts_as_the_trained_one(small_examples, tmp_path, name):
+    """The state dict loaded into the architecture (trainers/torch_model.py) is the trained model:
+    the same probabilities on real test digits."""
+    import itertools
+
+    import torch
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = torch_model.placed(torch_model.build_model(name), cpu)  # channels-last, as run_fn trains on a CPU
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    train = common.make_dataset([str(small_examples.uri) + "/Split-train/*"], 64, shuffle=True, seed=0)
+    torch_model.train_epoch(model, itertools.islice(torch_trainer.batches(train, cpu), 20), optimizer, scheduler,
+                            mixed=False)
+    out = tmp_path / "export"
+    torch_trainer.export(model, str(out))
+    common.write_json(str(out / common.MODEL_META_FILE),
+                      torch_trainer.architecture_meta(name, list(model_format.DEFAULT_CLASS_NAMES)))
+    images, _ = next(common.make_dataset([str(small_examples.uri) + "/Split-test/*"], 1000, shuffle=False,
+                                         seed=0).as_numpy_iterator())
+    with torch.inference_mode():
+        trained = torch_model.Probabilities(model).eval()(torch.from_numpy(images)).numpy()
+    predict, meta = loader.load_predictor(str(out))
+    assert meta["format"] == "state_dict" and sorted(p.name for p in out.iterdir()) == [
+        common.MODEL_META_FILE, "state_dict.pt"]
+    np.testing.assert_allclose(predict(images), trained, rtol=0, atol=1e-6)
+    assert (trained.argmax(1) == predict(images).argmax(1)).all()
+
+
+@pytest.fixture(scope="module")
+def five_class_examples(mnist_cache, tmp_path_factory):
+    """A dataset of 5 classes made from real MNIST records: the digits 0-4 only, named."""
+    from components.mnist_example_gen import idx
+    from components.mnist_example_gen.sources import MNIST_FILES
+    from conftest import run_example_gen, write_idx
+
+    folder = tmp_path_factory.mktemp("five-classes")
+    for part, prefix, n in (("train", "train", 6000), ("test", "t10k", 2000)):
+        images = idx.read_records(idx.read_header(str(mnist_cache / f"{prefix}-images-idx3-ubyte"), "images"), 0, n)
+        labels = idx.read_records(idx.read_header(str(mnist_cache / f"{prefix}-labels-idx1-ubyte"), "labels"), 0, n)
+        kept = labels < 5
+        write_idx(str(folder / (MNIST_FILES[f"{part}_images"].name + ".gz")), images[kept])
+        write_idx(str(folder / (MNIST_FILES[f"{part}_labels"].name + ".gz")), labels[kept])
+    return run_example_gen(tmp_path_factory.mktemp("five-class-examples"), tmp_path_factory.mktemp("cache"),
+                           source=str(folder), verify_checksums=0, class_names=json.dumps(FIVE_CLASSES))
+
+
+@pytest.mark.parametrize("run_fn, framework", [(keras_trainer.run_fn, "keras"), (torch_trainer.run_fn, "pytorch")])
+def test_a_five_class_dataset_trains_five_way_models(five_class_examples, tmp_path, run_fn, framework):
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    from conftest import FAST_TRAINING
+
+    uri = five_class_examples.uri
+    run_fn(FnArgs(train_files=[f"{uri}/Split-train/*"], eval_files=[f"{uri}/Split-eval/*"],
+                  serving_model_dir=str(tmp_path / "Format-Serving"), model_run_dir=str(tmp_path / "run"),
+                  schema_path=common.CURATED_SCHEMA,
+                  custom_config={**FAST_TRAINING, "epochs": 1, "seed": 1, "accelerator": "cpu",
+                                 "class_names": FIVE_CLASSES}))
+    predict, meta = loader.load_predictor(str(tmp_path / "Format-Serving"))
+    assert meta["framework"] == framework and meta["class_names"] == FIVE_CLASSES and meta["num_classes"] == 5
+    assert meta["parameters"] == 54_410 - 5 * (5408 + 1)
+    images, labels = next(common.make_dataset([f"{uri}/Split-test/*"], 1000, shuffle=False,
+                                              seed=0).as_numpy_iterator())
+    assert set(labels) == {0, 1, 2, 3, 4}
+    probs = predict(images)
+    assert probs.shape == (len(images), 5) and probs.dtype == np.float32
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+    assert (probs.argmax(axis=1) == labels).mean() > 0.8  # 1 epoch on ~2,700 images of 5 classes
+
+
+def test_class_names_come_from_the_custom_config():
+    assert common.class_names_from_custom_config({}) == [str(d) for d in range(10)]
+    assert common.class_names_from_custom_config({"class_names": ["cat", "dog"], "epochs": 2}) == ["cat", "dog"]
+    for bad in (["one"], [str(i) for i in range(11)], "0123", [1, 2]):
+        with pytest.raises(ValueError, match="class_names must be a list of 2 to 10 strings"):
+            common.class_names_from_custom_config({"class_names": bad})

@@ -1,5 +1,5 @@
-"""What both trainers share: the TFRecord input pipeline, the learning-rate schedule, placement
-helpers, and the model's metadata files.
+"""What both trainers share: the TFRecord input pipeline (its feature spec derived from the
+schema), the learning-rate schedule, placement helpers, and the model's metadata files.
 
 Both frameworks read the same TFRecords through the same tf.data code (whole batches parsed and
 decoded at once), so any accuracy difference comes from the model and the training, not the data.
@@ -8,6 +8,7 @@ decoded at once), so any accuracy difference comes from the model and the traini
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import math
@@ -21,6 +22,7 @@ from trainers.config import (  # noqa: F401  (re-exported for the trainer module
     MODEL_NAMES,
     WARMUP_FRACTION,
     TrainConfig,
+    class_names_from_custom_config,
     learning_rate_at,
     learning_rates,
 )
@@ -28,7 +30,6 @@ from trainers.model_format import (  # noqa: F401  (re-exported for the trainer 
     HISTORY_FILE,
     IMAGE_SHAPE,
     MODEL_META_FILE,
-    NUM_CLASSES,
     PIXEL_MEAN,
     PIXEL_STD,
 )
@@ -101,13 +102,55 @@ def expand_patterns(patterns: list[str]) -> list[str]:
     return files
 
 
-def _parse_batch(serialized: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    features = tf.io.parse_example(serialized, {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-    })
-    images = tf.reshape(tf.io.decode_raw(features["image"], tf.uint8), (-1, *IMAGE_SHAPE))
-    return images, features["label"]
+# The curated schema (pipelines/config.py's default schema_path), for callers that have no Schema
+# artifact at hand: tests, benchmarks, the evaluator.
+CURATED_SCHEMA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schema", "schema.pbtxt")
+IMAGE_FEATURE, LABEL_FEATURE = "image", "label"
+
+
+@functools.lru_cache(maxsize=8)
+def _schema_feature_spec(schema_path: str) -> tuple[tuple[str, Any], ...]:
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tensorflow_transform.tf_metadata import schema_utils
+    from tfx.utils import io_utils
+
+    schema = io_utils.parse_pbtxt_file(schema_path, schema_pb2.Schema())
+    for feature in schema.feature:
+        # One value in every record: a scalar. The curated schema states it as presence and
+        # value_count (TFDV's form); TFT makes a FixedLenFeature only of a fixed shape, a
+        # VarLenFeature (sparse, slower to parse and densify) of anything else.
+        if (feature.HasField("value_count") and feature.value_count.min == feature.value_count.max == 1
+                and feature.presence.min_fraction == 1.0):
+            feature.shape.SetInParent()  # the shape with no dimensions, a scalar (replaces value_count)
+    return tuple(schema_utils.schema_as_feature_spec(schema).feature_spec.items())
+
+
+def feature_spec(schema_path: str | None = None) -> dict[str, Any]:
+    """tf.io.parse_example's spec of the Examples' records, derived from the schema at `schema_path`
+    (a Trainer's fn_args.schema_path; None: the curated schema/schema.pbtxt) with
+    tensorflow_transform's schema_as_feature_spec. A feature the schema requires in every record
+    (presence min_fraction 1) with exactly one value (value_count 1..1) is a scalar,
+    tf.io.FixedLenFeature([], dtype); other features as TFT derives them."""
+    return dict(_schema_feature_spec(schema_path or CURATED_SCHEMA))
+
+
+def _image_and_label_spec(schema_path: str | None) -> dict[str, tf.io.FixedLenFeature]:
+    """The two features the trainers read, as the schema has them; a clear error unless each is one
+    value per record of the right type."""
+    spec = feature_spec(schema_path)
+    wanted = {IMAGE_FEATURE: tf.string, LABEL_FEATURE: tf.int64}
+    for name, dtype in wanted.items():
+        found = spec.get(name)
+        if not (isinstance(found, tf.io.FixedLenFeature) and tuple(found.shape) == () and found.dtype == dtype):
+            raise ValueError(f"schema {schema_path or CURATED_SCHEMA}: the trainers read {name!r} as one {dtype.name} "
+                             f"value in every record; the schema gives {found}")
+    return {name: spec[name] for name in wanted}
+
+
+def _parse_batch(serialized: tf.Tensor, spec: dict[str, tf.io.FixedLenFeature]) -> tuple[tf.Tensor, tf.Tensor]:
+    features = tf.io.parse_example(serialized, spec)
+    images = tf.reshape(tf.io.decode_raw(features[IMAGE_FEATURE], tf.uint8), (-1, *IMAGE_SHAPE))
+    return images, features[LABEL_FEATURE]
 
 
 def count_elements(ds: tf.data.Dataset) -> int:
@@ -179,8 +222,10 @@ def records(file_patterns: list[str], shard: tuple[int, int] | None = None) -> t
 
 
 def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int,
-                 cache: bool = True, shift: int = 0, shard: tuple[int, int] | None = None) -> tf.data.Dataset:
-    """(images uint8 [B, 28, 28], labels int64 [B]) batches from GZIP TFRecords of tf.Examples.
+                 cache: bool = True, shift: int = 0, shard: tuple[int, int] | None = None,
+                 schema_path: str | None = None) -> tf.data.Dataset:
+    """(images uint8 [B, 28, 28], labels int64 [B]) batches from GZIP TFRecords of tf.Examples,
+    parsed as the schema at `schema_path` (default: the curated schema) describes them.
 
     cache=True keeps the serialized records in memory after the first pass (~50 MB for MNIST's
     training split) and gives the dataset its exact length (Keras then knows the epoch's steps
@@ -190,6 +235,7 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     before caching and shuffling (each worker holds and reshuffles its own share); every worker
     then yields shard_batches(...) batches, the same number.
     """
+    spec = _image_and_label_spec(schema_path)
     ds = records(file_patterns, shard)
     if cache:
         ds = ds.cache()
@@ -197,7 +243,7 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
         ds = ds.apply(tf.data.experimental.assert_cardinality(count_elements(ds)))
     if shuffle:
         ds = ds.shuffle(buffer_size=20_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda batch: _parse_batch(batch, spec), num_parallel_calls=tf.data.AUTOTUNE)
     if shard:
         ds = ds.take(shard_batches(count_records(file_patterns), batch_size, shard[1]))
     if shift:

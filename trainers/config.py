@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any
 
+from trainers.model_format import DEFAULT_CLASS_NAMES, NUM_CLASSES
+
 MODEL_NAMES = ("seed_cnn", "bn_cnn")
 LR_SCHEDULES = ("constant", "one_cycle")
 ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
@@ -62,6 +64,22 @@ class TrainConfig:
         """The Trainer's custom_config may carry more keys (the code fingerprint): those are ignored."""
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
+
+
+# The dataset's class names (label i names class i) are the pipeline's, declared once in its config
+# and not a training setting: it passes them to each Trainer under this custom_config key.
+CLASS_NAMES_KEY = "class_names"
+
+
+def class_names_from_custom_config(custom_config: dict[str, Any] | None) -> list[str]:
+    """The class names of the Trainer's custom_config (2 to 10 strings); the ten digits if absent."""
+    names = (custom_config or {}).get(CLASS_NAMES_KEY)
+    if names is None:
+        return list(DEFAULT_CLASS_NAMES)
+    if (not isinstance(names, (list, tuple)) or not all(isinstance(name, str) for name in names)
+            or not 2 <= len(names) <= NUM_CLASSES):
+        raise ValueError(f"{CLASS_NAMES_KEY} must be a list of 2 to {NUM_CLASSES} strings, got {names!r}")
+    return list(names)
 
 
 # one_cycle: linear warm-up over this share of the steps, then cosine decay to 0.

@@ -1,7 +1,7 @@
 """The Keras challenger: a TFX Trainer run_fn that reads top to bottom.
 
 data (shared tf.data input) -> model (normalization inside) -> placement -> fit -> export a
-SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N, 10].
+SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N, classes].
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def _conv_block(x, filters: int):
     return keras.layers.ReLU()(x)
 
 
-def build_model(name: str) -> keras.Model:
-    """Same layers, order and trainable parameter count as torch_trainer.build_model(name)."""
+def build_model(name: str, num_classes: int = model_format.NUM_CLASSES) -> keras.Model:
+    """`num_classes` probabilities; same layers, order and trainable parameter count as
+    torch_model.build_model(name, num_classes)."""
     if name not in common.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}")
     inputs = keras.Input(shape=common.IMAGE_SHAPE, dtype="uint8", name="image")
@@ -44,7 +45,7 @@ def build_model(name: str) -> keras.Model:
                                offset=-common.PIXEL_MEAN / common.PIXEL_STD)(inputs)
     x = keras.layers.Reshape((*common.IMAGE_SHAPE, 1))(x)
     if name == "seed_cnn":
-        # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense 10.
+        # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense (10 for MNIST).
         # The seed's conv -> ReLU -> pool as conv -> pool -> ReLU: the same function, see torch_model.
         x = keras.layers.Conv2D(32, (3, 3))(x)
         x = keras.layers.MaxPooling2D((2, 2))(x)
@@ -57,7 +58,7 @@ def build_model(name: str) -> keras.Model:
         x = keras.layers.Dense(128, activation="relu", kernel_initializer=TORCH_INIT)(keras.layers.Dropout(0.25)(x))
         x = keras.layers.Dropout(0.25)(x)
     # float32 probabilities whatever the compute precision (mixed_bfloat16 on GPU/TPU).
-    outputs = keras.layers.Dense(common.NUM_CLASSES, activation="softmax", name="probabilities", dtype="float32",
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32",
                                  kernel_initializer=TORCH_INIT if name == "bn_cnn" else "glorot_uniform")(x)
     return keras.Model(inputs, outputs, name=name)
 
@@ -196,6 +197,7 @@ def export(model: keras.Model, serving_dir: str, world: distributed.World) -> No
 # --- train and export --------------------------------------------------------------------
 def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
+    class_names = common.class_names_from_custom_config(fn_args.custom_config)
     world = distributed.tf_world()
     batch_size = distributed.per_worker_batch(cfg.batch_size, world)
     keras.utils.set_random_seed(cfg.seed)
@@ -207,12 +209,13 @@ def run_fn(fn_args: FnArgs) -> None:
         shard = (context.input_pipeline_id, context.num_input_pipelines) if context else None
         return common.make_dataset(fn_args.train_files, context.get_per_replica_batch_size(cfg.batch_size)
                                    if context else cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift, shard=shard)
+                                   shift=cfg.augment_shift, shard=shard, schema_path=fn_args.schema_path)
 
     def eval_input(context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
         # Every worker evaluates the whole split: the metrics, summed over the workers, count each
         # example once per worker, which leaves every mean as one process computes it.
-        return common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+        return common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed,
+                                   schema_path=fn_args.schema_path)
 
     if world.size == 1:
         train_ds, eval_ds = train_input(), eval_input()
@@ -226,7 +229,7 @@ def run_fn(fn_args: FnArgs) -> None:
         if mixed:
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         with strategy.scope():
-            model = build_model(cfg.model)
+            model = build_model(cfg.model, len(class_names))
             schedule = LearningRate(common.learning_rates(steps_per_epoch * cfg.epochs, cfg.learning_rate,
                                                           cfg.lr_schedule))
             # epsilon as torch.optim.Adam's (Keras' default is 1e-7)
@@ -258,6 +261,7 @@ def run_fn(fn_args: FnArgs) -> None:
                       {k: [float(v) for v in vs] for k, vs in history.history.items()})
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
         "framework": "keras", "format": "tf_saved_model", "model": cfg.model,
+        "class_names": class_names, "num_classes": len(class_names),
         "parameters": count_trainable(model), "device": device, "mixed_precision": mixed,
         "world_size": world.size,
         "train_seconds": round(train_seconds, 2), "started_at": started_at,

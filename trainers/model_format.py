@@ -12,7 +12,10 @@ from collections.abc import Iterator
 from typing import Any
 
 IMAGE_SHAPE = (28, 28)
+# The default dataset, MNIST: ten classes named by their digits. A dataset of 2 to 10 classes names
+# its own (the pipeline's class_names); the models then have that many outputs.
 NUM_CLASSES = 10
+DEFAULT_CLASS_NAMES = tuple(str(digit) for digit in range(NUM_CLASSES))
 # MNIST's training-set pixel mean and std on a 0..1 scale; applied inside both exported models.
 PIXEL_MEAN = 0.1307
 PIXEL_STD = 0.3081

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from trainers import distributed
-from trainers.model_format import IMAGE_SHAPE, NUM_CLASSES, PIXEL_MEAN, PIXEL_STD  # noqa: F401
+from trainers.model_format import NUM_CLASSES, PIXEL_MEAN, PIXEL_STD
 
 
 class Normalize(nn.Module):
@@ -23,8 +23,9 @@ class Normalize(nn.Module):
         return (x - PIXEL_MEAN) / PIXEL_STD
 
 
-def build_model(name: str) -> nn.Module:
-    """Logits model. Same layers and trainable parameter count as keras_trainer.build_model."""
+def build_model(name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+    """Logits model with `num_classes` outputs. Same layers and trainable parameter count as
+    keras_trainer.build_model; its state_dict's keys and shapes are what an export must hold."""
     if name == "seed_cnn":
         # The seed's SimpleCNN, with the article's shape bug fixed: 28 -> conv 26 -> pool 13. Pooling
         # before the ReLU is the same function (both are monotone: max then clamp = clamp then max)
@@ -33,7 +34,7 @@ def build_model(name: str) -> nn.Module:
         return nn.Sequential(
             Normalize(),
             nn.Conv2d(1, 32, 3), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 13 * 13, NUM_CLASSES),
+            nn.Flatten(), nn.Linear(32 * 13 * 13, num_classes),
         )
     if name == "bn_cnn":
         return nn.Sequential(
@@ -42,7 +43,7 @@ def build_model(name: str) -> nn.Module:
             nn.Conv2d(1, 24, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),
             nn.Conv2d(24, 48, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(48), nn.ReLU(),
             nn.Flatten(), nn.Dropout(0.25), nn.Linear(48 * 5 * 5, 128), nn.ReLU(),
-            nn.Dropout(0.25), nn.Linear(128, NUM_CLASSES),
+            nn.Dropout(0.25), nn.Linear(128, num_classes),
         )
     raise ValueError(f"unknown model {name!r}")
 

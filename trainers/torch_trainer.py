@@ -1,8 +1,10 @@
 """The PyTorch challenger: a TFX Trainer run_fn that reads top to bottom.
 
 data (the same tf.data batches as Keras, handed over as tensors) -> model (normalization
-inside) -> placement -> train loop -> export TorchScript that takes raw uint8 images
-[N, 28, 28] and returns probabilities [N, 10], plus the state_dict.
+inside) -> placement -> train loop -> export the state dict (tensors only) and the metadata naming
+its architecture: trainers/loader.py builds that architecture from trainers/torch_model.py and
+loads the weights into it (uint8 images [N, 28, 28] -> probabilities [N, classes]). No TorchScript:
+its archive carries code, and torch 2.14 deprecates it.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import functools
 import io
 import os
 import time
+from typing import Any
 
 import torch
 from tfx.components.trainer.fn_args_utils import FnArgs
@@ -20,7 +23,6 @@ from torch.utils.tensorboard import SummaryWriter
 
 from trainers import common, distributed, model_format
 from trainers.torch_model import (
-    Probabilities,
     build_model,
     count_parameters,
     data_parallel,
@@ -31,8 +33,8 @@ from trainers.torch_model import (
     train_epoch,
 )
 
-TORCHSCRIPT_FILE = "model.pt"
 STATE_DICT_FILE = "state_dict.pt"
+EXPORT_FORMAT = "state_dict"
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -67,25 +69,24 @@ def use_container_cores(world: distributed.World | None = None) -> int:
 
 
 # --- export --------------------------------------------------------------------------------
-def serialized(save, obj) -> bytes:
-    """What torch.jit.save or torch.save writes, as bytes (torch writes local files only; the
-    serving folder may be on an object store)."""
-    buffer = io.BytesIO()
-    save(obj, buffer)
-    return buffer.getvalue()
-
-
 def export(model: nn.Module, serving_dir: str) -> None:
-    served = Probabilities(model).to("cpu").eval()
-    example = torch.zeros((2, *common.IMAGE_SHAPE), dtype=torch.uint8)
-    model_format.write_bytes(os.path.join(serving_dir, TORCHSCRIPT_FILE),
-                       serialized(torch.jit.save, torch.jit.trace(served, example)))
-    model_format.write_bytes(os.path.join(serving_dir, STATE_DICT_FILE),
-                       serialized(torch.save, model.to("cpu").state_dict()))
+    """The state dict, as torch.save writes it (into memory first: torch writes local files only,
+    and the serving folder may be on an object store)."""
+    buffer = io.BytesIO()
+    torch.save({key: value.detach().to("cpu").contiguous() for key, value in model.state_dict().items()}, buffer)
+    model_format.write_bytes(os.path.join(serving_dir, STATE_DICT_FILE), buffer.getvalue())
+
+
+def architecture_meta(model_name: str, class_names: list[str]) -> dict[str, Any]:
+    """What the loader needs to rebuild the exported model: the metadata's framework, format, file
+    and architecture (the model and its classes)."""
+    return {"framework": "pytorch", "format": EXPORT_FORMAT, "file": STATE_DICT_FILE, "model": model_name,
+            "class_names": list(class_names), "num_classes": len(class_names)}
 
 
 def run_fn(fn_args: FnArgs) -> None:
     cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
+    class_names = common.class_names_from_custom_config(fn_args.custom_config)
     world = distributed.torch_world()
     batch_size = distributed.per_worker_batch(cfg.batch_size, world)
     torch.manual_seed(cfg.seed)
@@ -98,10 +99,11 @@ def run_fn(fn_args: FnArgs) -> None:
     # each pass reshuffles (seeded), as Keras' fit does. Each worker trains on its own shard of the
     # split at its part of the global batch; every worker evaluates the whole eval split.
     train_ds = common.make_dataset(fn_args.train_files, batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift, shard=world.shard)
-    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed)
+                                   shift=cfg.augment_shift, shard=world.shard, schema_path=fn_args.schema_path)
+    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed,
+                                  schema_path=fn_args.schema_path)
     with joined(world, device) as device:
-        model = data_parallel(placed(build_model(cfg.model), device), world, device)
+        model = data_parallel(placed(build_model(cfg.model, len(class_names)), device), world, device)
         if world.rank:
             torch.manual_seed(cfg.seed + world.rank)  # its own dropout masks; the weights are rank 0's
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
@@ -138,8 +140,7 @@ def run_fn(fn_args: FnArgs) -> None:
     export(model, fn_args.serving_model_dir)
     common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE), history)
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
-        "framework": "pytorch", "format": "torchscript", "file": TORCHSCRIPT_FILE,
-        "state_dict": STATE_DICT_FILE, "model": cfg.model, "parameters": count_parameters(model),
+        **architecture_meta(cfg.model, class_names), "parameters": count_parameters(model),
         "device": device_name, "mixed_precision": mixed, "threads": threads, "world_size": world.size,
         "train_seconds": round(train_seconds, 2), "started_at": started_at, "epoch_seconds": epoch_seconds,
         **({"ddp_step_ms": step_ms} if step_ms else {}),
