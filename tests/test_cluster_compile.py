@@ -79,7 +79,9 @@ def test_vertex_trainers_launch_a_custom_job_of_chief_and_workers(compiled):
 
 def test_kubeflow_trainers_launch_a_train_job_or_a_tf_job(compiled):
     package = Package.read(compiled["kubeflow_workers_flink"])
-    assert "trainer_config" not in package.root_parameters and not package.platform  # no step is placed
+    assert "trainer_config" not in package.root_parameters  # the settings are compiled in
+    placed = {label: spec for label, spec in package.kubernetes_executors.items() if set(spec) != {"secretAsEnv"}}
+    assert placed == {}  # no step is placed: the model-signing secrets are all its platform section holds
     kinds = {"keras_trainer": ("TFJob", ""), "pytorch_trainer": ("TrainJob", "torch-distributed")}
     for task_id, (kind, runtime) in kinds.items():
         assert "components.training_job.executor.Executor" in _container(package, task_id)["args"]

@@ -7,10 +7,12 @@ import yaml
 from kfp import components
 
 from pipelines import cli
-from pipelines.config import REPO_ROOT
+from pipelines.config import REPO_ROOT, PipelineConfig
+from pipelines.kubeflow.placement import model_key_secrets
 from pipelines.pipeline import TRAINER_IDS
 
 COMMITTED = REPO_ROOT / "pipeline.yaml"
+DEFAULT = PipelineConfig()
 
 
 def _compile(tmp_path, *args):
@@ -72,8 +74,15 @@ def test_kfp_loads_the_package_and_trainers_request_one_gpu():
             assert placement == {"nodeSelector": {"labels": {"cloud.google.com/gke-accelerator": "nvidia-l4"}},
                                  "tolerations": [{"effect": "NoSchedule", "key": "nvidia.com/gpu",
                                                   "operator": "Exists"}]}
-        else:
-            assert "accelerator" not in resources and placement is None
+        else:  # no accelerator; the tasks that sign or verify models get those keys' secret, nothing else
+            keys = model_key_secrets(DEFAULT, task_id)
+            assert "accelerator" not in resources and placement == ({"secretAsEnv": keys} if keys else None), task_id
+    # The champion is resolved at the head of every run, never from the cache, and both stages that
+    # judge against it depend on it.
+    assert tasks["ChampionResolver"]["cachingOptions"] == {"enableCache": False}
+    assert {"ChampionResolver"} <= set(tasks["DriftValidator"]["dependentTasks"])
+    assert {"ChampionResolver"} <= set(tasks["BakeoffEvaluator"]["dependentTasks"])
+    assert all(task["cachingOptions"] == {"enableCache": True} for t, task in tasks.items() if t != "ChampionResolver")
 
 
 def test_package_holds_no_path_of_this_machine():

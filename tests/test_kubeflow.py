@@ -85,9 +85,14 @@ def test_variant_places_trainers_and_nothing_else(compiled, variant):
     assert set(TRAINER_IDS) < set(package.tasks)
     for task_id, found in _resources_by_task(package).items():
         assert found == (resources if task_id in TRAINER_IDS else {}), task_id
+    target = "vertex" if variant.startswith("vertex") else "kubeflow"
     for task_id, found in _kubernetes_by_task(package).items():
-        assert found == (kubernetes if task_id in TRAINER_IDS else None), task_id
-    assert bool(package.platform) == (kubernetes is not None)
+        secrets = placement.model_key_secrets(load_config(kfp_target=target), task_id)
+        expected = kubernetes if task_id in TRAINER_IDS else None
+        if secrets:  # the tasks that sign or verify models get those keys, nothing else
+            expected = {**(expected or {}), "secretAsEnv": secrets}
+        assert found == expected, task_id
+    assert bool(package.platform) == (kubernetes is not None or target == "kubeflow")
     assert package.spec["defaultPipelineRoot"] == BUCKET
 
 
@@ -95,10 +100,13 @@ def test_variant_places_trainers_and_nothing_else(compiled, variant):
 def test_kfp_loads_variant_and_presubmit_passes(compiled, variant):
     component = components.load_component_from_file(str(compiled[variant]))
     _, _, kubernetes = VARIANTS[variant]
-    if kubernetes:  # kfp parsed the platform section into its PlatformSpec
-        executors = component.platform_spec.platforms["kubernetes"].deployment_spec.executors
-        assert {Package.read(compiled[variant]).executor_label(t) for t in TRAINER_IDS} == set(executors)
     target = "vertex" if variant.startswith("vertex") else "kubeflow"
+    package = Package.read(compiled[variant])
+    if package.platform:  # kfp parsed the platform section into its PlatformSpec
+        executors = component.platform_spec.platforms["kubernetes"].deployment_spec.executors
+        with_secrets = {t for t in package.tasks if placement.model_key_secrets(load_config(kfp_target=target), t)}
+        placed = set(TRAINER_IDS) if kubernetes else set()
+        assert {package.executor_label(t) for t in placed | with_secrets} == set(executors)
     assert presubmit_problems(compiled[variant], target) == []
 
 
@@ -216,6 +224,22 @@ def _drop_pipeline_root(spec, platform):
     spec.pop("defaultPipelineRoot", None)
 
 
+def _cache_the_champion(spec, platform):
+    spec["root"]["dag"]["tasks"]["ChampionResolver"]["cachingOptions"] = {"enableCache": True}
+
+
+def _evaluate_without_the_champion(spec, platform):
+    task = spec["root"]["dag"]["tasks"]["BakeoffEvaluator"]
+    task["dependentTasks"].remove("ChampionResolver")
+    task["inputs"]["artifacts"].pop("champion")
+
+
+def _drop_secret(executor_label):
+    def change(spec, platform):
+        platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"][executor_label].pop("secretAsEnv")
+    return change
+
+
 BROKEN = {
     "image_latest": (_set_image("ghcr.io/mnist-bakeoff/mnist-tfx:latest"), "kubeflow", BUCKET,
                      "executor StatisticsGen_executor: image 'ghcr.io/mnist-bakeoff/mnist-tfx:latest' is not pinned"),
@@ -252,6 +276,14 @@ BROKEN = {
     "tfx_command_with_s3": (_set_command(["python", "-m", "tfx.orchestration.kubeflow.v2.container."
                                           "kubeflow_v2_run_executor"]), "kubeflow", "minio://mlpipeline/v2",
                             "executor StatisticsGen_executor: command ['python', '-m', 'tfx.orchestration"),
+    "cached_champion": (_cache_the_champion, "kubeflow", BUCKET,
+                        "task ChampionResolver may be taken from the cache"),
+    "evaluated_without_the_champion": (_evaluate_without_the_champion, "kubeflow", BUCKET,
+                                       "task BakeoffEvaluator does not take ChampionResolver's champion"),
+    "pusher_without_signing_key": (_drop_secret("RegistryPusher_executor"), "kubeflow", BUCKET,
+                                   "task RegistryPusher gets no MNIST_MODEL_SIGNING_KEY from a secret"),
+    "resolver_without_verify_key": (_drop_secret("ChampionResolver_executor"), "kubeflow", BUCKET,
+                                    "task ChampionResolver gets no MNIST_MODEL_VERIFY_KEY from a secret"),
     "s3_root_on_vertex": (_drop_platform, "vertex", "s3://bucket/root",
                           "pipeline root 's3://bucket/root' is not storage the TFX executors can write to on vertex"),
 }
@@ -273,7 +305,7 @@ def test_an_s3_root_needs_the_store_secret_on_every_task(tmp_path):
 
     package = Package.read(compile_kubeflow(cfg, str(tmp_path / "pipeline.yaml")))
     for label in package.executors:
-        (secret,) = package.kubernetes_executors[label]["secretAsEnv"]
+        secret = package.kubernetes_executors[label]["secretAsEnv"][0]  # then a model-signing secret, if any
         assert secret["secretName"] == "mlpipeline-s3"
         assert {m["envVar"] for m in secret["keyToEnv"]} >= {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
     for root in ("s3://mnist-bakeoff/root", "minio://mlpipeline/v2/artifacts"):
@@ -294,7 +326,7 @@ def test_committed_package_takes_run_parameters_with_defaults():
     package = Package.read(COMMITTED)
     parameters = package.root_parameters
     assert {name: p["defaultValue"] for name, p in parameters.items()} == {
-        "code_revision": "", "source": "", "registry_uri": PipelineConfig().kfp_registry_uri,
+        "source": "", "registry_uri": PipelineConfig().kfp_registry_uri,
         "trainer_config": json.dumps(PipelineConfig().trainer_config(), sort_keys=True)}
     uses = {(task_id, name): p["componentInputParameter"] for task_id, task in package.tasks.items()
             for name, p in task["inputs"].get("parameters", {}).items() if "componentInputParameter" in p}
@@ -323,7 +355,7 @@ def test_parameters_are_typed_and_trainer_settings_edit_trainer_config():
 def test_unknown_parameter_names_the_package_and_what_it_takes():
     package = Package.read(COMMITTED)
     with pytest.raises(ValueError, match=r"pipeline.yaml: the pipeline has no parameter 'epoch' \(it takes: "
-                                         r"code_revision, registry_uri, source, trainer_config, accelerator, "):
+                                         r"registry_uri, source, trainer_config, accelerator, "):
         deploy.parse_parameters(["epoch=2"], package)
     with pytest.raises(ValueError, match="--param epochs: 'two' is not a INT"):
         deploy.parse_parameters(["epochs=two"], package)

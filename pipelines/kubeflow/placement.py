@@ -135,20 +135,23 @@ SIGNING_KEYS = ("MNIST_MODEL_SIGNING_KEY", "PGPASSWORD")
 VERIFY_KEYS = ("MNIST_MODEL_VERIFY_KEY",)
 
 
-def secret_task_keys(cfg: PipelineConfig) -> dict[str, list[tuple[str, tuple[str, ...]]]]:
-    """{task: [(secret, its keys)]} of the model-signing secrets (kubeflow target)."""
+def model_key_secrets(cfg: PipelineConfig, task_id: str) -> list[dict[str, Any]]:
+    """The `secretAsEnv` entries of the model-signing secrets that `task_id` gets (kubeflow target):
+    the private key to the pusher alone, the public key to the tasks that load a registered version."""
     if cfg.kfp_target != "kubeflow":
-        return {}
-    return {"RegistryPusher": [(cfg.kfp_model_signing_secret, SIGNING_KEYS)],
-            "ChampionResolver": [(cfg.kfp_model_verify_secret, VERIFY_KEYS)],
-            "BakeoffEvaluator": [(cfg.kfp_model_verify_secret, VERIFY_KEYS)]}
+        return []
+    secrets = {"RegistryPusher": (cfg.kfp_model_signing_secret, SIGNING_KEYS),
+               "ChampionResolver": (cfg.kfp_model_verify_secret, VERIFY_KEYS),
+               "BakeoffEvaluator": (cfg.kfp_model_verify_secret, VERIFY_KEYS)}
+    if task_id not in secrets:
+        return []
+    secret, keys = secrets[task_id]
+    return [{"secretName": secret, "keyToEnv": [{"secretKey": key, "envVar": key} for key in keys]}]
 
 
 def attach_model_key_secrets(package: Package, cfg: PipelineConfig) -> None:
-    """The pusher signs with a key only its pod gets; the tasks that load a registered version get
-    the public key (trainers/manifest.py reads both from the environment)."""
-    for task_id, secrets in secret_task_keys(cfg).items():
-        executor = _kubernetes_executor(package, package.executor_label(task_id))
-        for secret, keys in secrets:
-            executor.setdefault("secretAsEnv", []).append(
-                {"secretName": secret, "keyToEnv": [{"secretKey": key, "envVar": key} for key in keys]})
+    """trainers/manifest.py reads the keys from the environment: each task gets the ones it needs."""
+    for task_id in package.tasks:
+        secrets = model_key_secrets(cfg, task_id)
+        if secrets:
+            _kubernetes_executor(package, package.executor_label(task_id)).setdefault("secretAsEnv", []).extend(secrets)

@@ -20,6 +20,7 @@ from pipelines.kubeflow.placement import (
     TPU_RESOURCE,
     VERTEX_ACCELERATORS,
 )
+from pipelines.pipeline import CHAMPION_RESOLVER
 
 # A registry a pod can reach: an MLflow tracking server, or Databricks' hosted one.
 REMOTE_REGISTRY = re.compile(r"^(https?://|databricks)")
@@ -126,6 +127,35 @@ def _object_store_problems(package: Package, root: str | None, target: str) -> l
             "AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_REGION)"]
 
 
+# The stages that judge against the champion, and what each must read from a secret (kubeflow target).
+JUDGES = ("DriftValidator", "BakeoffEvaluator", "RegistryPusher")
+KEY_VARIABLES = {"RegistryPusher": "MNIST_MODEL_SIGNING_KEY", "ChampionResolver": "MNIST_MODEL_VERIFY_KEY",
+                 "BakeoffEvaluator": "MNIST_MODEL_VERIFY_KEY"}
+
+
+def champion_problems(package: Package, target: str) -> list[str]:
+    """The champion is resolved at the head of every run, never from the cache, before every stage
+    that judges against it; on Kubeflow the tasks that sign and verify get the keys from secrets."""
+    resolver = package.tasks.get(CHAMPION_RESOLVER)
+    if resolver is None:
+        return [f"no {CHAMPION_RESOLVER} task: the run would not know which champion it is judged against; recompile"]
+    problems = []
+    if resolver.get("cachingOptions", {}).get("enableCache", True):
+        problems.append(f"task {CHAMPION_RESOLVER} may be taken from the cache: a run could be judged against a "
+                        "champion that is no longer the champion; recompile (its cachingOptions are set off)")
+    for task_id in JUDGES:
+        if task_id in package.tasks and CHAMPION_RESOLVER not in package.tasks[task_id].get("dependentTasks", []):
+            problems.append(f"task {task_id} does not take {CHAMPION_RESOLVER}'s champion: recompile")
+    for task_id, variable in KEY_VARIABLES.items() if target == "kubeflow" else ():
+        label = package.executor_label(task_id)
+        given = {m["envVar"] for secret in package.kubernetes_executors.get(label, {}).get("secretAsEnv", [])
+                 for m in secret.get("keyToEnv", [])}
+        if variable not in given:
+            problems.append(f"task {task_id} gets no {variable} from a secret (kfp_model_signing_secret, "
+                            "kfp_model_verify_secret): it cannot sign or verify a registered version")
+    return problems
+
+
 def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | None = None,
                        parameters: dict[str, Any] | None = None) -> list[str]:
     """Everything that would make `path` fail or misbehave on `target`, one sentence each."""
@@ -163,6 +193,7 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
     problems += cluster_presubmit.beam_root_problems(package, root)
     problems.append(_pipeline_root_problem(root, target))
     problems += _object_store_problems(package, root, target)
+    problems += champion_problems(package, target)
     return [f"{path}: {p}" for p in problems if p]
 
 
@@ -171,6 +202,10 @@ def presubmit_warnings(path: str | Path) -> list[str]:
     Beam SDK entrypoint in the image of a remote runner."""
     package = Package.read(path)
     warnings = [f"{path}: {w}" for w in cluster_presubmit.cluster_warnings(package)]
+    if not package.platform:  # Vertex AI: no Kubernetes secrets
+        warnings.append(f"{path}: on Vertex AI no Kubernetes secret gives the pusher MNIST_MODEL_SIGNING_KEY and the "
+                        "resolver and evaluator MNIST_MODEL_VERIFY_KEY: set them in the image's environment (or "
+                        "the tasks fail closed: nothing is registered or loaded unsigned)")
     for label, executor in sorted(package.executors.items()):
         kind = executor.get("container", {}).get("resources", {}).get("accelerator", {}).get("type", "")
         if kind == GPU_RESOURCE or kind.startswith("NVIDIA_"):
