@@ -211,14 +211,24 @@ def running_mlflow_server(root: Path, workers: int = 2):
 def deployed_services(tmp_path_factory):
     """What the deployed pipeline talks to, for real on 127.0.0.1: an S3 bucket (SeaweedFS), and
     the MLflow server with PostgreSQL as backend store and the bucket as artifact store (as
-    infra/mlflow deploys it). Yields (S3Store, MLflow URI)."""
+    infra/mlflow deploys it). Yields (S3Store, MLflow URI, the PostgreSQL database's URI: the
+    alias lock's)."""
     from infra import services
 
     root = tmp_path_factory.mktemp("services")
     with services.seaweedfs(root / "s3") as store, services.postgres(root / "postgres") as database, \
             services.mlflow_server(root / "mlflow", database, f"s3://{store.bucket}/mlflow",
                                    environment=store.environment) as uri:
-        yield store, uri
+        yield store, uri, database
+
+
+def lock_settings(database_uri: str) -> tuple[str, dict[str, str]]:
+    """A PostgreSQL URI with its password -> (registry_lock_uri without it, the PGPASSWORD environment)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(database_uri)
+    netloc = f"{parts.username}@{parts.hostname}:{parts.port}"
+    return parts._replace(netloc=netloc).geturl(), {"PGPASSWORD": parts.password or ""}
 
 
 def load_champion_pyfunc(registry):

@@ -34,6 +34,7 @@ import fcntl
 import glob
 import hashlib
 import json
+import logging
 import os
 import tempfile
 import time
@@ -71,6 +72,8 @@ IMAGE_HASHES_FILE = "image_hashes.npz"
 IDENTITY_FILE = "identity.json"
 PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry_pyfunc.py")
 TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainers")
+# registry_lock_uri "none": a server registry without a lock, chosen knowingly (one run at a time).
+NO_LOCK = "none"
 # pg_advisory_lock(key1, key2): key1 says "this project's alias lock", key2 the registered model.
 _ADVISORY_LOCK_CLASS = 0x6D6E6973  # "mnis"
 
@@ -501,10 +504,17 @@ class MlflowRegistry:
             finally:
                 os.close(fd)  # closing releases the lock (also when the process dies)
             return
+        if database == NO_LOCK:
+            logging.getLogger(__name__).warning(
+                "registry %s: alias writes without a lock (registry_lock_uri none): concurrent runs can both "
+                "move the champion alias, the later one winning", self.uri)
+            yield
+            return
         if not database:
             raise RegistryError(f"registry {self.uri}: alias writes need a lock: set registry_lock_uri to the "
                                 "PostgreSQL database of the MLflow server's backend store "
-                                "(postgresql://USER@HOST:PORT/DB; password from PGPASSWORD)")
+                                "(postgresql://USER@HOST:PORT/DB; password from PGPASSWORD), or to 'none' to "
+                                "accept that concurrent runs can race for the alias")
         import psycopg2
 
         try:

@@ -84,7 +84,8 @@ class PipelineConfig:
                                      "store (postgresql://USER@HOST:PORT/DB, password from PGPASSWORD), whose "
                                      "advisory lock lets one writer at a time read, compare and move the champion "
                                      "alias; empty: a file lock beside the embedded registry's mlflow.db (a "
-                                     "postgresql:// registry locks its own database)")
+                                     "postgresql:// registry locks its own database); none: no lock, concurrent "
+                                     "runs may race for the alias")
 
     # --- Kubeflow / Vertex AI compile ---
     image: str = setting("ghcr.io/mnist-bakeoff/mnist-tfx:0.1.0", "container image of the compiled pipeline")

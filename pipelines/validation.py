@@ -61,12 +61,29 @@ def check_registry_uri(uri: str, field: str = "registry_uri") -> str:
     return uri
 
 
+def check_lock_uri(uri: str, field: str = "registry_lock_uri") -> str:
+    """The alias lock's database: PostgreSQL, a user allowed, its password never (PGPASSWORD); or
+    "none" (no lock, knowingly)."""
+    if not uri or uri == "none":
+        return uri
+    parts = urlsplit(uri)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise ValueError(f"{field} {redact_uri(uri)} is not a PostgreSQL database URI "
+                         "(postgresql://USER@HOST:PORT/DB)")
+    if parts.password is not None:
+        raise ValueError(f"{field} {redact_uri(uri)} carries a password in the URI; give it in PGPASSWORD "
+                         "(a Kubernetes secret on the cluster)")
+    return uri
+
+
 def check_config(cfg: Any) -> None:
     """Every check above on a PipelineConfig (duck-typed, so that config.py can import this)."""
     check_name(cfg.pipeline_name, "pipeline_name")
     check_name(cfg.registered_model_name, "registered_model_name")
     check_registry_uri(cfg.registry_uri)
     check_registry_uri(cfg.kfp_registry_uri, "kfp_registry_uri")
+    check_lock_uri(cfg.registry_lock_uri)
+    check_lock_uri(cfg.kfp_registry_lock_uri, "kfp_registry_lock_uri")
     if cfg.artifact_root and not cfg.artifact_root.startswith(("s3://", "minio://", "gs://")):
         raise ValueError(f"artifact_root {cfg.artifact_root} is not an object store URI (s3://, minio:// or "
                          "gs://); leave it empty to keep the artifacts under output_root")

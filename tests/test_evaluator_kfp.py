@@ -19,7 +19,8 @@ def test_evaluator_task_outputs_render_in_the_kfp_ui():
     assert titles == EXPECTED
     inputs = component["inputDefinitions"]["artifacts"]
     # The candidates, their trainers' logs (TensorBoard events, into their MLflow runs), the champion.
-    assert {"examples", "champion", "keras_model", "pytorch_model", "keras_model_run", "pytorch_model_run"} == set(inputs)
+    assert {"examples", "champion", "keras_model", "pytorch_model", "keras_model_run",
+            "pytorch_model_run"} == set(inputs)
     assert "title: tfx.ModelRun" in inputs["keras_model_run"]["artifactType"]["instanceSchema"]
     assert {"primary_metric", "min_metric", "champion_policy", "registry_uri"} <= set(
         component["inputDefinitions"]["parameters"])

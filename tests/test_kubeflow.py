@@ -549,7 +549,7 @@ def launched(mnist_dir, deployed_services, tmp_path_factory):
     task/key, the registry URI, the failure, if any, and the store."""
     from pipelines.kubeflow.compile import compile_kubeflow
 
-    store, registry_uri = deployed_services
+    store, registry_uri, _ = deployed_services
     root = tmp_path_factory.mktemp("launch")
     cfg = load_config(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
                       registered_model_name="mnist-launch", **LAUNCH_SUBSET)

@@ -56,7 +56,7 @@ def test_executor_command_without_the_invocation_is_a_clear_error(capsys):
 @pytest.fixture(scope="module")
 def s3_run(deployed_services, mnist_dir, tmp_path_factory):
     """`python -m pipelines run` with its artifacts on the bucket and the PostgreSQL-backed registry."""
-    store, registry_uri = deployed_services
+    store, registry_uri, _ = deployed_services
     root = tmp_path_factory.mktemp("s3-run")
     artifact_root = f"s3://{store.bucket}/local-run"
     flags = {"output_root": root / "out", "artifact_root": artifact_root, "registry_uri": registry_uri,

@@ -18,7 +18,7 @@ MODEL_NAME = "mnist-test"
 
 
 def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, model_name=MODEL_NAME,
-               champion=None, statistics=None, examples=None):
+               champion=None, statistics=None, examples=None, lock_uri=""):
     """The real pusher; `champion`: what the run resolved (default: ChampionResolver's reading now)."""
     if champion is None:
         champion, _ = resolve_champion(registry_uri, model_name, tmp_path / "resolved")
@@ -35,7 +35,8 @@ def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, m
     pushed.uri = str(tmp_path / "pushed")
     (tmp_path / "pushed").mkdir(exist_ok=True)
     executor.Executor().Do(inputs, {"pushed_model": [pushed]},
-                           {"registry_uri": registry_uri, "registered_model_name": model_name})
+                           {"registry_uri": registry_uri, "registered_model_name": model_name,
+                            "registry_lock_uri": lock_uri})
     return pushed
 
 
