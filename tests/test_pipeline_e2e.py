@@ -11,6 +11,7 @@ import struct
 
 import numpy as np
 import pytest
+from ml_metadata.proto import metadata_store_pb2
 
 from components import examples as example_data
 from components.data_gate.executor import DataAnomaliesError
@@ -22,6 +23,7 @@ from pipelines.config import load_config
 from pipelines.pipeline import TRAINER_IDS
 from pipelines.summary import open_store
 
+Execution = metadata_store_pb2.Execution
 SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1, **FAST_TRAINING}
 
 
@@ -128,15 +130,32 @@ def test_corrupted_idx_fails_ingest_and_pushes_nothing(e2e, corrupt_source):
                                               cfg.registered_model_name).versions()] == ["1"]
 
 
+def _node_states(cfg, summary) -> dict[str, list[int]]:
+    """node id -> the states of its executions in the run of `summary`."""
+    from pipelines import recovery
+
+    store = open_store(cfg)
+    (run,) = [c for c in store.get_contexts_by_type("pipeline_run") if c.name == summary["run_id"]]
+    found: dict[str, list[int]] = {}
+    for e in store.get_executions_by_context(run.id):
+        found.setdefault(recovery.node_id(store, e.id), []).append(e.last_known_state)
+    return found
+
+
+# Blessed whatever the champion: the rule asks only not to be significantly worse, at an alpha
+# no difference on these examples reaches (the forced "blessed" outcome).
+NEVER_WORSE = {"champion_policy": "not_significantly_worse", "champion_alpha": 1e-12}
+
+
 def test_second_run_with_two_seeds_is_judged_against_the_champion(e2e):
     """Issue #15: `seeds` trains each framework per seed; one evaluation scores all four models and
     the champion; the frameworks are compared across seeds and the registry's candidate is the
-    best single model of the leading framework, promoted only if significantly better."""
+    best single model of the leading framework; forced to be blessed, it becomes version 2."""
     cfg, first, _ = e2e
     registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
     before = registry.champion()
     # New training seeds: the trainers, the evaluator and the pusher run again; data steps are cached.
-    summary = local_runner.run_local(cfg.replace(seeds=[7, 8]))
+    summary = local_runner.run_local(cfg.replace(seeds=[7, 8], **NEVER_WORSE))
     with open(summary["evaluation"]) as f:
         evaluation = json.load(f)
     seeded = {f"{framework}_model_seed{seed}" for framework in ("keras", "pytorch") for seed in (7, 8)}
@@ -154,14 +173,53 @@ def test_second_run_with_two_seeds_is_judged_against_the_champion(e2e):
         report = f.read()
     assert 'id="seed-points"' in report and "seed 7:" in report
     assert evaluation["candidates"]["champion"]["version"] == before.version
+    assert evaluation["champion"]["description"] == f"version {before.version} of {cfg.registered_model_name}"
     # The champion is re-scored on the same examples and reproduces its recorded accuracy.
     assert accuracy["champion"] == first["accuracy"][first["winner"]]
     assert sum("champion" in (t["first"], t["second"]) for t in evaluation["comparisons"]) == 4
+    assert d["blessed"] and summary["promoted"] and summary["registered_version"] == "2"
     champion_after = registry.champion()
-    if d["blessed"]:
-        assert champion_after.version == str(int(before.version) + 1)
-        assert champion_after.tags["replaced_version"] == before.version
-        assert json.loads(champion_after.tags["across_seeds"])["winner_framework"] == seeds["winner"]
-    else:
-        assert champion_after.version == before.version
-        assert len(registry.versions()) == 1
+    assert champion_after.version == "2" and champion_after.tags["replaced_version"] == before.version
+    assert json.loads(champion_after.tags["across_seeds"])["winner_framework"] == seeds["winner"]
+
+
+def test_a_rollback_sticks_through_an_unrelated_commit_and_a_rerun(e2e, monkeypatch, capsys):
+    """Issue #26: run (version 1), a new champion (version 2), `registry rollback 1`, an unrelated
+    commit, the second command again. Before, every stage was cached but the pusher (its code
+    revision had changed), which adopted version 2 and promoted it again: the rollback silently
+    undone. Now the rollback is a new champion state: the run re-evaluates against version 1, the
+    pusher adopts version 2, refuses it as rejected, and the summary says why."""
+    from pipelines import cli
+
+    cfg, _, _ = e2e
+    registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
+    assert registry.champion().version == "2"
+    argv = ["registry", "--output-root", cfg.output_root, "--registered-model-name", cfg.registered_model_name]
+    assert cli.main(argv + ["rollback", "1", "--reason", "canary errors"]) == 0
+    assert "version 2 is rejected" in capsys.readouterr().out
+    monkeypatch.setenv("CODE_REVISION", "an-unrelated-commit")
+    summary = local_runner.run_local(cfg.replace(seeds=[7, 8], **NEVER_WORSE))
+    states = _node_states(cfg, summary)
+    assert all(states[t] == [Execution.CACHED] for t in states if "_trainer" in t), states
+    # A changed champion means a new evaluation, not the cached one against version 2's predecessor.
+    assert states["ChampionResolver"] == [Execution.COMPLETE] and states["BakeoffEvaluator"] == [Execution.COMPLETE]
+    with open(summary["evaluation"]) as f:
+        assert json.load(f)["candidates"]["champion"]["version"] == "1"
+    assert summary["blessed"] and summary["registered_version"] == "2" and not summary["promoted"]
+    assert summary["push_reason"].startswith("version 2 is rejected (rolled back to version 1: canary errors)")
+    assert registry.champion().version == "1" and [v.version for v in registry.versions()] == ["1", "2"]
+    # The same command once more, nothing changed: everything but the resolution comes from the cache.
+    again = _node_states(cfg, local_runner.run_local(cfg.replace(seeds=[7, 8], **NEVER_WORSE)))
+    assert again["ChampionResolver"] == [Execution.COMPLETE]
+    assert all(again[n] == [Execution.CACHED] for n in again if n not in ("ChampionResolver", "SameChampion")), again
+
+
+def test_a_run_that_is_not_blessed_pushes_nothing(e2e):
+    """The forced "not blessed" outcome: a minimum no model reaches; nothing registered, the
+    champion stays, the summary says why."""
+    cfg, _, _ = e2e
+    registry = MlflowRegistry(cfg.resolved_registry_uri(), cfg.registered_model_name)
+    summary = local_runner.run_local(cfg.replace(min_metric=0.9999))
+    assert not summary["blessed"] and summary["registered_version"] is None and not summary["promoted"]
+    assert any("is below the minimum 0.9999" in reason for reason in summary["reasons"])
+    assert registry.champion().version == "1" and [v.version for v in registry.versions()] == ["1", "2"]

@@ -32,6 +32,9 @@ SIGNING_KEY_FILE_VARIABLE = "MNIST_MODEL_SIGNING_KEY_FILE"
 VERIFY_KEY_VARIABLE = "MNIST_MODEL_VERIFY_KEY"
 VERIFY_KEY_FILE_VARIABLE = "MNIST_MODEL_VERIFY_KEY_FILE"
 _BLOCK = 1 << 20
+# What MLflow's registry itself writes into a version's model folder when the version is created,
+# after the pusher signed it: not signed, and never read by any loader here.
+REGISTRY_WRITTEN = ("model/registered_model_meta",)
 
 
 class ManifestError(ValueError):
@@ -167,11 +170,13 @@ def _read_signature(signature_path: str, what: str) -> tuple[dict[str, Any], byt
     return manifest, signature
 
 
-def verify(folder: str, public_pem: bytes | str, what: str, signature_path: str | None = None) -> dict[str, str]:
+def verify(folder: str, public_pem: bytes | str, what: str, signature_path: str | None = None,
+           unsigned: tuple[str, ...] = REGISTRY_WRITTEN) -> dict[str, str]:
     """Checks every file under `folder` against the pusher's signed manifest (`folder`/../manifest.sig
-    unless given): the same files, each with its signed sha256, signed by the key whose public half
-    is `public_pem`. Returns {relative path: sha256}; raises ManifestError naming `what` (e.g.
-    "mnist-digits version 3") and the first file that does not match."""
+    unless given): the same files (but the `unsigned` ones nothing reads), each with its signed
+    sha256, signed by the key whose public half is `public_pem`. Returns {relative path: sha256};
+    raises ManifestError naming `what` (e.g. "mnist-digits version 3") and the first file that
+    does not match."""
     from cryptography.exceptions import InvalidSignature
 
     signature_path = signature_path or os.path.join(os.path.dirname(os.path.abspath(folder)), SIGNATURE_FILE)
@@ -185,7 +190,8 @@ def verify(folder: str, public_pem: bytes | str, what: str, signature_path: str 
         raise ManifestError(f"{what}: its manifest's signature does not verify with the key "
                             f"{key_fingerprint(public_pem)}: it was not signed by the pusher, or it was edited; "
                             "it is not loaded") from e
-    signed, found = manifest["files"], folder_digests(folder)
+    signed = manifest["files"]
+    found = {path: digest for path, digest in folder_digests(folder).items() if path not in unsigned or path in signed}
     for path in sorted(signed.keys() | found.keys()):
         if path not in found:
             raise ManifestError(f"{what}: file {path} is signed but missing; it is not loaded")
