@@ -29,7 +29,7 @@ def write_settings(folder: str, model_name: str, version: str, signed_dir: str, 
     key = {"public_key": public_pem} if public_pem else {"public_key_file": public_key_file}
     model_settings = {
         "name": model_name, "implementation": RUNTIME,
-        "parameters": {"uri": signed_dir, "version": version,
+        "parameters": {"uri": signed_dir, **({"version": version} if version else {}),
                        "extra": {"max_batch": max_batch, "what": what, **key}},
         "inputs": [{"name": "images", "datatype": "UINT8", "shape": [-1, 28, 28]}],
         "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [-1, 10]}],
