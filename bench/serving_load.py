@@ -6,8 +6,9 @@ themselves; it reports p50/p99 latency, requests/s, images/s and the error rate,
 memory (RSS of MLServer and its inference workers) before the first run, after each and at the
 end. Traffic goes to 127.0.0.1 only.
 
-    PYTHONPATH=. $(infra/bootstrap.sh)/bin/python -m bench.serving_load \
-        --registry-uri sqlite:////path/to/runs/registry/mlflow.db [--duration 20] [--json out.json]
+    MNIST_MODEL_VERIFY_KEY_FILE=public.pem PYTHONPATH=. $(infra/bootstrap.sh)/bin/python -m bench.serving_load \
+        --registry-uri sqlite:////path/to/runs/registry/mlflow.db [--duration 20] [--json out.json] \
+        [--adaptive-batch-size 32 --adaptive-batch-time 0.005]   # MLServer's adaptive batching
     # or --url http://127.0.0.1:8080/v2/models/mnist-digits/infer --server-pid PID for a running server
 
 The client runs on the same machine as the server (on the 2-core VM they share both cores).
@@ -118,6 +119,10 @@ def main() -> None:
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 64])
     parser.add_argument("--rounds", type=int, default=1, help="run the whole matrix this many times (memory soak)")
     parser.add_argument("--workers", type=int, default=1, help="MLServer parallel_workers when started here")
+    parser.add_argument("--adaptive-batch-size", type=int, default=0,
+                        help="when started here: MLServer's adaptive batching, merging up to this many requests")
+    parser.add_argument("--adaptive-batch-time", type=float, default=0.005,
+                        help="with --adaptive-batch-size: the longest a request waits for others, in seconds")
     parser.add_argument("--json", default="", help="write the results here too")
     args = parser.parse_args()
 
@@ -127,15 +132,18 @@ def main() -> None:
         from serving import server as mlserver
 
         server = mlserver.start(args.registry_uri, args.model_name, http_port=0, grpc_port=0, metrics_port=0,
-                                parallel_workers=args.workers, log_path=os.devnull)
+                                parallel_workers=args.workers, log_path=os.devnull,
+                                adaptive_batch_size=args.adaptive_batch_size,
+                                adaptive_batch_time_s=args.adaptive_batch_time)
         url, pid = server.infer_url, server.process.pid
         print(f"MLServer serving {args.model_name} version {server.version.version} at {url}", flush=True)
     elif args.url:
         url, pid = args.url, args.server_pid
     else:
         parser.error("give --registry-uri (start a server here) or --url")
+    batching = {"max_batch_size": args.adaptive_batch_size, "max_batch_time_s": args.adaptive_batch_time}
     results = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs", "duration_s": args.duration,
-               "memory_mb": {}, "runs": []}
+               "adaptive_batching": batching if args.adaptive_batch_size else None, "memory_mb": {}, "runs": []}
     try:
         warm = bodies_for(images, 1, 4)
         asyncio.run(run_load(url, warm, 1, 3.0, 50))  # first calls build TensorFlow/PyTorch's kernels

@@ -2,6 +2,10 @@
 
 predict takes raw uint8 images [N, 28, 28] and returns probabilities [N, 10], whichever
 framework trained the model; the trainers package travels with the model (code_paths).
+
+Kept so that a version opens in MLflow's own tools (`mlflow.pyfunc.load_model`, the UI). The
+project's server never loads it: loading it imports this file and the stored code/trainers/
+from the registry, so serving/runtime.py loads the signed export with the checkout's loader.
 """
 
 import mlflow

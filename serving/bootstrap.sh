@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates (once) the serving environment from serving/requirements.lock and prints its path:
-# MLServer 1.7.1 with its MLflow runtime, MLflow, TensorFlow and PyTorch, apart from the
-# pipeline's venv (MLServer needs protobuf >= 5, TFX pins 3.20). Like infra/bootstrap.sh: keyed
+# MLServer 1.7.1 (and its MLflow runtime, for comparison only), MLflow, TensorFlow, PyTorch and
+# model-signing, apart from the pipeline's venv (MLServer needs protobuf >= 5, TFX pins 3.20).
+# Like infra/bootstrap.sh: keyed
 # by the lock's hash, exactly the locked set (--no-deps --require-hashes), reused until the lock
 # changes; serving environments of older locks are removed.
 set -euo pipefail

@@ -2,6 +2,8 @@
 (any environment), gRPC with MLServer's generated stubs (the serving environment).
 
     python -m serving.client grpc 127.0.0.1:8081 mnist-digits images.npy probs.npy   # serving venv
+    python -m serving.client grpc-unload 127.0.0.1:8081 mnist-digits [inference|model_repository] [TOKEN]
+        # the model-repository unload call; prints the gRPC status code (OK, PERMISSION_DENIED, ...)
 """
 
 from __future__ import annotations
@@ -73,11 +75,40 @@ def infer_grpc(address: str, model_name: str, images: np.ndarray, timeout_s: flo
     return values.reshape(list(output.shape))
 
 
+def unload_grpc(address: str, model_name: str, service: str = "inference", token: str = "",
+                timeout_s: float = 30.0) -> tuple[str, str]:
+    """RepositoryModelUnload over gRPC, on `service` "inference" (inference.GRPCInferenceService) or
+    "model_repository" (the deprecated inference.model_repository.ModelRepositoryService), with
+    `token` as a bearer token when given. Returns (status code name, details)."""
+    import grpc
+    from mlserver.grpc import dataplane_pb2, dataplane_pb2_grpc, model_repository_pb2, model_repository_pb2_grpc
+
+    metadata = [("authorization", f"Bearer {token}")] if token else []
+    with grpc.insecure_channel(address) as channel:
+        try:
+            if service == "inference":
+                dataplane_pb2_grpc.GRPCInferenceServiceStub(channel).RepositoryModelUnload(
+                    dataplane_pb2.RepositoryModelUnloadRequest(model_name=model_name), timeout=timeout_s,
+                    metadata=metadata)
+            else:
+                model_repository_pb2_grpc.ModelRepositoryServiceStub(channel).RepositoryModelUnload(
+                    model_repository_pb2.RepositoryModelUnloadRequest(model_name=model_name), timeout=timeout_s,
+                    metadata=metadata)
+        except grpc.RpcError as e:
+            return e.code().name, e.details() or ""
+    return "OK", ""
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 5 or argv[0] != "grpc":
-        sys.exit("usage: python -m serving.client grpc ADDRESS MODEL_NAME IMAGES.npy OUT.npy")
-    _, address, model_name, images_path, out_path = argv
-    np.save(out_path, infer_grpc(address, model_name, np.load(images_path)))
+    if len(argv) == 5 and argv[0] == "grpc":
+        _, address, model_name, images_path, out_path = argv
+        np.save(out_path, infer_grpc(address, model_name, np.load(images_path)))
+    elif 3 <= len(argv) <= 5 and argv[0] == "grpc-unload":
+        code, details = unload_grpc(*argv[1:])
+        print(json.dumps({"code": code, "details": details}))
+    else:
+        sys.exit("usage: python -m serving.client grpc ADDRESS MODEL_NAME IMAGES.npy OUT.npy\n"
+                 "       python -m serving.client grpc-unload ADDRESS MODEL_NAME [inference|model_repository] [TOKEN]")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,16 @@
 both take the registry (its URI and the registered model's name, as the pipeline's config
 resolves them) plus their own options.
 
-  serve   start MLServer for the registry's champion on 127.0.0.1 until Ctrl-C
+  serve   start MLServer for the registry's champion on 127.0.0.1 until Ctrl-C, once its signed
+          files verify with the pusher's public key ($MNIST_MODEL_VERIFY_KEY_FILE or
+          $MNIST_MODEL_VERIFY_KEY); a version that does not verify is refused with one line
   kserve  print (or write) a KServe InferenceService for the champion, validated offline
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TextIO
 
 from components.kserve_deployer import inference_service as kserve
@@ -18,19 +21,28 @@ from serving import server as mlserver
 def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTTP_PORT,
           grpc_port: int = mlserver.DEFAULT_GRPC_PORT, metrics_port: int = mlserver.DEFAULT_METRICS_PORT,
           max_body_mb: float = mlserver.DEFAULT_MAX_BODY_BYTES / 2**20, max_batch: int = mlserver.DEFAULT_MAX_BATCH,
-          workers: int = 1, venv: str = "", out: TextIO = sys.stdout) -> int:
-    """Serves `models:/<name>@champion` until Ctrl-C (exit status 0) or until MLServer exits (its status)."""
+          workers: int = 1, venv: str = "", public_key_file: str = "",
+          deadline_s: float = mlserver.DEFAULT_DEADLINE_S, repository_token_file: str = "",
+          out: TextIO = sys.stdout) -> int:
+    """Serves `models:/<name>@champion` until Ctrl-C (exit status 0) or until MLServer exits (its
+    status); 1 with one line on stderr when it cannot start (e.g. the version does not verify)."""
     print(f"resolving models:/{name}@champion at {registry_uri} and starting MLServer "
           "(the first start creates the serving environment: serving/bootstrap.sh)", file=out, flush=True)
     try:
+        public_key = Path(public_key_file).read_text(encoding="utf-8") if public_key_file else ""
         server = mlserver.start(registry_uri, name, http_port=http_port, grpc_port=grpc_port,
                                 metrics_port=metrics_port, max_body_bytes=int(max_body_mb * 2**20),
-                                max_batch=max_batch, parallel_workers=workers, venv=venv)
+                                max_batch=max_batch, parallel_workers=workers, venv=venv, public_key=public_key,
+                                deadline_s=deadline_s, repository_token_file=repository_token_file)
     except KeyboardInterrupt:
         print("interrupted before the server was ready; stopped", file=out, flush=True)
         return 130
+    except (mlserver.ServingError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        return 1
     version = server.version.version
-    print(f"serving {name} version {version} (models:/{name}@champion) with MLServer, MLflow runtime, v2 protocol\n"
+    print(f"serving {name} version {version} (models:/{name}@champion, its signed files verified) with MLServer, "
+          f"the project's runtime, v2 protocol\n"
           f"  REST  {server.infer_url}\n"
           f"        {server.http_url}/v2/models/{name}/versions/{version}/infer\n"
           f"  gRPC  {server.grpc_address}  (inference.GRPCInferenceService/ModelInfer, model_name {name!r})\n"

@@ -1,22 +1,23 @@
-"""Starts MLServer (the MLflow runtime, v2 protocol over REST and gRPC) for the registry's champion.
+"""Starts MLServer (v2 protocol over REST and gRPC) for the registry's champion, verified.
 
 Runs in the pipeline's environment: it resolves `models:/<name>@champion` through the registry
-client (components/registry.py) to one version, downloads that version's MLflow pyfunc (the
-exported model, a few MB, with the trainers package it loads with), writes MLServer's
+client (components/registry.py) to one version, downloads that version's run artifacts
+(`fetch_champion`: `signed/` and the `manifest.sig` beside it), checks every signed file against
+the pusher's public key here first (a mismatch: one line, nothing started), writes MLServer's
 settings.json and model-settings.json in a temporary folder, and starts MLServer in the serving
-environment (serving/bootstrap.sh) on 127.0.0.1 with serving/launch.py (MLServer's own CLI, plus a
-request body limit). The runtime is serving/runtime.py:MnistRuntime: MLServer's MLflow runtime
-with the requests checked first.
+environment (serving/bootstrap.sh) on 127.0.0.1 with serving/launch.py (MLServer's own CLI behind
+the project's guard: body limit, gzip, JSON depth, deadline, repository API off).
 
-The MLServer process gets a PYTHONPATH holding only this `serving` package and runs in the
-temporary folder: the model code it runs is the pyfunc's (the registered copy of trainers/), not
-the checkout's.
+The runtime is serving/runtime.py:MnistRuntime, which verifies the files again where they are
+loaded and loads the export with the checkout's own trainers/loader.py: the MLServer process gets
+a PYTHONPATH holding only this checkout's `serving` and `trainers` packages and runs in the
+temporary folder. Nothing stored with the version (the pyfunc's pickle, registry_pyfunc.py,
+code/trainers/) is imported or unpickled.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import signal
@@ -29,15 +30,24 @@ import urllib.request
 from pathlib import Path
 
 from components.registry import CHAMPION_ALIAS, MlflowRegistry, ModelVersion
+from serving import layout
+from serving.mlserver_config import write_settings
 
 SERVING_DIR = Path(__file__).resolve().parent
+TRAINERS_DIR = SERVING_DIR.parent / "trainers"
 BOOTSTRAP = SERVING_DIR / "bootstrap.sh"
-RUNTIME = "serving.runtime.MnistRuntime"
 # KServe's ports for MLServer: REST 8080, gRPC 8081; MLServer's metrics 8082.
 DEFAULT_HTTP_PORT, DEFAULT_GRPC_PORT, DEFAULT_METRICS_PORT = 8080, 8081, 8082
 # 8 MiB: a batch of about 3,000 images as JSON; the runtime's own limit is MAX_BATCH images.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_BATCH = 1024
+DEFAULT_MAX_JSON_DEPTH = 32
+DEFAULT_DEADLINE_S = 30.0
+# The pusher's public key (PEM), to verify a version's signed manifest with; or a file holding it.
+PUBLIC_KEY_VARIABLE = "MNIST_MODEL_VERIFY_KEY"
+PUBLIC_KEY_FILE_VARIABLE = "MNIST_MODEL_VERIFY_KEY_FILE"
+# SIGTERM, then this long for MLServer to stop its workers, then SIGKILL to its process group.
+STOP_GRACE_S = 10.0
 
 
 class ServingError(RuntimeError):
@@ -68,35 +78,66 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def download_champion(registry: MlflowRegistry, dst_dir: str) -> tuple[ModelVersion, str]:
-    """The champion's version and its MLflow pyfunc folder (the one holding MLmodel), in `dst_dir`."""
-    found = registry.download_champion(dst_dir)
-    if found is None:
+def public_key_from_environment(environ: dict[str, str] | None = None) -> str:
+    """The pusher's public key: $MNIST_MODEL_VERIFY_KEY, the file $MNIST_MODEL_VERIFY_KEY_FILE names,
+    or the public half of the signing key ($MNIST_MODEL_SIGNING_KEY[_FILE], where this machine
+    signs too); "" when none is set."""
+    from trainers import manifest
+
+    environ = os.environ if environ is None else environ
+    if environ.get(PUBLIC_KEY_VARIABLE):
+        return environ[PUBLIC_KEY_VARIABLE]
+    if environ.get(PUBLIC_KEY_FILE_VARIABLE):
+        return Path(environ[PUBLIC_KEY_FILE_VARIABLE]).read_text(encoding="utf-8")
+    private = manifest.signing_key_from_environment(environ)
+    return manifest.public_key_of(private).decode() if private else ""
+
+
+def describe(version: ModelVersion) -> str:
+    """How messages name a version, e.g. "mnist-digits version 3" (the label it is verified under)."""
+    return f"{version.name} version {version.version}"
+
+
+def fetch_champion(registry: MlflowRegistry, dst_dir: str) -> tuple[ModelVersion, str]:
+    """The champion's version and its `signed/` folder (with manifest.sig beside it), in `dst_dir`.
+
+    Downloads the whole artifact folder of the run the version was registered from; the one place
+    to rewire to the registry's verified download."""
+    champion = registry.champion()
+    if champion is None:
         raise ServingError(f"{registry.model_name} has no version with the alias {CHAMPION_ALIAS} at "
                            f"{registry.uri}: nothing to serve (run the pipeline first, or `registry rollback`)")
-    version, exported = found
-    pyfunc_dir = os.path.dirname(os.path.dirname(exported))  # <pyfunc>/artifacts/<name>/model_meta.json
-    if not os.path.isfile(os.path.join(pyfunc_dir, "MLmodel")):
-        raise ServingError(f"version {version.version} of {registry.model_name}: no MLmodel file in {pyfunc_dir}")
-    return version, pyfunc_dir
+    run_id = registry.client.get_model_version(registry.model_name, champion.version).run_id
+    if not run_id:
+        raise ServingError(f"{describe(champion)}: registered without a run, so without signed files; nothing served")
+    import mlflow.artifacts
+
+    os.makedirs(dst_dir, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=dst_dir, tracking_uri=registry.uri)
+    signed_dir = os.path.join(local, layout.SIGNED_FOLDER)
+    if not os.path.isdir(signed_dir):
+        raise ServingError(f"{describe(champion)}: its run holds no {layout.SIGNED_FOLDER}/ folder (not "
+                           "registered by a signing pusher); nothing served")
+    return champion, signed_dir
 
 
-def write_settings(folder: str, model_name: str, version: str, pyfunc_dir: str, *, host: str, http_port: int,
-                   grpc_port: int, metrics_port: int, max_body_bytes: int, max_batch: int,
-                   parallel_workers: int) -> None:
-    """MLServer's settings.json (the server) and <model>/model-settings.json (the model) in `folder`."""
-    settings = {
-        "debug": False, "host": host, "http_port": http_port, "grpc_port": grpc_port,
-        "metrics_port": metrics_port, "parallel_workers": parallel_workers,
-        "grpc_max_message_length": max_body_bytes, "load_models_at_startup": True,
-    }
-    model_settings = {
-        "name": model_name, "implementation": RUNTIME,
-        "parameters": {"uri": pyfunc_dir, "version": version, "extra": {"max_batch": max_batch}},
-    }
-    Path(folder, "settings.json").write_text(json.dumps(settings, indent=2))
-    Path(folder, model_name).mkdir(exist_ok=True)
-    Path(folder, model_name, "model-settings.json").write_text(json.dumps(model_settings, indent=2))
+def verify_champion(version: ModelVersion, signed_dir: str, public_pem: str, venv: str, python_path: str) -> None:
+    """Checks the downloaded files against the pusher's signature before anything is started, in
+    the serving environment (serving/signatures.py says why not here); raises ServingError (one line)."""
+    if not public_pem:
+        raise ServingError(f"{describe(version)}: no public key to verify its signed files with (set "
+                           f"${PUBLIC_KEY_FILE_VARIABLE} or ${PUBLIC_KEY_VARIABLE}); nothing served")
+    result = subprocess.run([os.path.join(venv, "bin", "python"), "-m", "serving.signatures", "verify", signed_dir,
+                             "--what", describe(version)], input=public_pem, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": python_path}, timeout=600, check=False)
+    if result.returncode != 0:
+        lines = result.stderr.strip().splitlines()
+        raise ServingError(lines[-1] if lines else f"{describe(version)}: verifying its signed files failed "
+                                                   f"(exit status {result.returncode}); nothing served")
+    export = os.path.join(signed_dir, layout.EXPORT_IN_SIGNED)
+    if not os.path.isdir(export):
+        raise ServingError(f"{describe(version)}: its signed files hold no exported model "
+                           f"({layout.SIGNED_FOLDER}/{layout.EXPORT_IN_SIGNED}); nothing served")
 
 
 @dataclasses.dataclass
@@ -132,15 +173,17 @@ class Server:
         with open(self.log_path, errors="replace") as f:
             return f.read()[-chars:]
 
-    def stop(self, timeout_s: float = 30.0) -> int | None:
-        """SIGTERM (MLServer stops its workers and exits), then SIGKILL to its process group if it hangs."""
+    def stop(self, timeout_s: float = STOP_GRACE_S) -> int | None:
+        """SIGTERM (MLServer stops its workers and exits), then SIGKILL to its process group if it
+        has not exited within `timeout_s`; workers it left behind go with the group."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(timeout_s)
             except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the server and its workers
+                _kill_group(self.process.pid)
                 self.process.wait(10)
+        _kill_group(self.process.pid)  # its own session: nothing else is in it
         shutil.rmtree(self.work_dir, ignore_errors=True)
         return self.process.returncode
 
@@ -149,6 +192,13 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _die_with_parent() -> None:
@@ -170,60 +220,108 @@ def _ready(url: str) -> bool:
         return False
 
 
-def start(registry_uri: str, model_name: str, *, host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT,
-          grpc_port: int = DEFAULT_GRPC_PORT, metrics_port: int = DEFAULT_METRICS_PORT,
-          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-          parallel_workers: int = 1, venv: str = "", log_path: str | None = None,
-          ready_timeout_s: float = 300.0) -> Server:
-    """Starts MLServer for the champion of `model_name` at `registry_uri`; returns once it is ready.
+@dataclasses.dataclass(frozen=True)
+class GuardOptions:
+    """serving/launch.py's guard in front of MLServer (see there)."""
 
-    Port 0 picks a free port. `log_path`: MLServer's output goes there (else to this terminal).
-    """
-    python = os.path.join(serving_venv(venv), "bin", "python")
-    registry = MlflowRegistry(registry_uri, model_name)
-    work_dir = tempfile.mkdtemp(prefix="mnist-serve-")
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    deadline_s: float = DEFAULT_DEADLINE_S
+    repository_token_file: str = ""  # "": the model-repository API is off
+
+    def arguments(self) -> list[str]:
+        extra = ["--repository-token-file", self.repository_token_file] if self.repository_token_file else []
+        return ["--max-body-bytes", str(self.max_body_bytes), "--max-json-depth", str(self.max_json_depth),
+                "--deadline-s", str(self.deadline_s), *extra]
+
+
+def serving_pythonpath(work_dir: str) -> str:
+    """A folder holding only this checkout's `serving` and `trainers` packages (links), for the
+    MLServer process: the code it runs is the checkout's, never the registry's copy."""
+    python_path = os.path.join(work_dir, "pythonpath")
+    os.makedirs(python_path, exist_ok=True)
+    for package in (SERVING_DIR, TRAINERS_DIR):
+        if not os.path.lexists(os.path.join(python_path, package.name)):
+            os.symlink(package, os.path.join(python_path, package.name))
+    return python_path
+
+
+def spawn_mlserver(venv: str, server_dir: str, work_dir: str, guard: GuardOptions | None,
+                   log_path: str | None) -> subprocess.Popen:
+    """MLServer on `server_dir` in the serving environment `venv`: behind the guard
+    (serving/launch.py), or with `guard=None` as stock `mlserver start` (for comparison only)."""
+    python = os.path.join(venv, "bin", "python")
+    command = ([python, "-m", "serving.launch", server_dir, *guard.arguments()] if guard is not None
+               else [os.path.join(venv, "bin", "mlserver"), "start", server_dir])
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update(PYTHONPATH=serving_pythonpath(work_dir), TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+               PYTHONDONTWRITEBYTECODE="1")
+    log = open(log_path, "ab") if log_path else None  # noqa: SIM115 (the child holds it)
     try:
-        version, pyfunc_dir = download_champion(registry, os.path.join(work_dir, "download"))
-        spare = free_ports(3)
-        http_port, grpc_port, metrics_port = (p or spare[i] for i, p in enumerate((http_port, grpc_port, metrics_port)))
-        server_dir = os.path.join(work_dir, "mlserver")
-        os.makedirs(server_dir)
-        write_settings(server_dir, model_name, version.version, pyfunc_dir, host=host, http_port=http_port,
-                       grpc_port=grpc_port, metrics_port=metrics_port, max_body_bytes=max_body_bytes,
-                       max_batch=max_batch, parallel_workers=parallel_workers)
-        python_path = os.path.join(work_dir, "pythonpath")
-        os.makedirs(python_path)
-        os.symlink(SERVING_DIR, os.path.join(python_path, "serving"))
-        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-        env.update(PYTHONPATH=python_path, TF_CPP_MIN_LOG_LEVEL=env.get("TF_CPP_MIN_LOG_LEVEL", "2"),
-                   PYTHONDONTWRITEBYTECODE="1")
-        log = open(log_path, "ab") if log_path else None  # noqa: SIM115 (the child holds it)
-        try:
-            process = subprocess.Popen(
-                [python, "-m", "serving.launch", server_dir, "--max-body-bytes", str(max_body_bytes)],
-                cwd=work_dir, env=env, stdout=log, stderr=subprocess.STDOUT if log else None,
-                start_new_session=True,  # Ctrl-C reaches it through stop(), once, not twice
-                preexec_fn=_die_with_parent)
-        finally:
-            if log:
-                log.close()
-    except BaseException:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        raise
-    server = Server(model_name, version, registry_uri, host, http_port, grpc_port, metrics_port, process,
-                    work_dir, log_path)
-    ready_url = f"{server.http_url}/v2/models/{model_name}/versions/{version.version}/ready"
+        # In its own settings folder: MLServer puts its working directory and that folder first on
+        # sys.path, and neither holds anything from the registry.
+        return subprocess.Popen(command, cwd=server_dir, env=env, stdout=log,
+                                stderr=subprocess.STDOUT if log else None,
+                                start_new_session=True,  # Ctrl-C reaches it through stop(), once, not twice
+                                preexec_fn=_die_with_parent)
+    finally:
+        if log:
+            log.close()
+
+
+def wait_until_ready(server: Server, ready_timeout_s: float) -> Server:
+    """Returns `server` once its model answers ready; stops it and raises ServingError if it exits
+    or is not ready in time."""
+    ready_url = f"{server.http_url}/v2/models/{server.model_name}/versions/{server.version.version}/ready"
+    what = describe(server.version)
     deadline = time.monotonic() + ready_timeout_s
     try:
         while not _ready(ready_url):
-            if process.poll() is not None:
-                raise ServingError(f"MLServer exited with status {process.returncode} before {model_name} version "
-                                   f"{version.version} was ready\n{server.log_tail()}")
+            if server.process.poll() is not None:
+                raise ServingError(f"MLServer exited with status {server.process.returncode} before {what} was "
+                                   f"ready\n{server.log_tail()}")
             if time.monotonic() > deadline:
-                raise ServingError(f"MLServer did not get {model_name} version {version.version} ready in "
-                                   f"{ready_timeout_s:.0f} s\n{server.log_tail()}")
+                raise ServingError(f"MLServer did not get {what} ready in {ready_timeout_s:.0f} s\n{server.log_tail()}")
             time.sleep(0.5)
     except BaseException:
         server.stop()
         raise
     return server
+
+
+def start(registry_uri: str, model_name: str, *, host: str = "127.0.0.1", http_port: int = DEFAULT_HTTP_PORT,
+          grpc_port: int = DEFAULT_GRPC_PORT, metrics_port: int = DEFAULT_METRICS_PORT,
+          max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+          parallel_workers: int = 1, venv: str = "", log_path: str | None = None,
+          ready_timeout_s: float = 300.0, public_key: str = "", max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+          deadline_s: float = DEFAULT_DEADLINE_S, repository_token_file: str = "", adaptive_batch_size: int = 0,
+          adaptive_batch_time_s: float = 0.0) -> Server:
+    """Starts MLServer for the champion of `model_name` at `registry_uri`, once its signed files
+    verify with `public_key` (PEM; default: public_key_from_environment()); returns once it is ready.
+
+    Port 0 picks a free port. `log_path`: MLServer's output goes there (else to this terminal).
+    """
+    venv = serving_venv(venv)
+    public_pem = public_key or public_key_from_environment()
+    registry = MlflowRegistry(registry_uri, model_name)
+    work_dir = tempfile.mkdtemp(prefix="mnist-serve-")
+    try:
+        version, signed_dir = fetch_champion(registry, os.path.join(work_dir, "download"))
+        verify_champion(version, signed_dir, public_pem, venv, serving_pythonpath(work_dir))
+        spare = free_ports(3)
+        http_port, grpc_port, metrics_port = (p or spare[i] for i, p in enumerate((http_port, grpc_port, metrics_port)))
+        server_dir = os.path.join(work_dir, "mlserver")
+        os.makedirs(server_dir)
+        write_settings(server_dir, model_name, version.version, signed_dir, host=host, http_port=http_port,
+                       grpc_port=grpc_port, metrics_port=metrics_port, max_body_bytes=max_body_bytes,
+                       max_batch=max_batch, parallel_workers=parallel_workers, public_pem=public_pem,
+                       what=describe(version), adaptive_batch_size=adaptive_batch_size,
+                       adaptive_batch_time_s=adaptive_batch_time_s)
+        guard = GuardOptions(max_body_bytes, max_json_depth, deadline_s, repository_token_file)
+        process = spawn_mlserver(venv, server_dir, work_dir, guard, log_path)
+    except BaseException:
+        shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+    server = Server(model_name, version, registry_uri, host, http_port, grpc_port, metrics_port, process,
+                    work_dir, log_path)
+    return wait_until_ready(server, ready_timeout_s)

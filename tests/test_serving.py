@@ -1,7 +1,8 @@
-"""Serving the champion for real: a real MLServer process (MLflow runtime, serving/bootstrap.sh's
-environment) on 127.0.0.1 for the champion of a real registry holding the small real models,
-real HTTP and gRPC requests, compared with the evaluator's recorded scores (scores.npz); bad
-requests; and the KServe InferenceService rendered from a real MLflow tracking server's registry
+"""Serving the champion for real: a real MLServer process (the project's runtime, serving/bootstrap.sh's
+environment) on 127.0.0.1 for the signed champion of a real registry holding the small real
+models, real HTTP and gRPC requests, compared with the evaluator's recorded scores (scores.npz);
+bad requests; a champion whose files do not match its signature, refused before and inside
+MLServer; and the KServe InferenceService rendered from a real MLflow tracking server's registry
 (proxied artifacts, as infra/mlflow runs it), before and after a rollback.
 
 The serving environment is created by serving/bootstrap.sh on first use (once, then cached): a
@@ -26,11 +27,13 @@ import yaml
 from components.kserve_deployer import inference_service as kserve
 from components.registry import MlflowRegistry, embedded_uri
 from conftest import run_evaluator, running_mlflow_server
-from serving import client, commands
+from serving import client, commands, layout
 from serving import server as mlserver
+from tests import serving_helpers as helpers
+from trainers import manifest
 
-NAME = "mnist-digits"
-FRAMEWORKS = {"keras": "keras_model", "pytorch": "pytorch_model"}
+NAME = helpers.NAME
+FRAMEWORKS = helpers.FRAMEWORKS
 # Probabilities go float32 -> JSON -> float32 unchanged; the server's TensorFlow (2.18, for
 # protobuf 5) against the evaluator's (2.16) may differ in the last bits of a float32.
 TOLERANCE = 1e-5
@@ -40,6 +43,12 @@ MAX_BODY_BYTES = 1024 * 1024  # small, so that the oversized request is cheap to
 @pytest.fixture(scope="module")
 def serving_venv() -> str:
     return mlserver.serving_venv()
+
+
+@pytest.fixture(scope="module")
+def keys() -> tuple[bytes, bytes]:
+    """The pusher's key pair (private, public PEM)."""
+    return manifest.generate_key_pair()
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +75,13 @@ def test_split(small_examples) -> tuple[np.ndarray, np.ndarray]:
     return images, features["label"].numpy()
 
 
+def _register_signed(registry: MlflowRegistry, small_models, framework: str, private_pem: bytes):
+    """A real registered version with the pusher's signed layout, made the champion."""
+    candidate = FRAMEWORKS[framework]
+    return helpers.register_signed(registry, str(small_models[candidate] / "Format-Serving"), framework, private_pem,
+                                   tags={"candidate": candidate})
+
+
 def _register(registry: MlflowRegistry, small_models, framework: str, promote: bool = True):
     candidate = FRAMEWORKS[framework]
     version = registry.register(str(small_models[candidate] / "Format-Serving"), framework,
@@ -77,19 +93,21 @@ def _register(registry: MlflowRegistry, small_models, framework: str, promote: b
 
 
 @pytest.fixture(scope="module")
-def servers(small_models, serving_venv, tmp_path_factory):
-    """One real MLServer per framework, each serving that framework's model as the champion of its
-    own embedded registry; started on first use, stopped at the end of the module."""
+def servers(small_models, serving_venv, keys, tmp_path_factory):
+    """One real MLServer per framework, each serving that framework's model as the signed champion
+    of its own embedded registry; started on first use, stopped at the end of the module."""
     started: dict[str, mlserver.Server] = {}
+    private, public = keys
 
     def get(framework: str) -> mlserver.Server:
         if framework not in started:
             root = tmp_path_factory.mktemp(f"serve-{framework}")
             uri = embedded_uri(str(root / "registry"))
-            version = _register(MlflowRegistry(uri, NAME), small_models, framework)
+            version = _register_signed(MlflowRegistry(uri, NAME), small_models, framework, private)
             t0 = time.monotonic()
             started[framework] = mlserver.start(uri, NAME, http_port=0, grpc_port=0, metrics_port=0,
                                                 max_body_bytes=MAX_BODY_BYTES, venv=serving_venv,
+                                                public_key=public.decode(),
                                                 log_path=str(root / "mlserver.log"), ready_timeout_s=240)
             print(f"MLServer for {framework} ready in {time.monotonic() - t0:.1f} s")
             assert started[framework].version.version == version.version
@@ -201,17 +219,45 @@ def test_bad_requests_get_a_4xx_that_says_what_is_wrong_and_the_server_goes_on(s
     assert server.process.poll() is None
 
 
-def test_serve_command_prints_the_urls_and_stops_cleanly_on_ctrl_c(small_models, serving_venv, tmp_path):
-    """`python -m pipelines serve`'s function in a real child process; SIGINT as a terminal's Ctrl-C sends it."""
-    uri = embedded_uri(str(tmp_path / "registry"))
-    version = _register(MlflowRegistry(uri, NAME), small_models, "pytorch")
-    http_port, grpc_port, metrics_port = mlserver.free_ports(3)
-    command = [sys.executable, "-m", "pipelines", "serve", "--output-root", str(tmp_path), "--registry-uri", uri,
-               "--registered-model-name", NAME, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
-               "--metrics-port", str(metrics_port), "--serving-venv", serving_venv]
+def test_the_model_repository_api_is_off_by_default(servers, serving_venv, test_split):
+    """`serve` starts no repository token: REST /v2/repository/* gets 403 and both gRPC repository
+    services PERMISSION_DENIED, with one line; the model goes on answering."""
+    server = servers("keras")
+    images, _ = test_split
+    expected = client.infer_rest(server.infer_url, images[:3])
+    for path in ("/v2/repository/index", f"/v2/repository/models/{NAME}/unload", f"/v2/repository/models/{NAME}/load"):
+        status, answer = client.post(server.http_url + path, b"{}", headers={"Authorization": "Bearer anything"})
+        assert status == 403 and answer == {"error": "the model repository API (index, load, unload) is off on this "
+                                                     "server"}, (path, status, answer)
     repo = str(Path(mlserver.SERVING_DIR).parent)
-    process = subprocess.Popen(command, cwd=repo, env={**os.environ, "PYTHONPATH": repo},
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for service in ("inference", "model_repository"):
+        result = subprocess.run([os.path.join(serving_venv, "bin", "python"), "-m", "serving.client", "grpc-unload",
+                                 server.grpc_address, NAME, service], cwd=repo, env={**os.environ, "PYTHONPATH": repo},
+                                capture_output=True, text=True, timeout=120, check=True)
+        answer = json.loads(result.stdout.strip().splitlines()[-1])
+        assert answer == {"code": "PERMISSION_DENIED",
+                          "details": "the model repository API (index, load, unload) is off on this server"}, answer
+    np.testing.assert_allclose(client.infer_rest(server.infer_url, images[:3]), expected, atol=0, rtol=0)
+
+
+def _serve_command(uri: str, tmp_path: Path, serving_venv: str) -> tuple[list[str], int]:
+    http_port, grpc_port, metrics_port = mlserver.free_ports(3)
+    return [sys.executable, "-m", "pipelines", "serve", "--output-root", str(tmp_path), "--registry-uri", uri,
+            "--registered-model-name", NAME, "--http-port", str(http_port), "--grpc-port", str(grpc_port),
+            "--metrics-port", str(metrics_port), "--serving-venv", serving_venv], http_port
+
+
+def test_serve_command_prints_the_urls_and_stops_cleanly_on_ctrl_c(small_models, serving_venv, keys, tmp_path):
+    """`python -m pipelines serve`'s function in a real child process, the public key from the
+    environment; SIGINT as a terminal's Ctrl-C sends it."""
+    private, public = keys
+    uri = embedded_uri(str(tmp_path / "registry"))
+    version = _register_signed(MlflowRegistry(uri, NAME), small_models, "pytorch", private)
+    command, http_port = _serve_command(uri, tmp_path, serving_venv)
+    grpc_port = int(command[command.index("--grpc-port") + 1])
+    repo = str(Path(mlserver.SERVING_DIR).parent)
+    env = {**os.environ, "PYTHONPATH": repo, mlserver.PUBLIC_KEY_VARIABLE: public.decode()}
+    process = subprocess.Popen(command, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines = []
     try:
         for line in process.stdout:
@@ -225,7 +271,9 @@ def test_serve_command_prints_the_urls_and_stops_cleanly_on_ctrl_c(small_models,
         images = np.zeros((2, 28, 28), np.uint8)
         assert client.infer_rest(f"http://127.0.0.1:{http_port}/v2/models/{NAME}/infer", images).shape == (2, 10)
         process.send_signal(2)  # SIGINT
+        t0 = time.monotonic()
         rest, _ = process.communicate(timeout=60)
+        print(f"stopped {time.monotonic() - t0:.1f} s after Ctrl-C")
     finally:
         if process.poll() is None:
             process.kill()
@@ -233,6 +281,63 @@ def test_serve_command_prints_the_urls_and_stops_cleanly_on_ctrl_c(small_models,
     assert "stopped" in rest, rest
     with pytest.raises(OSError):  # nothing listens any more
         urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
+
+
+def test_serve_refuses_a_champion_whose_files_do_not_match_their_signature(small_models, serving_venv, keys,
+                                                                          tmp_path):
+    """A weight file of the registered champion changed in the artifact store after signing (the
+    export still loads): `serve` says so in one line and exits 1; nothing is started."""
+    private, public = keys
+    uri = embedded_uri(str(tmp_path / "registry"))
+    registry = MlflowRegistry(uri, NAME)
+    version = _register_signed(registry, small_models, "pytorch", private)
+    export = helpers.run_artifacts(registry, version) / layout.SIGNED_FOLDER / layout.EXPORT_IN_SIGNED
+    model_file = export / json.loads((export / "model_meta.json").read_text())["file"]
+    helpers.tamper_torchscript(str(model_file))
+    command, http_port = _serve_command(uri, tmp_path, serving_venv)
+    repo = str(Path(mlserver.SERVING_DIR).parent)
+    env = {**os.environ, "PYTHONPATH": repo, mlserver.PUBLIC_KEY_VARIABLE: public.decode()}
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    line = helpers.refusal_line(str(model_file.parents[3]), public, f"{NAME} version {version.version}")
+    assert line.startswith(f"{NAME} version {version.version}: ") and line.endswith("it is not loaded"), line
+    assert [entry for entry in result.stderr.splitlines() if entry.startswith("error:")] == [f"error: {line}"], \
+        result.stderr
+    with pytest.raises(OSError):  # nothing was started
+        urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
+
+    # Without the public key nothing is served either.
+    env.pop(mlserver.PUBLIC_KEY_VARIABLE)
+    for variable in (mlserver.PUBLIC_KEY_FILE_VARIABLE, manifest.SIGNING_KEY_VARIABLE,
+                     manifest.SIGNING_KEY_FILE_VARIABLE):
+        env.pop(variable, None)
+    result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and "no public key to verify its signed files with" in result.stderr, result.stderr
+
+
+def test_mlserver_itself_refuses_to_start_on_a_tampered_version(small_models, serving_venv, keys, tmp_path):
+    """The runtime's own check, where the pipeline's is skipped: MLServer started on a version
+    changed after signing logs the one line, loads nothing and exits."""
+    private, public = keys
+    uri = embedded_uri(str(tmp_path / "registry"))
+    registry = MlflowRegistry(uri, NAME)
+    version = _register_signed(registry, small_models, "keras", private)
+    signed = helpers.run_artifacts(registry, version) / layout.SIGNED_FOLDER
+    (signed / layout.EXPORT_IN_SIGNED / "extra.py").write_text("print('added after signing')\n")
+    what = f"{NAME} version {version.version}"
+    folder, http_port, grpc_port, _ = helpers.server_folder(
+        tmp_path / "server", {NAME: helpers.runtime_settings(str(signed), public, what)})
+    process = mlserver.spawn_mlserver(serving_venv, str(folder), str(tmp_path / "run"), mlserver.GuardOptions(),
+                                      str(tmp_path / "mlserver.log"))
+    try:
+        assert process.wait(240) == 1
+    finally:
+        mlserver._kill_group(process.pid)
+    log = (tmp_path / "mlserver.log").read_text()
+    line = helpers.refusal_line(str(signed), public, what)
+    assert line.startswith(f"{what}: ") and "extra.py" in line, line
+    assert any(entry.endswith(line) for entry in log.splitlines()), log[-3000:]
+    assert f"Loaded model '{NAME}' successfully" not in log
 
 
 # --- KServe ----------------------------------------------------------------------------------------
