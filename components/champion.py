@@ -18,7 +18,7 @@ from typing import Any
 from tfx import types
 
 from trainers import loader, manifest
-from trainers.model_format import MODEL_META_FILE, local_copy
+from trainers.model_format import EXPORT_IN_SIGNED, SIGNED_DIR, local_copy
 
 PRESENT = "present"
 IDENTITY = "champion_identity"
@@ -33,7 +33,6 @@ RECORDED_EXAMPLES = "recorded_examples"
 WHY_ABSENT = "reason"
 RECORD_FILE = "champion.json"
 IMAGE_HASHES_FILE = "image_hashes.npz"
-SIGNED_DIR = "signed"
 
 
 def is_present(artifact: types.Artifact | None) -> bool:
@@ -71,13 +70,8 @@ def set_properties(artifact: types.Artifact, properties: dict[str, Any]) -> None
 
 
 def exported_model_dir(model_uri: str) -> str:
-    """The exported model (what its trainer wrote) inside the champion's signed files, local or remote."""
-    import tensorflow as tf
-
-    metas = sorted(tf.io.gfile.glob(os.path.join(model_uri, SIGNED_DIR, "model", "artifacts", "*", MODEL_META_FILE)))
-    if not metas:
-        raise FileNotFoundError(f"{model_uri}: the champion's signed files hold no exported model")
-    return os.path.dirname(metas[0])
+    """The exported model (what its trainer wrote) inside the champion's signed files."""
+    return os.path.join(model_uri, SIGNED_DIR, EXPORT_IN_SIGNED)
 
 
 def load_verified(model_uri: str, what: str, verify_key: bytes | str | None = None) -> tuple[loader.Predictor, dict]:

@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import glob
 import hashlib
 import json
 import logging
@@ -45,7 +44,15 @@ from collections.abc import Iterator
 
 from components.names import RULE, is_safe_name
 from trainers import manifest
-from trainers.model_format import MODEL_META_FILE, NUM_CLASSES, copy_tree, local_copy, read_bytes
+from trainers.model_format import (
+    EXPORT_IN_SIGNED,
+    MODEL_META_FILE,
+    NUM_CLASSES,
+    PYFUNC_IN_SIGNED,
+    SIGNED_DIR,
+    copy_tree,
+    read_bytes,
+)
 
 CHAMPION_ALIAS = "champion"
 # The exported model folder a version was registered from: one version per trained model.
@@ -63,9 +70,8 @@ MANIFEST_SHA_TAG = "manifest_sha256"
 SIGNING_KEY_TAG = "signing_key"
 # Why the pusher left the alias where it was, recorded on the version it registered or adopted.
 NOT_PROMOTED_TAG = "not_promoted_reason"
-# The run artifacts of a version: the signed folder and the signature beside it.
-SIGNED_DIR = "signed"
-MODEL_DIR = "model"  # the MLflow pyfunc, inside SIGNED_DIR: the version's source
+# The run artifacts of a version: the signed folder and the signature beside it (trainers/model_format.py).
+MODEL_DIR = PYFUNC_IN_SIGNED  # the MLflow pyfunc, inside SIGNED_DIR: the version's source
 BASELINE_DIR = "baseline"  # the training data's statistics and image hashes, inside SIGNED_DIR
 STATISTICS_DIR = "statistics"
 IMAGE_HASHES_FILE = "image_hashes.npz"
@@ -148,11 +154,11 @@ class VerifiedVersion:
     @property
     def model_dir(self) -> str:
         """The exported model (what the trainers wrote) inside the pyfunc."""
-        metas = sorted(glob.glob(os.path.join(self.signed_dir, MODEL_DIR, "artifacts", "*", MODEL_META_FILE)))
-        if not metas:
+        export = os.path.join(self.signed_dir, EXPORT_IN_SIGNED)
+        if not os.path.isfile(os.path.join(export, MODEL_META_FILE)):
             raise RegistryError(f"{self.version.name} version {self.version.version} holds no exported model "
-                                f"({MODEL_META_FILE} not found under {self.signed_dir}/{MODEL_DIR}/artifacts)")
-        return os.path.dirname(metas[0])
+                                f"({MODEL_META_FILE} not found in {export})")
+        return export
 
     def baseline(self, name: str) -> str | None:
         path = os.path.join(self.signed_dir, BASELINE_DIR, name)
@@ -422,10 +428,13 @@ class MlflowRegistry:
         signed = os.path.join(folder, SIGNED_DIR)
         signature = infer_signature(np.zeros((1, 28, 28), dtype=np.uint8),
                                     np.zeros((1, len(class_names)), dtype=np.float32))
-        with local_copy(model_dir) as local_model:
-            mlflow.pyfunc.save_model(os.path.join(signed, MODEL_DIR), python_model=PYFUNC_CODE,
-                                     artifacts={"model_dir": local_model}, code_paths=[TRAINERS_PACKAGE],
-                                     signature=signature, pip_requirements=_requirements(framework))
+        # MLflow names an artifact's folder after its path: the export goes in as `model_dir`, so that
+        # it lands where every loader looks (EXPORT_IN_SIGNED).
+        export = os.path.join(folder, "staged", os.path.basename(EXPORT_IN_SIGNED))
+        copy_tree(model_dir, export)
+        mlflow.pyfunc.save_model(os.path.join(signed, MODEL_DIR), python_model=PYFUNC_CODE,
+                                 artifacts={"model_dir": export}, code_paths=[TRAINERS_PACKAGE],
+                                 signature=signature, pip_requirements=_requirements(framework))
         for relative, path in files.items():
             _copy_in(path, os.path.join(signed, relative))
         for name, path in baseline.items():

@@ -46,7 +46,7 @@ from mlserver.errors import InferenceError, MLServerError
 from mlserver.logging import logger
 from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
 
-from serving.layout import EXPORT_IN_SIGNED, SIGNED_FOLDER
+from trainers.model_format import EXPORT_IN_SIGNED, SIGNED_DIR
 
 IMAGE_SHAPE = [28, 28]
 NUM_CLASSES = 10
@@ -115,7 +115,7 @@ class ModelRefused(MLServerError):
 
 def signed_folder(uri: str) -> str:
     """The version's `signed/` folder: `uri` itself, or `uri`/signed (the run's artifact root)."""
-    nested = os.path.join(uri, SIGNED_FOLDER)
+    nested = os.path.join(uri, SIGNED_DIR)
     return nested if os.path.isdir(nested) else uri
 
 
@@ -140,7 +140,7 @@ def copy_signed(signed_dir: str, dst: str) -> str:
     `signed_dir`."""
     from trainers.manifest import SIGNATURE_FILE
 
-    copy = os.path.join(dst, SIGNED_FOLDER)
+    copy = os.path.join(dst, SIGNED_DIR)
     shutil.copytree(signed_dir, copy)  # links are followed: their targets are hashed as files
     signature = os.path.join(os.path.dirname(os.path.abspath(signed_dir)), SIGNATURE_FILE)
     if os.path.isfile(signature):
@@ -167,9 +167,9 @@ def load_verified(uri: str, public_pem: str, what: str) -> tuple[Callable[[np.nd
             verify(copy_signed(signed_dir, private), public_pem, what)
         except ManifestError as e:
             raise ModelRefused(str(e)) from None
-        export = os.path.join(private, SIGNED_FOLDER, EXPORT_IN_SIGNED)
+        export = os.path.join(private, SIGNED_DIR, EXPORT_IN_SIGNED)
         if not os.path.isdir(export):
-            raise ModelRefused(f"{what}: its signed files hold no exported model ({SIGNED_FOLDER}/{EXPORT_IN_SIGNED}); "
+            raise ModelRefused(f"{what}: its signed files hold no exported model ({SIGNED_DIR}/{EXPORT_IN_SIGNED}); "
                                "it is not loaded")
         try:  # both formats are read into memory: the private copy can go once loaded
             return load_predictor(export)

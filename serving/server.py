@@ -7,6 +7,8 @@ the pusher's public key here first (a mismatch: one line, nothing started), writ
 settings.json and model-settings.json in a temporary folder, and starts MLServer in the serving
 environment (serving/bootstrap.sh) on 127.0.0.1 with serving/launch.py (MLServer's own CLI behind
 the project's guard: body limit, gzip, JSON depth, deadline, repository API off).
+The download and the first check are the registry client's (components/registry.py:
+download_verified).
 
 The runtime is serving/runtime.py:MnistRuntime, which verifies the files again where they are
 loaded and loads the export with the checkout's own trainers/loader.py: the MLServer process gets
@@ -29,8 +31,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from components.registry import CHAMPION_ALIAS, MlflowRegistry, ModelVersion
-from serving import layout
+from components.registry import CHAMPION_ALIAS, MlflowRegistry, ModelVersion, RegistryError
 from serving.mlserver_config import write_settings
 
 SERVING_DIR = Path(__file__).resolve().parent
@@ -79,18 +80,12 @@ def free_ports(count: int) -> list[int]:
 
 
 def public_key_from_environment(environ: dict[str, str] | None = None) -> str:
-    """The pusher's public key: $MNIST_MODEL_VERIFY_KEY, the file $MNIST_MODEL_VERIFY_KEY_FILE names,
-    or the public half of the signing key ($MNIST_MODEL_SIGNING_KEY[_FILE], where this machine
-    signs too); "" when none is set."""
+    """The pusher's public key: $MNIST_MODEL_VERIFY_KEY or the file $MNIST_MODEL_VERIFY_KEY_FILE
+    names (trainers/manifest.py); "" when neither is set."""
     from trainers import manifest
 
-    environ = os.environ if environ is None else environ
-    if environ.get(PUBLIC_KEY_VARIABLE):
-        return environ[PUBLIC_KEY_VARIABLE]
-    if environ.get(PUBLIC_KEY_FILE_VARIABLE):
-        return Path(environ[PUBLIC_KEY_FILE_VARIABLE]).read_text(encoding="utf-8")
-    private = manifest.signing_key_from_environment(environ)
-    return manifest.public_key_of(private).decode() if private else ""
+    found = manifest.verify_key_from_environment(environ)
+    return found.decode() if found else ""
 
 
 def describe(version: ModelVersion) -> str:
@@ -98,46 +93,25 @@ def describe(version: ModelVersion) -> str:
     return f"{version.name} version {version.version}"
 
 
-def fetch_champion(registry: MlflowRegistry, dst_dir: str) -> tuple[ModelVersion, str]:
-    """The champion's version and its `signed/` folder (with manifest.sig beside it), in `dst_dir`.
+def fetch_champion(registry: MlflowRegistry, dst_dir: str, public_pem: str) -> tuple[ModelVersion, str]:
+    """The champion's version and its `signed/` folder (with manifest.sig beside it) in `dst_dir`,
+    downloaded and verified by the registry client (its source inside the registry, every file
+    as signed): a refusal is one line, and nothing is started."""
+    from trainers.manifest import ManifestError
 
-    Downloads the whole artifact folder of the run the version was registered from; the one place
-    to rewire to the registry's verified download."""
+    if not public_pem:
+        raise ServingError(f"{registry.model_name}: no public key to verify the champion's signed files with (set "
+                           f"${PUBLIC_KEY_FILE_VARIABLE} or ${PUBLIC_KEY_VARIABLE}); nothing served")
     champion = registry.champion()
     if champion is None:
         raise ServingError(f"{registry.model_name} has no version with the alias {CHAMPION_ALIAS} at "
                            f"{registry.uri}: nothing to serve (run the pipeline first, or `registry rollback`)")
-    run_id = registry.client.get_model_version(registry.model_name, champion.version).run_id
-    if not run_id:
-        raise ServingError(f"{describe(champion)}: registered without a run, so without signed files; nothing served")
-    import mlflow.artifacts
-
-    os.makedirs(dst_dir, exist_ok=True)
-    local = mlflow.artifacts.download_artifacts(run_id=run_id, dst_path=dst_dir, tracking_uri=registry.uri)
-    signed_dir = os.path.join(local, layout.SIGNED_FOLDER)
-    if not os.path.isdir(signed_dir):
-        raise ServingError(f"{describe(champion)}: its run holds no {layout.SIGNED_FOLDER}/ folder (not "
-                           "registered by a signing pusher); nothing served")
-    return champion, signed_dir
-
-
-def verify_champion(version: ModelVersion, signed_dir: str, public_pem: str, venv: str, python_path: str) -> None:
-    """Checks the downloaded files against the pusher's signature before anything is started, in
-    the serving environment (serving/signatures.py says why not here); raises ServingError (one line)."""
-    if not public_pem:
-        raise ServingError(f"{describe(version)}: no public key to verify its signed files with (set "
-                           f"${PUBLIC_KEY_FILE_VARIABLE} or ${PUBLIC_KEY_VARIABLE}); nothing served")
-    result = subprocess.run([os.path.join(venv, "bin", "python"), "-m", "serving.signatures", "verify", signed_dir,
-                             "--what", describe(version)], input=public_pem, capture_output=True, text=True,
-                            env={**os.environ, "PYTHONPATH": python_path}, timeout=600, check=False)
-    if result.returncode != 0:
-        lines = result.stderr.strip().splitlines()
-        raise ServingError(lines[-1] if lines else f"{describe(version)}: verifying its signed files failed "
-                                                   f"(exit status {result.returncode}); nothing served")
-    export = os.path.join(signed_dir, layout.EXPORT_IN_SIGNED)
-    if not os.path.isdir(export):
-        raise ServingError(f"{describe(version)}: its signed files hold no exported model "
-                           f"({layout.SIGNED_FOLDER}/{layout.EXPORT_IN_SIGNED}); nothing served")
+    try:
+        verified = registry.download_verified(champion, dst_dir, public_pem)
+        verified.model_dir  # noqa: B018 (refuses a version without an export)
+    except (RegistryError, ManifestError) as e:
+        raise ServingError(str(e)) from None
+    return champion, verified.signed_dir
 
 
 @dataclasses.dataclass
@@ -306,8 +280,7 @@ def start(registry_uri: str, model_name: str, *, host: str = "127.0.0.1", http_p
     registry = MlflowRegistry(registry_uri, model_name)
     work_dir = tempfile.mkdtemp(prefix="mnist-serve-")
     try:
-        version, signed_dir = fetch_champion(registry, os.path.join(work_dir, "download"))
-        verify_champion(version, signed_dir, public_pem, venv, serving_pythonpath(work_dir))
+        version, signed_dir = fetch_champion(registry, os.path.join(work_dir, "download"), public_pem)
         spare = free_ports(3)
         http_port, grpc_port, metrics_port = (p or spare[i] for i, p in enumerate((http_port, grpc_port, metrics_port)))
         server_dir = os.path.join(work_dir, "mlserver")

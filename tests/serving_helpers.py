@@ -1,7 +1,7 @@
 """Signed registered versions and MLServer processes for the serving tests.
 
 A signed version is laid out as the signing pusher lays it out in the version's run artifacts
-(serving/layout.py): `signed/model/` (the version's MLflow pyfunc, the export in
+(trainers/model_format.py): `signed/model/` (the version's MLflow pyfunc, the export in
 `signed/model/artifacts/model_dir/`), `signed/identity.json`, and `manifest.sig` beside
 `signed/`, signed with trainers/manifest.py.
 """
@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -23,9 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from components.registry import MlflowRegistry, ModelVersion
-from serving import layout
 from serving import server as mlserver
-from trainers import manifest
+from trainers import manifest, model_format
 
 NAME = "mnist-digits"
 REPO = str(Path(__file__).resolve().parent.parent)
@@ -56,10 +54,10 @@ def export_in(pyfunc_dir: str) -> str:
 def build_signed(pyfunc_dir: str, root: str, identity: dict, private_pem: bytes) -> str:
     """`root`/signed (the pyfunc as signed/model, the export in artifacts/model_dir) and
     `root`/manifest.sig, signed with `private_pem`. Returns `root`/signed."""
-    signed = os.path.join(root, layout.SIGNED_FOLDER)
+    signed = os.path.join(root, model_format.SIGNED_DIR)
     shutil.copytree(pyfunc_dir, os.path.join(signed, "model"))
     export = export_in(os.path.join(signed, "model"))
-    wanted = os.path.join(signed, layout.EXPORT_IN_SIGNED)
+    wanted = os.path.join(signed, model_format.EXPORT_IN_SIGNED)
     if export != wanted:  # MLflow names the folder after the export's; the pusher's layout says model_dir
         os.rename(export, wanted)
         mlmodel = Path(signed, "model", "MLmodel")
@@ -71,24 +69,17 @@ def build_signed(pyfunc_dir: str, root: str, identity: dict, private_pem: bytes)
 
 
 def sign(folder: str, private_pem: bytes) -> None:
-    """trainers/manifest.py:sign in the serving environment (serving/signatures.py: the pipeline's
-    environment cannot import model-signing)."""
-    result = subprocess.run([os.path.join(mlserver.serving_venv(), "bin", "python"), "-m", "serving.signatures",
-                             "sign", folder], input=private_pem.decode(), capture_output=True, text=True,
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
-    assert result.returncode == 0, result.stderr
+    manifest.sign(folder, private_pem)
 
 
 def refusal_line(folder: str, public_pem: bytes | str, what: str) -> str:
-    """The one line trainers/manifest.py:verify refuses `folder` with ("" if it verifies), in the
-    serving environment: what a refusal by the server must say."""
-    pem = public_pem.decode() if isinstance(public_pem, bytes) else public_pem
-    result = subprocess.run([os.path.join(mlserver.serving_venv(), "bin", "python"), "-m", "serving.signatures",
-                             "verify", folder, "--what", what], input=pem, capture_output=True, text=True, cwd=REPO,
-                            env={**os.environ, "PYTHONPATH": REPO}, timeout=300)
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode in (0, 1) and len(lines) == (result.returncode == 1), result.stderr
-    return lines[0] if lines else ""
+    """The one line trainers/manifest.py:verify refuses `folder` with ("" if it verifies): what a
+    refusal by the server must say."""
+    try:
+        manifest.verify(folder, public_pem, what)
+    except manifest.ManifestError as e:
+        return str(e)
+    return ""
 
 
 def pyfunc_of(registry: MlflowRegistry, version: ModelVersion, dst: str) -> str:
@@ -101,17 +92,9 @@ def pyfunc_of(registry: MlflowRegistry, version: ModelVersion, dst: str) -> str:
 
 def register_signed(registry: MlflowRegistry, export_dir: str, framework: str, private_pem: bytes,
                     promote: bool = True, tags: dict[str, str] | None = None) -> ModelVersion:
-    """A real registered version (registry.register) whose run also holds signed/ and manifest.sig."""
+    """A real registered version, signed and laid out by the registry client as the pusher does it."""
     version = registry.register(export_dir, framework, tags={"pipeline_run_id": f"serving-test-{framework}",
-                                                            **(tags or {})}, metrics={})
-    run_id = registry.client.get_model_version(registry.model_name, version.version).run_id
-    with tempfile.TemporaryDirectory(prefix="sign-") as tmp:
-        pyfunc = pyfunc_of(registry, version, os.path.join(tmp, "download"))
-        root = os.path.join(tmp, "root")
-        signed = build_signed(pyfunc, root, {"name": registry.model_name, "version": version.version,
-                                             "framework": framework}, private_pem)
-        registry.client.log_artifacts(run_id, signed, artifact_path=layout.SIGNED_FOLDER)
-        registry.client.log_artifact(run_id, os.path.join(root, manifest.SIGNATURE_FILE))
+                                                            **(tags or {})}, metrics={}, signing_key=private_pem)
     if promote:
         registry.promote(version.version)
     return version
@@ -125,18 +108,27 @@ def run_artifacts(registry: MlflowRegistry, version: ModelVersion) -> Path:
     return Path(uri.removeprefix("file://"))
 
 
-def tamper_torchscript(path: str, shift: float = 3.0) -> None:
-    """A consistent tamper: the TorchScript export with one weight changed (the last bias shifted),
-    saved as a valid archive; every other file stays as it was."""
-    import torch
+def tamper_weights(export_dir: str, shift: float = 3.0) -> None:
+    """A consistent tamper: the export with one weight changed (the last bias shifted), saved in its
+    own valid format; every other file stays as it was."""
+    meta = json.loads(Path(export_dir, "model_meta.json").read_text())
+    if meta["framework"] == "pytorch":
+        import torch
 
-    module = torch.jit.load(path, map_location="cpu")
-    last_bias = [p for name, p in module.named_parameters() if name.endswith("bias")][-1]
-    with torch.no_grad():
-        last_bias[0] += shift  # class 0 now wins far more often
-    buffer = io.BytesIO()
-    torch.jit.save(module, buffer)
-    Path(path).write_bytes(buffer.getvalue())
+        path = Path(export_dir, meta["file"])
+        state = torch.load(io.BytesIO(path.read_bytes()), map_location="cpu", weights_only=True)
+        bias = [key for key in state if key.endswith("bias")][-1]
+        state[bias][0] += shift  # class 0 now wins far more often
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        path.write_bytes(buffer.getvalue())
+        return
+    import tensorflow as tf
+
+    loaded = tf.saved_model.load(export_dir)
+    variable = [v for v in loaded.variables if "bias" in v.name][-1]
+    variable.assign_add(tf.one_hot(0, variable.shape[0]) * shift)
+    tf.saved_model.save(loaded, export_dir, signatures={"serving_default": loaded.signatures["serving_default"]})
 
 
 # --- MLServer processes on a prepared folder --------------------------------------------------------
@@ -222,7 +214,7 @@ def spawn(venv: str, folder: Path, http_port: int, grpc_port: int, guard: mlserv
 
 
 def images_of(examples, count: int = 64) -> np.ndarray:
-    from components.bakeoff_evaluator import executor as evaluator
+    from components.examples import load_split
 
-    images, _ = evaluator.load_split(examples, "test", limit=count)
+    images, _ = load_split(examples, "test", limit=count)
     return images

@@ -27,10 +27,10 @@ import yaml
 from components.kserve_deployer import inference_service as kserve
 from components.registry import MlflowRegistry, embedded_uri
 from conftest import run_evaluator, running_mlflow_server
-from serving import client, commands, layout
+from serving import client, commands
 from serving import server as mlserver
 from tests import serving_helpers as helpers
-from trainers import manifest
+from trainers import manifest, model_format
 
 NAME = helpers.NAME
 FRAMEWORKS = helpers.FRAMEWORKS
@@ -291,15 +291,14 @@ def test_serve_refuses_a_champion_whose_files_do_not_match_their_signature(small
     uri = embedded_uri(str(tmp_path / "registry"))
     registry = MlflowRegistry(uri, NAME)
     version = _register_signed(registry, small_models, "pytorch", private)
-    export = helpers.run_artifacts(registry, version) / layout.SIGNED_FOLDER / layout.EXPORT_IN_SIGNED
-    model_file = export / json.loads((export / "model_meta.json").read_text())["file"]
-    helpers.tamper_torchscript(str(model_file))
+    export = helpers.run_artifacts(registry, version) / model_format.SIGNED_DIR / model_format.EXPORT_IN_SIGNED
+    helpers.tamper_weights(str(export))
     command, http_port = _serve_command(uri, tmp_path, serving_venv)
     repo = str(Path(mlserver.SERVING_DIR).parent)
     env = {**os.environ, "PYTHONPATH": repo, mlserver.PUBLIC_KEY_VARIABLE: public.decode()}
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
-    line = helpers.refusal_line(str(model_file.parents[3]), public, f"{NAME} version {version.version}")
+    line = helpers.refusal_line(str(export.parents[2]), public, f"{NAME} version {version.version}")
     assert line.startswith(f"{NAME} version {version.version}: ") and line.endswith("it is not loaded"), line
     assert [entry for entry in result.stderr.splitlines() if entry.startswith("error:")] == [f"error: {line}"], \
         result.stderr
@@ -322,8 +321,8 @@ def test_mlserver_itself_refuses_to_start_on_a_tampered_version(small_models, se
     uri = embedded_uri(str(tmp_path / "registry"))
     registry = MlflowRegistry(uri, NAME)
     version = _register_signed(registry, small_models, "keras", private)
-    signed = helpers.run_artifacts(registry, version) / layout.SIGNED_FOLDER
-    (signed / layout.EXPORT_IN_SIGNED / "extra.py").write_text("print('added after signing')\n")
+    signed = helpers.run_artifacts(registry, version) / model_format.SIGNED_DIR
+    (signed / model_format.EXPORT_IN_SIGNED / "extra.py").write_text("print('added after signing')\n")
     what = f"{NAME} version {version.version}"
     folder, http_port, grpc_port, _ = helpers.server_folder(
         tmp_path / "server", {NAME: helpers.runtime_settings(str(signed), public, what)})

@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving import client, launch, layout
+from serving import client, launch
 from serving import server as mlserver
 from tests import serving_helpers as helpers
-from trainers import manifest
+from trainers import manifest, model_format
 
 NAME = helpers.NAME
 TOKEN = "guard-test-token"
@@ -48,11 +48,11 @@ def signed_export(small_models, tmp_path_factory) -> tuple[Path, bytes]:
     """The real PyTorch export in the pusher's signed layout (a folder passed straight to the runtime)."""
     private, public = manifest.generate_key_pair()
     root = tmp_path_factory.mktemp("guard-version")
-    export = root / layout.SIGNED_FOLDER / layout.EXPORT_IN_SIGNED
+    export = root / model_format.SIGNED_DIR / model_format.EXPORT_IN_SIGNED
     shutil.copytree(small_models["pytorch_model"] / "Format-Serving", export)
-    (root / layout.SIGNED_FOLDER / "identity.json").write_text(json.dumps({"name": NAME, "version": "1"}))
-    helpers.sign(str(root / layout.SIGNED_FOLDER), private)
-    return root / layout.SIGNED_FOLDER, public
+    (root / model_format.SIGNED_DIR / "identity.json").write_text(json.dumps({"name": NAME, "version": "1"}))
+    helpers.sign(str(root / model_format.SIGNED_DIR), private)
+    return root / model_format.SIGNED_DIR, public
 
 
 def _start(serving_venv: str, signed_export, root: Path, guarded: bool) -> helpers.Process:

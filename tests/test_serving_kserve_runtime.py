@@ -24,10 +24,10 @@ import yaml
 
 from components.kserve_deployer import inference_service as kserve
 from components.registry import ModelVersion
-from serving import client, kserve_runtime, layout
+from serving import client, kserve_runtime
 from serving import server as mlserver
 from tests import serving_helpers as helpers
-from trainers import loader, manifest
+from trainers import loader, manifest, model_format
 
 IMAGE = "registry.example/mnist-mlserver:0123456789ab"
 
@@ -103,9 +103,9 @@ def test_the_image_entry_point_serves_a_verified_version_from_its_model_folder(s
     in the serving environment on 127.0.0.1."""
     private, public = manifest.generate_key_pair()
     models = tmp_path / "mnt-models"  # a version's run artifacts as the storage initializer leaves them
-    export = models / layout.SIGNED_FOLDER / layout.EXPORT_IN_SIGNED
+    export = models / model_format.SIGNED_DIR / model_format.EXPORT_IN_SIGNED
     shutil.copytree(small_models["keras_model"] / "Format-Serving", export)
-    helpers.sign(str(models / layout.SIGNED_FOLDER), private)
+    helpers.sign(str(models / model_format.SIGNED_DIR), private)
     (tmp_path / "key").mkdir()
     (tmp_path / "key" / "public.pem").write_bytes(public)
     http_port, grpc_port, metrics_port = mlserver.free_ports(3)

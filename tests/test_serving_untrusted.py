@@ -26,10 +26,10 @@ import numpy as np
 import pytest
 
 from components.registry import MlflowRegistry, embedded_uri
-from serving import client, layout
+from serving import client
 from serving import server as mlserver
 from tests import serving_helpers as helpers
-from trainers import loader, manifest
+from trainers import loader, manifest, model_format
 
 TOKEN = "test-repository-token"
 
@@ -95,8 +95,7 @@ def cases(small_models, keys, tmp_path_factory):
 
     # Signed, then one weight changed: a consistent export (it loads and answers), not the signed one.
     built["tampered"] = Path(helpers.build_signed(str(pyfunc), str(root / "tampered"), identity, private))
-    meta = json.loads((built["tampered"] / layout.EXPORT_IN_SIGNED / "model_meta.json").read_text())
-    helpers.tamper_torchscript(str(built["tampered"] / layout.EXPORT_IN_SIGNED / meta["file"]))
+    helpers.tamper_weights(str(built["tampered"] / model_format.EXPORT_IN_SIGNED))
 
     # No signature; and a signature by a key that is not the pusher's.
     built["unsigned"] = Path(helpers.build_signed(str(pyfunc), str(root / "unsigned"), identity, private))

@@ -21,6 +21,13 @@ PIXEL_MEAN = 0.1307
 PIXEL_STD = 0.3081
 MODEL_META_FILE = "model_meta.json"
 HISTORY_FILE = "history.json"
+# A registered version's files, as the pusher lays them out in its run's artifacts
+# (components/registry.py) and every loader reads them: `signed/` holds everything the pusher
+# signed, its signature (trainers/manifest.py) lies beside it; the pyfunc is `signed/model/`, the
+# export the trainer wrote `signed/model/artifacts/model_dir/`.
+SIGNED_DIR = "signed"
+PYFUNC_IN_SIGNED = "model"
+EXPORT_IN_SIGNED = "model/artifacts/model_dir"
 
 
 def _is_remote(path: str) -> bool:
