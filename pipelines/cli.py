@@ -463,7 +463,8 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
     if args.command in ("run", "registry", "serve"):
         from pipelines import model_keys
 
-        model_keys.use_local_keys()  # the user's own keys unless the environment names keys
+        # The user's own keys unless the environment names keys; only `run` signs, so only it makes them.
+        model_keys.use_local_keys(create=args.command == "run")
     if args.command == "registry":
         return _registry_command(args, cfg)
     if args.command in ("serve", "kserve"):

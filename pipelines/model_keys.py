@@ -11,11 +11,10 @@ from pathlib import Path
 
 from trainers import manifest
 
-KEY_DIR = Path.home() / ".config" / "mnist-pipeline" / "model-signing"
 PRIVATE_FILE, PUBLIC_FILE = "signing-key.pem", "verify-key.pem"
 
 
-def local_key_pair(folder: Path = KEY_DIR) -> tuple[Path, Path]:
+def local_key_pair(folder: Path) -> tuple[Path, Path]:
     """(private, public) key files in `folder`, made on first use."""
     private, public = folder / PRIVATE_FILE, folder / PUBLIC_FILE
     if not private.exists():
@@ -30,12 +29,16 @@ def local_key_pair(folder: Path = KEY_DIR) -> tuple[Path, Path]:
     return private, public
 
 
-def use_local_keys(environ: dict[str, str] | os._Environ = os.environ, folder: Path = KEY_DIR) -> None:
+def use_local_keys(environ: dict[str, str] | os._Environ = os.environ, folder: Path | None = None,
+                   create: bool = True) -> None:
     """Points the environment at this user's key pair, unless it names keys already (a user's or
-    a secret's keys win; a verifier given only a public key does not get the local private one)."""
+    a secret's keys win; a verifier given only a public key does not get the local private one).
+    `create`: make the pair if there is none (`run`, whose pusher signs); a command that only
+    verifies uses an existing pair, never a new one (which could verify nothing)."""
     names = (manifest.SIGNING_KEY_VARIABLE, manifest.SIGNING_KEY_FILE_VARIABLE,
              manifest.VERIFY_KEY_VARIABLE, manifest.VERIFY_KEY_FILE_VARIABLE)
-    if any(environ.get(name) for name in names):
+    folder = folder or Path.home() / ".config" / "mnist-pipeline" / "model-signing"
+    if any(environ.get(name) for name in names) or not (create or (folder / PRIVATE_FILE).exists()):
         return
     private, public = local_key_pair(folder)
     environ[manifest.SIGNING_KEY_FILE_VARIABLE] = str(private)

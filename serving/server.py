@@ -100,7 +100,7 @@ def fetch_champion(registry: MlflowRegistry, dst_dir: str, public_pem: str) -> t
     from trainers.manifest import ManifestError
 
     if not public_pem:
-        raise ServingError(f"{registry.model_name}: no public key to verify the champion's signed files with (set "
+        raise ServingError(f"{registry.model_name}'s champion: no public key to verify its signed files with (set "
                            f"${PUBLIC_KEY_FILE_VARIABLE} or ${PUBLIC_KEY_VARIABLE}); nothing served")
     champion = registry.champion()
     if champion is None:

@@ -305,11 +305,12 @@ def test_serve_refuses_a_champion_whose_files_do_not_match_their_signature(small
     with pytest.raises(OSError):  # nothing was started
         urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
 
-    # Without the public key nothing is served either.
+    # Without the public key nothing is served either (and a user without keys of their own has none).
     env.pop(mlserver.PUBLIC_KEY_VARIABLE)
     for variable in (mlserver.PUBLIC_KEY_FILE_VARIABLE, manifest.SIGNING_KEY_VARIABLE,
                      manifest.SIGNING_KEY_FILE_VARIABLE):
         env.pop(variable, None)
+    env["HOME"] = str(tmp_path / "home")
     result = subprocess.run(command, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 1 and "no public key to verify its signed files with" in result.stderr, result.stderr
 
@@ -349,7 +350,7 @@ def tracking_server(tmp_path_factory):
 
 def test_inference_service_follows_the_champion_and_rollback(tracking_server, small_models, tmp_path):
     uri, artifacts_dir = tracking_server
-    registry = MlflowRegistry(uri, NAME)
+    registry = MlflowRegistry(uri, NAME, lock_uri="none")  # a SQLite-backed server: one writer here
     first = _register(registry, small_models, "keras")
     second = _register(registry, small_models, "pytorch")
     def rendered(**options) -> dict:

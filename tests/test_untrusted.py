@@ -412,21 +412,14 @@ def test_the_evaluator_refuses_a_malicious_candidate(small_examples, exports, tm
 
 
 def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tmp_path, capsys):
-    """`registry predict` loads the champion's files with the installed code: code stored with
-    the registered pyfunc (here tampered to create a sentinel) is never run."""
+    """`registry predict` loads the champion's files with the installed code, once they verify:
+    code stored with the registered pyfunc is never run, and code changed in the artifact store
+    (here to create a sentinel) is refused by name before anything is loaded."""
     name = "mnist-untrusted"
     uri = embedded_uri(str(tmp_path / "registry"))
     registry = MlflowRegistry(uri, name)
     version = registry.register(str(exports["pytorch"] / "Format-Serving"), "pytorch", tags={}, metrics={})
     registry.promote(version.version)
-    stored = [p for p in glob.glob(str(tmp_path / "registry" / "artifacts" / "**" / "*.py"), recursive=True)
-              if "MnistDigitModel" in Path(p).read_text()]
-    assert stored, "the registered pyfunc's code was not found in the artifact store"
-    sentinel = tmp_path / "sentinel"
-    for path in stored:
-        with open(path, "a") as f:
-            f.write(f"\nopen({str(sentinel)!r}, 'w').close()\n")
-
     images, _ = example_data.load_split(small_examples, "test", limit=1)
     Image.fromarray(images[0]).save(tmp_path / "digit.png")
     argv = ["registry", "--registry-uri", uri, "--registered-model-name", name, "predict", str(tmp_path / "digit.png")]
@@ -434,6 +427,18 @@ def test_predict_runs_no_code_stored_in_the_registry(exports, small_examples, tm
     answer = json.loads(capsys.readouterr().out)
     expected = loader.load_predictor(str(exports["pytorch"] / "Format-Serving"))[0](images)[0]
     assert answer["version"] == version.version and answer["digit"] == int(expected.argmax())
+
+    stored = [p for p in glob.glob(str(tmp_path / "registry" / "artifacts" / "**" / "*.py"), recursive=True)
+              if "MnistDigitModel" in Path(p).read_text()]
+    assert stored, "the registered pyfunc's code was not found in the artifact store"
+    sentinel = tmp_path / "sentinel"
+    for path in stored:
+        with open(path, "a") as f:
+            f.write(f"\nopen({str(sentinel)!r}, 'w').close()\n")
+    assert cli.main(argv) == 2
+    (line,) = [entry for entry in capsys.readouterr().err.splitlines() if entry.startswith("error:")]
+    assert line.startswith(f"error: {name} version {version.version}: file model/") and "was changed since it was " \
+        "signed" in line and line.endswith("it is not loaded")
     assert not sentinel.exists()
 
     # Control: MLflow's pyfunc loader, which `predict` used before, does run the stored code.
