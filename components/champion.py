@@ -59,6 +59,14 @@ def class_names(artifact: types.Artifact) -> list[str] | None:
     return json.loads(recorded) if recorded else None
 
 
+def recorded_scores(artifact: types.Artifact | None) -> dict[str, Any] | None:
+    """What the champion scored when it was registered: {"accuracy", "examples"}, or None."""
+    if not is_present(artifact) or RECORDED_ACCURACY not in artifact.mlmd_artifact.custom_properties:
+        return None
+    return {"accuracy": artifact.get_float_custom_property(RECORDED_ACCURACY),
+            "examples": artifact.get_int_custom_property(RECORDED_EXAMPLES)}
+
+
 def set_properties(artifact: types.Artifact, properties: dict[str, Any]) -> None:
     for key, value in properties.items():
         if isinstance(value, bool | int):

@@ -155,6 +155,9 @@ def _add_registry_and_schema_commands(sub: Any) -> None:
     reinstate = actions.add_parser("reinstate", help="lift a rollback's rejection of VERSION (the alias does not "
                                    "move; a later run may promote it)")
     reinstate.add_argument("version")
+    promote = actions.add_parser("promote", help="move the champion alias to VERSION, a person's decision (e.g. a "
+                                 "version registered while the champion shift alarm held the alias)")
+    promote.add_argument("version")
     predict = actions.add_parser("predict", help="the champion's digit for a PNG or an IDX record")
     predict.add_argument("png", nargs="?")
     predict.add_argument("--idx", help="an images IDX file (raw or .gz)")
@@ -345,6 +348,8 @@ def _registry_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
             registry_commands.rollback(registry, args.version, args.reason)
         elif args.action == "reinstate":
             registry_commands.reinstate(registry, args.version)
+        elif args.action == "promote":
+            registry_commands.promote(registry, args.version)
         elif args.action == "score":
             print(json.dumps(registry_commands.score_files(registry, args.images, args.labels, args.limit)))
         else:

@@ -103,6 +103,19 @@ def rollback(registry: MlflowRegistry, version: str, reason: str) -> None:
              if left and left != v.version else ""))
 
 
+def promote(registry: MlflowRegistry, version: str) -> None:
+    """A person moves the alias to `version` (under the alias lock; never to a rejected version)."""
+    target = registry.version(version)
+    rejected = registry.rejection(target)
+    if rejected:
+        raise RegistryError(f"{registry.model_name} version {target.version} is rejected ({rejected}): reinstate it "
+                            f"first (`python -m pipelines registry reinstate {target.version}`)")
+    previous = registry.champion()
+    registry.promote(target.version)
+    print(f"{registry.model_name}: {CHAMPION_ALIAS} -> version {target.version} "
+          f"(was {f'version {previous.version}' if previous else 'none'})")
+
+
 def reinstate(registry: MlflowRegistry, version: str) -> None:
     v = registry.reinstate(version)
     champion = registry.champion()

@@ -97,6 +97,45 @@ def _corruption_gate(rule: DecisionRule, winner: str, champion: str | None,
 DIGITS = [str(d) for d in range(10)]
 
 
+def proportion_drop_p_value(recorded: float, recorded_n: int, now: float, now_n: int) -> float:
+    """One-sided two-sample z-test of proportions (pooled): the p-value of "accuracy now is lower
+    than the recorded one" being chance."""
+    pooled = (recorded * recorded_n + now * now_n) / (recorded_n + now_n)
+    se = float(np.sqrt(pooled * (1 - pooled) * (1 / recorded_n + 1 / now_n)))
+    if se == 0.0:
+        return 1.0 if now >= recorded else 0.0
+    return float(stats.norm.sf((recorded - now) / se))
+
+
+def champion_shift(rule: DecisionRule, champion: str | None, results: dict[str, dict[str, Any]],
+                   recorded: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+    """The champion shift alarm: fired when the champion's accuracy on this test split is below
+    the accuracy recorded when it was registered, by at least shift_alarm_min_drop, and the drop is
+    significant at shift_alarm_alpha. Then the run does not move the alias on its own."""
+    alarm: dict[str, Any] = {"applied": False, "fired": False, "action": rule.shift_alarm_action,
+                             "alpha": rule.shift_alarm_alpha, "min_drop": rule.shift_alarm_min_drop}
+    if not rule.shift_alarm or champion is None:
+        return alarm, None
+    if not recorded or not recorded.get("accuracy") or not recorded.get("examples"):
+        return alarm, ("champion shift alarm: the champion carries no recorded accuracy (registered before it was "
+                       "recorded): not applied")
+    now, now_n = results[champion]["accuracy"], results[champion]["examples"]
+    before, before_n = float(recorded["accuracy"]), int(recorded["examples"])
+    drop, p = before - now, proportion_drop_p_value(before, before_n, now, now_n)
+    fired = drop >= rule.shift_alarm_min_drop and p < rule.shift_alarm_alpha
+    alarm.update(applied=True, fired=fired, recorded_accuracy=before, recorded_examples=before_n,
+                 accuracy=now, examples=now_n, drop=drop, p_value=p)
+    evidence = (f"the champion scores {now:.4f} on this test split ({now_n} examples) against {before:.4f} when it was "
+                f"registered ({before_n} examples): a drop of {drop:+.4f}, one-sided two-sample z-test p = {p:.3g}")
+    if fired:
+        then = ("the run stops" if rule.shift_alarm_action == "stop"
+                else "the challenger is registered without promotion, for a person to promote")
+        return alarm, (f"champion shift alarm FIRED: the data changed under the champion: {evidence} (at least "
+                       f"{rule.shift_alarm_min_drop:.4f} and p < {rule.shift_alarm_alpha}); the alias does not move "
+                       f"on its own ({then})")
+    return alarm, f"champion shift alarm not fired: {evidence}"
+
+
 def _slice_gate(results: dict[str, dict[str, Any]], rule: DecisionRule, winner: str,
                 champion: str | None, class_names: list[str] | None = None) -> tuple[dict[str, Any], str | None]:
     gate: dict[str, Any] = {"applied": False, "passed": True, "slice_max_recall_drop": rule.slice_max_recall_drop,
@@ -226,7 +265,8 @@ def _champion_test(results: dict[str, dict[str, Any]], rule: DecisionRule, compa
 def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str | None = None,
            comparisons: list[dict[str, Any]] | None = None,
            robustness: dict[str, float] | None = None,
-           frameworks: dict[str, str] | None = None, class_names: list[str] | None = None) -> dict[str, Any]:
+           frameworks: dict[str, str] | None = None, class_names: list[str] | None = None,
+           champion_recorded: dict[str, Any] | None = None) -> dict[str, Any]:
     """The winner among the challengers (every result but `champion`), and whether it is blessed.
 
     Ranking: higher primary metric, then lower log loss, then name. Where `frameworks` (model ->
@@ -235,7 +275,8 @@ def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str
     leading framework. Blessed when the winner reaches rule.min_metric and, if a champion exists,
     passes rule.champion_policy and the optional gates (corruption_max_drop on `robustness`, each
     model's mean accuracy on the corrupted test copy; slice_max_recall_drop on the per-class
-    recall, classes named by `class_names`) against it.
+    recall, classes named by `class_names`) against it, and unless the champion shift alarm fires
+    (the champion's accuracy now against `champion_recorded`, what it scored when registered).
 
     Where `comparisons` holds the winner's pair with the runner-up (or the champion), the
     decision says whether the lead is significant at rule.champion_alpha: `statistical_tie` is
@@ -295,6 +336,12 @@ def decide(results: dict[str, dict[str, Any]], rule: DecisionRule, champion: str
         if reason:
             reasons.append(reason)
         blessed = blessed and gate["passed"]
+    shift, reason = champion_shift(rule, champion, results, champion_recorded)
+    shift["blessed_otherwise"] = blessed  # what shift_alarm_action register registers
+    gates["champion_shift"] = shift
+    if reason:
+        reasons.append(reason)
+    blessed = blessed and not shift["fired"]
     tied_with = [n for n, v in versus.items() if v["tied"]]
     reasons.append(f"decision: {winner} is {'blessed' if blessed else 'NOT blessed'}")
     return {"winner": winner, "blessed": blessed, "ranking": ranked, "champion": champion,

@@ -123,8 +123,8 @@ def robustness_record(scores: scoring.Scores, per_example: int) -> dict[str, Any
 
 
 def evaluate(candidates: dict[str, dict[str, Any]], scores: scoring.Scores, rule: DecisionRule,
-             champion: str | None, per_example: int,
-             class_names: list[str]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+             champion: str | None, per_example: int, class_names: list[str],
+             champion_recorded: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The paired comparisons of every pair of models, and the decision; fills each candidate's robustness."""
     comparisons = metrics.pairwise_comparisons(scores.labels, {n: p.argmax(axis=1) for n, p in scores.probs.items()})
     for name, c in candidates.items():  # None: the suite is off (corruptions_per_example 0)
@@ -135,7 +135,7 @@ def evaluate(candidates: dict[str, dict[str, Any]], scores: scoring.Scores, rule
                               robustness={n: c["robustness"]["mean_accuracy"] for n, c in candidates.items()}
                               if per_example else None,
                               frameworks={n: c["framework"] for n, c in candidates.items()},
-                              class_names=class_names)
+                              class_names=class_names, champion_recorded=champion_recorded)
     return comparisons, decided
 
 
@@ -205,7 +205,7 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             candidates[artifacts.CHAMPION].update(version=champion.version(resolved),
                                                   identity=champion.identity(resolved))
         comparisons, decided = evaluate(candidates, scores, rule, artifacts.CHAMPION if resolved else None,
-                                        per_example, class_names)
+                                        per_example, class_names, champion.recorded_scores(resolved))
         evaluation = {
             "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
             "decision": decided, "bootstrap": metrics.BOOTSTRAP, "class_names": class_names,

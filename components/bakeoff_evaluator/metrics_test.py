@@ -374,3 +374,43 @@ def test_seeds_against_a_champion_use_bonferroni_over_all_challengers():
     d = decision.decide(results, DecisionRule(), "champion", comparisons, frameworks=frameworks)
     assert not d["blessed"] and any("p = 0.01 >= 0.00833 (champion_alpha 0.05 / 6 challengers" in r
                                     for r in d["reasons"]), d["reasons"]
+
+
+# --- the champion shift alarm ---------------------------------------------------------------------
+def _with_champion(now: float, examples: int = 1000) -> dict:
+    results = _results(a=0.99, b=0.98, champion=now)
+    for r in results.values():
+        r["examples"] = examples
+    return results
+
+
+@pytest.mark.parametrize("case, now, recorded, fired, phrase", [
+    ("a collapse fires it", 0.76, {"accuracy": 0.99, "examples": 10000}, True,
+     "champion shift alarm FIRED: the data changed under the champion: the champion scores 0.7600"),
+    ("noise does not", 0.985, {"accuracy": 0.99, "examples": 10000}, False, "champion shift alarm not fired"),
+    ("a significant drop under the minimum does not", 0.975, {"accuracy": 0.99, "examples": 100000}, False,
+     "champion shift alarm not fired"),
+    ("a champion without a record: not applied", 0.5, None, False, "carries no recorded accuracy"),
+])
+def test_champion_shift_alarm(case, now, recorded, fired, phrase):
+    d = decision.decide(_with_champion(now), DecisionRule(champion_policy="not_significantly_worse"), "champion",
+                        _comparison("a", "champion", 0.5) + _comparison("a", "b", 0.5), champion_recorded=recorded)
+    alarm = d["gates"]["champion_shift"]
+    assert alarm["fired"] is fired and any(phrase in r for r in d["reasons"]), (case, d["reasons"])
+    if fired:  # blessed otherwise (the winner is better), not blessed with the alarm
+        assert alarm["blessed_otherwise"] and not d["blessed"]
+    if recorded:
+        drop = recorded["accuracy"] - now
+        assert alarm["drop"] == pytest.approx(drop)
+        pooled = (recorded["accuracy"] * recorded["examples"] + now * 1000) / (recorded["examples"] + 1000)
+        z = drop / np.sqrt(pooled * (1 - pooled) * (1 / recorded["examples"] + 1 / 1000))
+        assert alarm["p_value"] == pytest.approx(stats.norm.sf(z))
+
+
+def test_champion_shift_alarm_off_and_without_champion():
+    off = decision.decide(_with_champion(0.5), DecisionRule(shift_alarm_min_drop=-1), "champion",
+                          _comparison("a", "champion", 0.001) + _comparison("a", "b", 0.5),
+                          champion_recorded={"accuracy": 0.99, "examples": 10000})
+    assert not off["gates"]["champion_shift"]["applied"]
+    none = decision.decide(_results(a=0.99, b=0.98), DecisionRule(), None, [])
+    assert not none["gates"]["champion_shift"]["applied"] and none["blessed"]

@@ -10,6 +10,7 @@ from trainers.config import setting
 
 PRIMARY_METRICS = ("accuracy", "macro_f1")
 CHAMPION_POLICIES = ("significantly_better", "better_by", "not_significantly_worse")
+SHIFT_ACTIONS = ("stop", "register")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +39,17 @@ class DecisionRule:
                                            "than this below the champion's (e.g. 0.01; the offending digits "
                                            "are named); negative: off")
 
+    # The champion shift alarm: the champion scores significantly less on this run's test split than
+    # when it was promoted. The examples differ, so a one-sided two-sample test of proportions.
+    shift_alarm_alpha: float = setting(0.01, "champion shift alarm: its significance level (one-sided two-sample "
+                                       "z-test of the champion's accuracy now against the accuracy recorded when it "
+                                       "was registered)")
+    shift_alarm_min_drop: float = setting(0.02, "champion shift alarm: the smallest accuracy drop that counts "
+                                          "(negative: the alarm is off)")
+    shift_alarm_action: str = setting("stop", "what a fired alarm does: stop (the run fails with the evidence; "
+                                      "nothing is registered) or register (the challenger is registered without "
+                                      "moving the alias, for a person to promote)", SHIFT_ACTIONS)
+
     def __post_init__(self) -> None:
         if self.primary_metric not in PRIMARY_METRICS:
             raise ValueError(f"primary_metric must be accuracy or macro_f1, got {self.primary_metric!r}")
@@ -48,7 +60,11 @@ class DecisionRule:
             raise ValueError(f"min_metric must be in [0, 1], got {self.min_metric}")
         if not 0.0 < self.champion_alpha < 1.0:
             raise ValueError(f"champion_alpha must be in (0, 1), got {self.champion_alpha}")
-        for name in ("corruption_max_drop", "slice_max_recall_drop"):
+        if self.shift_alarm_action not in SHIFT_ACTIONS:
+            raise ValueError(f"shift_alarm_action must be stop or register, got {self.shift_alarm_action!r}")
+        if not 0.0 < self.shift_alarm_alpha < 1.0:
+            raise ValueError(f"shift_alarm_alpha must be in (0, 1), got {self.shift_alarm_alpha}")
+        for name in ("corruption_max_drop", "slice_max_recall_drop", "shift_alarm_min_drop"):
             if getattr(self, name) > 1.0:
                 raise ValueError(f"{name} must be negative (off) or in [0, 1], got {getattr(self, name)}")
 
@@ -59,6 +75,10 @@ class DecisionRule:
     @property
     def slice_gate(self) -> bool:
         return self.slice_max_recall_drop >= 0
+
+    @property
+    def shift_alarm(self) -> bool:
+        return self.shift_alarm_min_drop >= 0
 
     @classmethod
     def from_properties(cls, properties: dict[str, Any]) -> DecisionRule:

@@ -95,6 +95,14 @@ def version_description(evaluation: dict[str, Any]) -> str:
     return tracking.fit_tag("\n".join(lines))
 
 
+class ChampionShiftError(RuntimeError):
+    """The data changed under the champion (the evaluation's champion shift alarm, action stop)."""
+
+
+def shift_alarm(evaluation: dict[str, Any]) -> dict[str, Any]:
+    return evaluation["decision"].get("gates", {}).get("champion_shift") or {}
+
+
 def not_pushed(pushed: types.Artifact, reason: str) -> None:
     pushed.set_int_custom_property("pushed", 0)
     pushed.set_int_custom_property("champion", 0)
@@ -118,7 +126,14 @@ class Executor(base_executor.BaseExecutor):
         eval_dir = artifact_utils.get_single_uri(input_dict[EVALUATION])
         with tf.io.gfile.GFile(os.path.join(eval_dir, artifacts.EVALUATION_FILE)) as f:
             evaluation = json.load(f)
-        if not blessing.get_int_custom_property(artifacts.BLESSED):
+        alarm = shift_alarm(evaluation)
+        if alarm.get("fired") and alarm.get("action") == "stop":
+            fired = next(r for r in evaluation["decision"]["reasons"] if r.startswith("champion shift alarm FIRED"))
+            raise ChampionShiftError(f"{fired}; nothing registered (the evaluation: {eval_dir}; to register the "
+                                     "challenger for a person to promote instead: shift_alarm_action register)")
+        # action register: the challenger the rule would have blessed is registered, never promoted.
+        register_only = bool(alarm.get("fired") and alarm.get("blessed_otherwise"))
+        if not blessing.get_int_custom_property(artifacts.BLESSED) and not register_only:
             reasons = evaluation["decision"]["reasons"]
             logging.warning("RegistryPusher: not blessed, nothing pushed: %s", "; ".join(reasons))
             not_pushed(pushed, " | ".join(reasons))
@@ -161,7 +176,13 @@ class Executor(base_executor.BaseExecutor):
                     files={f"evaluation/{artifacts.EVALUATION_FILE}": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
                            f"evaluation/{artifacts.REPORT_FILE}": os.path.join(eval_dir, artifacts.REPORT_FILE)},
                     baseline=baseline, class_names=evaluation.get("class_names"))
-        promotion = registry.promote_if_unchanged(version, champion.identity(resolved))
+        if register_only:
+            reason = ("the data changed under the champion (champion shift alarm, shift_alarm_action register): "
+                      f"registered for a person to promote (`python -m pipelines registry promote {version.version}`)")
+            registry.set_version_tags(version.version, {registry_lib.NOT_PROMOTED_TAG: reason})
+            promotion = registry_lib.Promotion(False, reason, registry.champion_state())
+        else:
+            promotion = registry.promote_if_unchanged(version, champion.identity(resolved))
         logging.info("RegistryPusher: %s version %s registered; %s", version.name, version.version, promotion.reason)
         pushed.set_int_custom_property("pushed", 1)
         pushed.set_int_custom_property("champion", int(promotion.promoted))
