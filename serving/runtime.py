@@ -44,12 +44,12 @@ from mlserver import MLModel
 from mlserver.codecs import NumpyCodec
 from mlserver.errors import InferenceError, MLServerError
 from mlserver.logging import logger
-from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor
+from mlserver.types import InferenceRequest, InferenceResponse, MetadataTensor, Parameters
 
 from trainers.model_format import EXPORT_IN_SIGNED, SIGNED_DIR
 
 IMAGE_SHAPE = [28, 28]
-NUM_CLASSES = 10
+DIGITS = [str(d) for d in range(10)]  # the class names of exports that do not record theirs
 PIXELS = 28 * 28
 DEFAULT_MAX_BATCH = 1024
 # The content types that decode to the numpy array the pyfunc takes ("np": MLServer's NumpyCodec).
@@ -204,8 +204,12 @@ class MnistRuntime(MLModel):
                     f"{os.path.dirname(trainers.__file__)}/loader.py")
         if not self.inputs:
             self.inputs = [MetadataTensor(name="images", datatype="UINT8", shape=[-1, *IMAGE_SHAPE])]
+        # The classes the model was trained on, by name (label i is class_names[i]): in the model's
+        # metadata (GET /v2/models/NAME) and in every answer's parameters.
+        self._class_names = list(self._meta.get("class_names") or DIGITS)
         if not self.outputs:
-            self.outputs = [MetadataTensor(name="probabilities", datatype="FP32", shape=[-1, NUM_CLASSES])]
+            self.outputs = [MetadataTensor(name="probabilities", datatype="FP32", shape=[-1, len(self._class_names)],
+                                           parameters=Parameters(class_names=self._class_names))]
         return True
 
     async def predict(self, payload: InferenceRequest) -> InferenceResponse:
@@ -213,4 +217,5 @@ class MnistRuntime(MLModel):
         images = NumpyCodec.decode_input(payload.inputs[0]).astype(np.uint8, copy=False).reshape(-1, *IMAGE_SHAPE)
         probabilities = np.asarray(self._predict(images), dtype=np.float32)
         return InferenceResponse(model_name=self.name, model_version=self.version, id=payload.id,
+                                 parameters=Parameters(class_names=self._class_names),
                                  outputs=[NumpyCodec.encode_output("probabilities", probabilities)])

@@ -30,7 +30,7 @@ from conftest import run_evaluator, running_mlflow_server
 from serving import client, commands
 from serving import server as mlserver
 from tests import serving_helpers as helpers
-from trainers import manifest, model_format
+from trainers import common, manifest, model_format
 
 NAME = helpers.NAME
 FRAMEWORKS = helpers.FRAMEWORKS
@@ -69,10 +69,8 @@ def test_split(small_examples) -> tuple[np.ndarray, np.ndarray]:
 
     files = sorted(str(p) for p in Path(small_examples.uri, "Split-test").iterdir())
     records = list(tf.data.TFRecordDataset(files, compression_type="GZIP").as_numpy_iterator())
-    features = tf.io.parse_example(tf.constant(records), {
-        "image": tf.io.FixedLenFeature([], tf.string), "label": tf.io.FixedLenFeature([], tf.int64)})
-    images = tf.reshape(tf.io.decode_raw(features["image"], tf.uint8), (-1, 28, 28)).numpy()
-    return images, features["label"].numpy()
+    images, labels = common.parse_batch(tf.constant(records), common.image_and_label_spec())
+    return images.numpy(), labels.numpy()
 
 
 def _register_signed(registry: MlflowRegistry, small_models, framework: str, private_pem: bytes):

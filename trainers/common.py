@@ -134,7 +134,7 @@ def feature_spec(schema_path: str | None = None) -> dict[str, Any]:
     return dict(_schema_feature_spec(schema_path or CURATED_SCHEMA))
 
 
-def _image_and_label_spec(schema_path: str | None) -> dict[str, tf.io.FixedLenFeature]:
+def image_and_label_spec(schema_path: str | None = None) -> dict[str, tf.io.FixedLenFeature]:
     """The two features the trainers read, as the schema has them; a clear error unless each is one
     value per record of the right type."""
     spec = feature_spec(schema_path)
@@ -147,7 +147,8 @@ def _image_and_label_spec(schema_path: str | None) -> dict[str, tf.io.FixedLenFe
     return {name: spec[name] for name in wanted}
 
 
-def _parse_batch(serialized: tf.Tensor, spec: dict[str, tf.io.FixedLenFeature]) -> tuple[tf.Tensor, tf.Tensor]:
+def parse_batch(serialized: tf.Tensor, spec: dict[str, tf.io.FixedLenFeature]) -> tuple[tf.Tensor, tf.Tensor]:
+    """uint8 images [N, 28, 28] and labels [N] of serialized records (the spec: image_and_label_spec)."""
     features = tf.io.parse_example(serialized, spec)
     images = tf.reshape(tf.io.decode_raw(features[IMAGE_FEATURE], tf.uint8), (-1, *IMAGE_SHAPE))
     return images, features[LABEL_FEATURE]
@@ -235,7 +236,7 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     before caching and shuffling (each worker holds and reshuffles its own share); every worker
     then yields shard_batches(...) batches, the same number.
     """
-    spec = _image_and_label_spec(schema_path)
+    spec = image_and_label_spec(schema_path)
     ds = records(file_patterns, shard)
     if cache:
         ds = ds.cache()
@@ -243,7 +244,7 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
         ds = ds.apply(tf.data.experimental.assert_cardinality(count_elements(ds)))
     if shuffle:
         ds = ds.shuffle(buffer_size=20_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda batch: _parse_batch(batch, spec), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(lambda batch: parse_batch(batch, spec), num_parallel_calls=tf.data.AUTOTUNE)
     if shard:
         ds = ds.take(shard_batches(count_records(file_patterns), batch_size, shard[1]))
     if shift:

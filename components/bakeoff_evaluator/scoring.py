@@ -51,14 +51,13 @@ class Scores:
 
 
 def _parse(records: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """The records as the trainers read them (one feature spec, from the schema: trainers/common.py)."""
     import tensorflow as tf
 
-    features = tf.io.parse_example(tf.constant(records), {
-        "image": tf.io.FixedLenFeature([], tf.string),
-        "label": tf.io.FixedLenFeature([], tf.int64),
-    })
-    images = tf.reshape(tf.io.decode_raw(features["image"], tf.uint8), (-1, 28, 28)).numpy()
-    return images, features["label"].numpy()
+    from trainers import common
+
+    images, labels = common.parse_batch(tf.constant(records), common.image_and_label_spec())
+    return images.numpy(), labels.numpy()
 
 
 def xor_digest(records: list[bytes]) -> int:

@@ -13,10 +13,11 @@ import struct
 
 import numpy as np
 
+from trainers.model_format import NUM_CLASSES
+
 IMAGE_MAGIC = 0x00000803  # unsigned byte, 3 dimensions
 LABEL_MAGIC = 0x00000801  # unsigned byte, 1 dimension
 IMAGE_SIDE = 28
-NUM_CLASSES = 10
 
 
 class IdxFormatError(ValueError):
