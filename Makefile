@@ -19,8 +19,14 @@ run:  ## set up if needed, get MNIST, run the whole pipeline locally, print the 
 	"$$venv/bin/python" -m pipelines run $(ARGS)
 
 test:  ## lint, then the whole test suite (real TFX, Beam, TF, PyTorch, MLflow, KFP compile)
+	# On a fresh machine the three installs overlap: Debian's packages beside the venv, and the
+	# serving venv (needed by the serving tests, late in the run) beside the tests themselves.
+	logs=$${TMPDIR:-/tmp}/mnist-test-setup; mkdir -p "$$logs"
+	infra/test_deps.sh > "$$logs/test_deps.log" 2>&1 & deps=$$!
 	venv=$$(infra/bootstrap.sh)
-	infra/test_deps.sh
+	serving/bootstrap.sh > "$$logs/serving_bootstrap.log" 2>&1 & serving=$$!
+	trap 'kill $$serving 2>/dev/null || true' EXIT
+	wait $$deps || { cat "$$logs/test_deps.log"; exit 1; }
 	"$$venv/bin/ruff" check .
 	"$$venv/bin/python" -m pytest $(PYTEST_ARGS)
 

@@ -89,3 +89,34 @@ def test_config_class_names():
     assert load_config(class_names=["cat", "dog"]).class_names == ("cat", "dog")
     with pytest.raises(ValueError, match="class_names needs 2 to 10 names"):
         load_config(class_names=[str(i) for i in range(11)])
+
+
+def test_a_five_class_dataset_is_learnt_judged_and_reported_by_its_class_names(mnist_cache, tmp_path):
+    """`class_names` all the way: both trainers build 5-way heads, the evaluation scores 5 classes
+    (a macro-F1 not capped by 5 empty digit classes), the report and the KFP confusion matrix name
+    the classes."""
+    from components.bakeoff_evaluator import kfp_artifacts
+    from conftest import run_evaluator, seen_in_chromium, train
+    from trainers import keras_trainer, loader, torch_trainer
+
+    folder = _five_class_folder(tmp_path / "mine", mnist_cache)
+    _write_manifest(folder)
+    examples = run_example_gen(tmp_path / "examples", tmp_path / "cache", source=str(folder),
+                               class_names=json.dumps(FIVE_CLASSES))
+    models = {name: train(run_fn, examples, tmp_path / name, epochs=2, class_names=FIVE_CLASSES)
+              for name, run_fn in (("keras_model", keras_trainer.run_fn), ("pytorch_model", torch_trainer.run_fn))}
+    for model in models.values():
+        _, meta = loader.load_predictor(str(model / "Format-Serving"))
+        assert meta["class_names"] == FIVE_CLASSES and meta["num_classes"] == 5
+    evaluation, _ = run_evaluator(examples, models, tmp_path, min_accuracy=0.0)
+    assert evaluation["class_names"] == FIVE_CLASSES
+    for c in evaluation["candidates"].values():
+        assert len(c["metrics"]["confusion_matrix"]) == 5 and set(c["metrics"]["per_class"]) == set("01234")
+        assert c["metrics"]["macro_f1"] > 0.5  # ten classes, five never seen, would cap it at 0.5
+    seen = seen_in_chromium(tmp_path / "evaluation" / "report.html", tmp_path / "seen")
+    assert all(name in seen["text"] for name in FIVE_CLASSES) and seen["images"]["confusion-matrices"]
+    confusion = kfp_artifacts.ClassificationMetrics()
+    kfp_artifacts.write_ui_outputs({kfp_artifacts.CLASSIFICATION_METRICS: [confusion]}, evaluation, {})
+    matrix = confusion.get_json_value_custom_property("confusionMatrix")
+    assert [spec["displayName"] for spec in matrix["annotationSpecs"]] == FIVE_CLASSES
+    assert len(matrix["rows"]) == 5
