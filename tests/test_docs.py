@@ -1,7 +1,8 @@
 """The documentation a newcomer reads: a README that fits on a few screens (at most 200 lines of at
-most 100 characters), relative links in README.md and docs/*.md that lead to files that exist,
-every page of docs/ reachable from the README, and a configuration reference that is exactly the
-rendering of the config's fields (pipelines/config_reference.py), so it never drifts."""
+most 100 characters), relative links in README.md and docs/*.md that lead to files that exist (and
+to headings that exist, for a `page.md#heading` link), every page of docs/ reachable from the
+README, and a configuration reference that is exactly the rendering of the config's fields
+(pipelines/config_reference.py), so it never drifts."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ MAX_LINES, MAX_COLUMNS = 200, 100
 _FENCE = re.compile(r"^(```|~~~).*?^\1[^\n]*$", re.MULTILINE | re.DOTALL)
 _INLINE_CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"!?\[[^\]\n]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
-_EXTERNAL = re.compile(r"^([a-z][a-z0-9+.-]*:|#)", re.IGNORECASE)
+_EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
 
 
 def pages(root: Path = REPO_ROOT) -> list[Path]:
@@ -32,15 +34,31 @@ def link_targets(path: Path) -> list[str]:
     return _LINK.findall(text)
 
 
+def anchors(path: Path) -> set[str]:
+    """The anchors GitHub gives the headings of a Markdown file (lower case, punctuation dropped,
+    spaces as dashes; a repeated heading gets -1, -2, ...)."""
+    found: set[str] = set()
+    for heading in _HEADING.findall(_FENCE.sub("", path.read_text(encoding="utf-8"))):
+        slug = re.sub(r"[^\w\- ]", "", heading.replace("`", "").strip().lower()).replace(" ", "-")
+        candidate, n = slug, 0
+        while candidate in found:
+            n += 1
+            candidate = f"{slug}-{n}"
+        found.add(candidate)
+    return found
+
+
 def broken_links(files: list[Path], root: Path = REPO_ROOT) -> list[str]:
-    """'file: target' for every relative link whose file (the part before any #anchor) does not exist."""
+    """'file: target' for every relative link whose file does not exist, or whose #anchor names no
+    heading of a Markdown file."""
     broken = []
     for path in files:
         for target in link_targets(path):
             if _EXTERNAL.match(target):
                 continue
-            relative = target.split("#", 1)[0]
-            if not (path.parent / relative).exists():
+            relative, _, anchor = target.partition("#")
+            linked = path.parent / relative if relative else path
+            if not linked.exists() or (anchor and linked.suffix == ".md" and anchor not in anchors(linked)):
                 broken.append(f"{path.relative_to(root)}: {target}")
     return broken
 
@@ -77,13 +95,14 @@ def test_the_reference_names_every_setting_once():
 
 
 @pytest.mark.parametrize("text, broken", [
-    ("[ok](docs/other.md) [anchor](docs/other.md#part) [web](https://example.com) [self](#top)", []),
+    ("# Top\n[ok](docs/other.md) [anchor](docs/other.md#the-part-2) [web](https://example.com) [self](#top)", []),
+    ("[no such heading](docs/other.md#nowhere) [nor here](#nowhere)", ["docs/other.md#nowhere", "#nowhere"]),
     ("![missing image](screenshots/none.png)", ["screenshots/none.png"]),
     ("[missing](nowhere.md#x)", ["nowhere.md#x"]),
     ("```\n[in code](nowhere.md)\n```\n`[inline](nowhere.md)`", []),
 ])
 def test_the_link_check_finds_a_broken_link(tmp_path, text, broken):
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "other.md").write_text("# other\n")
+    (tmp_path / "docs" / "other.md").write_text("# other\n## The `part` (2)\n")
     (tmp_path / "README.md").write_text(text + "\n")
     assert [line.split(": ", 1)[1] for line in broken_links(pages(tmp_path), tmp_path)] == broken
