@@ -14,6 +14,7 @@
   summary    the latest local run's decision and where its outputs are
   show       a run's comparison table, paired tests and decision
   ui         the MLflow UI and TensorBoard on a run's tracking store and trainer logs until Ctrl-C
+  config-reference  rewrite docs/configuration.md from the config's fields
 
 Every setting of the config (pipelines/config.py) is a flag of run, compile, summary, show,
 registry, serve and kserve, generated from its field: `--epochs 2`, `--min-metric 0.99`, `--no-verify-checksums`.
@@ -228,6 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_kubeflow_commands(sub)
     _add_registry_and_schema_commands(sub)
     _add_serving_commands(sub)
+    sub.add_parser("config-reference", help="rewrite docs/configuration.md from the config's fields")
     return parser
 
 
@@ -455,6 +457,11 @@ def main(argv: list[str] | None = None, environ: typing.Mapping[str, str] | None
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "config-reference":
+        from pipelines import config_reference
+
+        print(config_reference.write())
+        return 0
     if args.command in ("schema",):
         return _schema_command(args)
     if args.command not in (*CONFIG_COMMANDS, "registry", "serve", "kserve"):
