@@ -1,6 +1,6 @@
 """The registered model as an MLflow pyfunc (models-from-code: nothing is pickled).
 
-predict takes raw uint8 images [N, 28, 28] and returns probabilities [N, 10], whichever
+predict takes raw uint8 images [N, 28, 28] and returns probabilities [N, K] (K classes), whichever
 framework trained the model; the trainers package travels with the model (code_paths).
 
 Kept so that a version opens in MLflow's own tools (`mlflow.pyfunc.load_model`, the UI). The

@@ -189,7 +189,7 @@ def _add_serving_commands(sub: Any) -> None:
     add_config_flags(kserve)
     kserve.add_argument("--name", default="", help="the InferenceService's name (default: from the model's)")
     for flag, default in (("--cpu", "1"), ("--memory", "2Gi"), ("--cpu-limit", "2"), ("--memory-limit", "4Gi"),
-                          ("--runtime", "")):
+                          ("--runtime", "mnist-mlserver-verified")):  # serving/kserve_runtime.py
         kserve.add_argument(flag, default=default)
     kserve.add_argument("--output", "-o", default="", help="write it here instead of printing it")
 
@@ -388,10 +388,14 @@ def _launch_command(args: argparse.Namespace) -> int:
     scratch = os.path.abspath(args.scratch) if args.scratch else run_root
     if remote:  # the summary reads the evaluation back from the store
         object_store.enable_s3(os.environ)
+    from pipelines import model_keys
+
+    model_keys.use_local_keys()  # its pusher signs, its resolver and evaluator verify
+    environment = {**(object_store.credentials(os.environ) if remote else {}), **model_keys.key_environment(os.environ)}
     started = time.monotonic()
     try:
         outputs = launch.launch_locally(args.package, run_root, values, container=container, scratch=scratch,
-                                        environment=object_store.credentials(os.environ) if remote else None)
+                                        environment=environment or None)
     except launch.TaskFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -175,7 +175,7 @@ class PipelineConfig:
         if not 0.0 < self.eval_ratio < 1.0:
             raise ValueError(f"eval_ratio must be in (0, 1), got {self.eval_ratio}")
         if not 2 <= len(self.class_names) <= 10:
-            raise ValueError(f"class_names needs 2 to 10 names (the models have 10 outputs), "
+            raise ValueError(f"class_names needs 2 to 10 names (label i is class_names[i]), "
                              f"got {len(self.class_names)}")
         self.class_names = tuple(str(c) for c in self.class_names)
         if not (0.0 < self.drift_label_linf <= 1.0 and 0.0 < self.drift_pixel_js <= 1.0):

@@ -2,7 +2,8 @@
 loader verifies it (trainers/manifest.py), with keys from the environment. Where the environment
 names none, `python -m pipelines` uses a key pair of this user's own, made once under
 ~/.config/mnist-pipeline/model-signing/ (the private key readable by the user only); on a
-cluster the keys come from a Kubernetes secret (kfp_model_keys_secret) instead."""
+cluster the keys come from Kubernetes secrets instead (kfp_model_signing_secret on the pusher's task,
+kfp_model_verify_secret on the tasks that load a registered version)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,19 @@ def local_key_pair(folder: Path) -> tuple[Path, Path]:
     elif not public.exists():
         public.write_bytes(manifest.public_key_of(private.read_bytes()))
     return private, public
+
+
+def key_environment(environ: dict[str, str] | os._Environ = os.environ) -> dict[str, str]:
+    """The model-key variables set in `environ`, by value (the PEM text, not a file a container cannot
+    read), and the alias lock's PGPASSWORD: what the launcher gives the tasks whose secrets name them."""
+    found = {"PGPASSWORD": environ["PGPASSWORD"]} if environ.get("PGPASSWORD") else {}
+    for variable, file_variable in ((manifest.SIGNING_KEY_VARIABLE, manifest.SIGNING_KEY_FILE_VARIABLE),
+                                    (manifest.VERIFY_KEY_VARIABLE, manifest.VERIFY_KEY_FILE_VARIABLE)):
+        if environ.get(variable):
+            found[variable] = environ[variable]
+        elif environ.get(file_variable):
+            found[variable] = Path(environ[file_variable]).read_text(encoding="utf-8")
+    return found
 
 
 def use_local_keys(environ: dict[str, str] | os._Environ = os.environ, folder: Path | None = None,

@@ -41,7 +41,7 @@ def post(url: str, body: bytes, content_type: str = "application/json", timeout_
 
 
 def probabilities(answer: dict[str, Any]) -> np.ndarray:
-    """The [N, 10] probabilities of a v2 inference response."""
+    """The [N, K] probabilities of a v2 inference response."""
     outputs = answer["outputs"]
     if len(outputs) != 1:
         raise ValueError(f"expected one output tensor, got {len(outputs)}")

@@ -47,7 +47,8 @@ def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTT
           f"        {server.http_url}/v2/models/{name}/versions/{version}/infer\n"
           f"  gRPC  {server.grpc_address}  (inference.GRPCInferenceService/ModelInfer, model_name {name!r})\n"
           f"  metadata {server.http_url}/v2/models/{name}   metrics http://{server.host}:{server.metrics_port}/metrics\n"
-          f"input: UINT8 [N, 28, 28] raw pixels; output: FP32 [N, 10] probabilities. Ctrl-C stops it.",
+          f"input: UINT8 [N, 28, 28] raw pixels; output: FP32 [N, K] probabilities over the model's classes "
+          f"(their names: the answer's parameters.class_names). Ctrl-C stops it.",
           file=out, flush=True)
     try:
         status = server.process.wait()

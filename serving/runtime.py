@@ -28,7 +28,7 @@ float or out-of-range tensor would fail inside the model as a 500, or (numpy < 2
 silently.
 
 A good request: one input tensor, datatype UINT8, shape [N, 28, 28] with 1 <= N <= max_batch,
-N * 784 integer values 0-255 (flat or nested). The answer: one FP32 tensor [N, 10] of
+N * 784 integer values 0-255 (flat or nested). The answer: one FP32 tensor [N, K] of
 probabilities.
 """
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -547,17 +548,23 @@ def launched(mnist_dir, deployed_services, tmp_path_factory):
     with its artifacts on an S3 bucket under the `minio://` URIs an on-prem KFP hands out, and
     the registry on the MLflow server backed by PostgreSQL. Returns the package, the outputs by
     task/key, the registry URI, the failure, if any, and the store."""
+    from conftest import lock_settings
+    from pipelines import model_keys
     from pipelines.kubeflow.compile import compile_kubeflow
 
-    store, registry_uri, _ = deployed_services
+    store, registry_uri, database = deployed_services
+    lock_uri, password = lock_settings(database)
     root = tmp_path_factory.mktemp("launch")
     cfg = load_config(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
-                      registered_model_name="mnist-launch", **LAUNCH_SUBSET)
+                      registered_model_name="mnist-launch", kfp_registry_lock_uri=lock_uri, **LAUNCH_SUBSET)
     package = compile_kubeflow(cfg, str(root / "pipeline.yaml"))
+    # As the cluster's secrets give them: the store's keys to every task, the model keys and the
+    # lock's password to the tasks whose secrets name them.
+    environment = {**store.environment, **model_keys.key_environment(os.environ), **password}
     try:
         outputs = launch.launch_locally(package, f"minio://{store.bucket}/launch",
                                         {"source": str(mnist_dir), "registry_uri": registry_uri},
-                                        scratch=root / "scratch", environment=store.environment)
+                                        scratch=root / "scratch", environment=environment)
         failure = None
     except launch.TaskFailed as e:
         outputs, failure = e.outputs, e
@@ -579,11 +586,11 @@ def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched
     examples = outputs["MnistExampleGen/examples"]
     assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval", "test"]
     assert examples["type"]["instanceSchema"].startswith("title: tfx.Examples")
-    assert "DataGate/validated_schema" in outputs
+    assert "ChampionResolver/model" in outputs and "DataGate/validated_schema" not in outputs
     for trainer in TRAINER_IDS:  # KFP's URIs, as it wrote them; the files on the bucket
         uri = outputs[f"{trainer}/model"]["uri"]
         assert uri.startswith(f"minio://{store.bucket}/launch/{trainer}/"), uri
-        assert any(k.endswith(("saved_model.pb", "model.pt")) for k in store.keys(uri.split("/", 3)[3])), trainer
+        assert any(k.endswith(("saved_model.pb", "state_dict.pt")) for k in store.keys(uri.split("/", 3)[3])), trainer
 
 
 def test_launched_package_evaluates_and_registers_the_winner(launched):

@@ -15,7 +15,7 @@ import pytest
 
 from components import object_store
 from components.registry import MlflowRegistry
-from conftest import FAST_TRAINING, load_champion_pyfunc, mnist_file
+from conftest import FAST_TRAINING, load_champion_pyfunc, lock_settings, mnist_file
 from pipelines import registry_commands
 from pipelines.config import REPO_ROOT
 from pipelines.kubeflow import entrypoint
@@ -56,10 +56,12 @@ def test_executor_command_without_the_invocation_is_a_clear_error(capsys):
 @pytest.fixture(scope="module")
 def s3_run(deployed_services, mnist_dir, tmp_path_factory):
     """`python -m pipelines run` with its artifacts on the bucket and the PostgreSQL-backed registry."""
-    store, registry_uri, _ = deployed_services
+    store, registry_uri, database = deployed_services
+    lock_uri, password = lock_settings(database)
     root = tmp_path_factory.mktemp("s3-run")
     artifact_root = f"s3://{store.bucket}/local-run"
     flags = {"output_root": root / "out", "artifact_root": artifact_root, "registry_uri": registry_uri,
+             "registry_lock_uri": lock_uri,
              "source": mnist_dir, "cache_dir": root / "scratch-cache", "min_metric": 0.5,
              "registered_model_name": MODEL_NAME, "beam_direct_running_mode": "in_memory", **SUBSET}
     argv = [sys.executable, "-m", "pipelines", "run", "--json"]
@@ -67,7 +69,7 @@ def s3_run(deployed_services, mnist_dir, tmp_path_factory):
         argv += [f"--{name.replace('_', '-')}", str(value)]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_", "MLFLOW_"))}
     done = subprocess.run(argv, cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**env, **store.environment, "PYTHONPATH": str(REPO_ROOT)})
+                          env={**env, **store.environment, **password, "PYTHONPATH": str(REPO_ROOT)})
     assert done.returncode == 0, done.stderr[-5000:]
     return store, registry_uri, root, json.loads(done.stdout[done.stdout.index("{"):])
 
@@ -76,10 +78,10 @@ def test_every_artifact_is_on_the_bucket_and_only_metadata_on_disk(s3_run):
     store, _, root, summary = s3_run
     assert summary["artifacts"] == f"s3://{store.bucket}/local-run"
     stages = {key.split("/")[1] for key in store.keys("local-run/")}
-    assert stages >= {"MnistExampleGen", "StatisticsGen", "ExampleValidator", "DriftValidator", "DataGate",
-                      *TRAINER_IDS, "BakeoffEvaluator", "RegistryPusher"}
+    assert stages >= {"ChampionResolver", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "DriftValidator",
+                      *TRAINER_IDS, "BakeoffEvaluator", "RegistryPusher"}  # DataGate writes nothing
     for trainer in TRAINER_IDS:  # the exported models themselves, not only folders
-        assert any(key.endswith(("saved_model.pb", "model.pt")) for key in store.keys(f"local-run/{trainer}/"))
+        assert any(key.endswith(("saved_model.pb", "state_dict.pt")) for key in store.keys(f"local-run/{trainer}/"))
     on_disk = sorted(str(p.relative_to(root / "out")) for p in (root / "out").rglob("*") if p.is_file())
     logs = [p for p in on_disk if p.startswith("logs/run-") and p.endswith(".log")]  # the run's log stays local
     assert len(logs) == 1 and sorted(set(on_disk) - set(logs)) == [".run.lock", "metadata.sqlite"], on_disk

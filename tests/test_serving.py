@@ -371,10 +371,11 @@ def test_inference_service_follows_the_champion_and_rollback(tracking_server, sm
     assert model["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
     assert predictor["serviceAccountName"] == "models-reader" and predictor["canaryTrafficPercent"] == 10
     assert isvc["metadata"]["annotations"]["mnist-bakeoff/model-version"] == second.version
-    # storageUri: the champion's files in the bucket (here the local folder the proxy writes to).
-    assert not model["storageUri"].startswith("models:/")
-    assert (stored_path(model["storageUri"]) / "MLmodel").is_file()
-    assert (stored_path(model["storageUri"]) / "artifacts").is_dir()
+    # storageUri: the champion's signed files in the bucket (here the local folder the proxy writes
+    # to), for the project's verifying runtime: signed/ and manifest.sig.
+    assert model["runtime"] == "mnist-mlserver-verified" and not model["storageUri"].startswith("models:/")
+    assert (stored_path(model["storageUri"]) / "manifest.sig").is_file()
+    assert (stored_path(model["storageUri"]) / "signed" / "model" / "MLmodel").is_file()
     second_storage = model["storageUri"]
 
     registry.rollback(first.version, reason="serving test")
@@ -382,8 +383,9 @@ def test_inference_service_follows_the_champion_and_rollback(tracking_server, sm
     assert isvc["metadata"]["annotations"]["mnist-bakeoff/model-version"] == first.version
     assert "canaryTrafficPercent" not in isvc["spec"]["predictor"]
     first_storage = isvc["spec"]["predictor"]["model"]["storageUri"]
-    assert first_storage != second_storage and (stored_path(first_storage) / "MLmodel").is_file()
-    meta = json.loads(next(stored_path(first_storage).glob("artifacts/*/model_meta.json")).read_text())
+    assert first_storage != second_storage and (stored_path(first_storage) / "manifest.sig").is_file()
+    meta = json.loads((stored_path(first_storage) / "signed" / model_format.EXPORT_IN_SIGNED /
+                       "model_meta.json").read_text())
     assert meta["framework"] == "keras"
 
 

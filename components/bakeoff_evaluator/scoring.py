@@ -36,7 +36,7 @@ KEEP_CORRUPTION_EXAMPLES = 8
 @dataclasses.dataclass
 class Scores:
     labels: np.ndarray  # [N]
-    probs: dict[str, np.ndarray]  # model -> [N, 10]
+    probs: dict[str, np.ndarray]  # model -> [N, K]
     examples_sha256: str  # order-independent: XOR of each serialized record's sha256
     wrong_images: np.ndarray  # [M, 28, 28] examples some model got wrong
     wrong_labels: np.ndarray  # [M]

@@ -15,7 +15,7 @@ from tests.fake_kubernetes import FakeKubernetes
 
 NAME = "mnist-kserve"
 ISVC = (executor.GROUP, executor.VERSION, executor.PLURAL)
-SOURCE = "mlflow-artifacts:/1/run7/artifacts/model"
+SOURCE = "mlflow-artifacts:/1/run7/artifacts/signed/model"  # a signed version: <run artifacts>/signed/model
 
 
 @pytest.fixture
@@ -69,7 +69,9 @@ def test_a_moved_alias_creates_the_pushed_version_without_asking_the_registry(tm
     assert all(r.authorization == "Bearer fake-service-account-token" for r in fake.requests)
     served = _served(fake)
     predictor = served["spec"]["predictor"]
-    assert predictor["model"]["storageUri"] == "s3://mlflow/artifacts/1/run7/artifacts/model"
+    # The version's signed root (signed/ and manifest.sig), for the project's verifying runtime.
+    assert predictor["model"]["storageUri"] == "s3://mlflow/artifacts/1/run7/artifacts"
+    assert predictor["model"]["runtime"] == "mnist-mlserver-verified"
     assert predictor["canaryTrafficPercent"] == 10 and predictor["serviceAccountName"] == "models-reader"
     assert predictor["model"]["modelFormat"] == {"name": "mlflow"} and predictor["model"]["protocolVersion"] == "v2"
     assert served["metadata"]["annotations"]["mnist-bakeoff/model-version"] == "7"
@@ -89,11 +91,11 @@ def test_an_existing_service_is_patched_to_the_pushed_version_and_its_canary_cle
                            "annotations": {"mnist-bakeoff/model-version": "3"}},
               "spec": {"predictor": {"canaryTrafficPercent": 10,
                                      "model": {"storageUri": "s3://mlflow/artifacts/1/run3/artifacts/model"}}}})
-    deployment = _run(tmp_path, fake, _pushed(version="8", source="s3://models/8/model", registry="http://r:5000"))
+    deployment = _run(tmp_path, fake, _pushed(version="8", source="s3://models/8/signed/model", registry="http://r:5000"))
     (patch,) = fake.seen("PATCH")
     assert patch.content_type == "application/merge-patch+json"
     served = _served(fake)
-    assert served["spec"]["predictor"]["model"]["storageUri"] == "s3://models/8/model"
+    assert served["spec"]["predictor"]["model"]["storageUri"] == "s3://models/8"
     assert "canaryTrafficPercent" not in served["spec"]["predictor"]
     assert served["metadata"]["annotations"]["mnist-bakeoff/model-version"] == "8"
     assert deployment.get_string_custom_property("action") == "patched"
@@ -102,11 +104,11 @@ def test_an_existing_service_is_patched_to_the_pushed_version_and_its_canary_cle
 
 def test_a_canary_patch_sets_the_share(tmp_path, fake):
     _run(tmp_path, fake, _pushed(version="4", registry="http://r:5000"))
-    _run(tmp_path, fake, _pushed(version="5", source="mlflow-artifacts:/1/run5/artifacts/model",
+    _run(tmp_path, fake, _pushed(version="5", source="mlflow-artifacts:/1/run5/artifacts/signed/model",
                                  registry="http://r:5000"), canary=25)
     predictor = _served(fake)["spec"]["predictor"]
     assert predictor["canaryTrafficPercent"] == 25
-    assert predictor["model"]["storageUri"] == "s3://mlflow/artifacts/1/run5/artifacts/model"
+    assert predictor["model"]["storageUri"] == "s3://mlflow/artifacts/1/run5/artifacts"
 
 
 @pytest.mark.parametrize("verb", ["get", "create"])

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from components.registry import CHAMPION_ALIAS, MlflowRegistry, ModelVersion
+from trainers.model_format import PYFUNC_IN_SIGNED, SIGNED_DIR
 
 SCHEMA_PATH = Path(__file__).resolve().parent / "inferenceservice.schema.json"
 # infra/mlflow/mlflow.yaml: `mlflow server --artifacts-destination s3://mlflow/artifacts --serve-artifacts`.
@@ -34,6 +35,8 @@ DEFAULT_ARTIFACTS_DESTINATION = "s3://mlflow/artifacts"
 # The Kubernetes service account whose secret holds the bucket's credentials (KServe's storage
 # initializer reads them from the service account's secrets, with the s3 endpoint annotations).
 DEFAULT_SERVICE_ACCOUNT = "mlflow-models-reader"
+# The project's ServingRuntime (serving/kserve_runtime.py: MLServer with the verifying runtime).
+VERIFIED_RUNTIME = "mnist-mlserver-verified"
 OBJECT_STORE_SCHEMES = ("s3", "gs", "https")
 _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 
@@ -42,8 +45,18 @@ class RenderError(ValueError):
     """The InferenceService cannot be rendered, or is not valid; the message says why."""
 
 
+def signed_root(source: str) -> str:
+    """The folder holding a version's `signed/` files and `manifest.sig` (what the verifying runtime
+    is given), from the version's MLflow source (`<root>/signed/model`)."""
+    suffix = f"/{SIGNED_DIR}/{PYFUNC_IN_SIGNED}"
+    if not source.rstrip("/").endswith(suffix):
+        raise RenderError(f"{source} is not a signed version's model ({suffix} at the end): registered before "
+                          "versions were signed, it cannot be verified, so it is not served")
+    return source.rstrip("/")[:-len(suffix)]
+
+
 def storage_uri(source: str, artifacts_destination: str = DEFAULT_ARTIFACTS_DESTINATION) -> str:
-    """Where the files of a version whose MLflow source is `source` are in the object store."""
+    """Where the files under an MLflow artifact URI `source` are in the object store."""
     parsed = urllib.parse.urlparse(source)
     if parsed.scheme == "mlflow-artifacts":
         if not artifacts_destination:
@@ -132,8 +145,12 @@ def validate(isvc: dict[str, Any]) -> None:
 def render_version(version: ModelVersion, source: str, *, artifacts_destination: str = DEFAULT_ARTIFACTS_DESTINATION,
                    **options: Any) -> dict[str, Any]:
     """The InferenceService of `version`, whose MLflow source URI is `source`, validated; nothing is
-    asked of the registry."""
-    isvc = inference_service(version.name, version, storage_uri(source, artifacts_destination), **options)
+    asked of the registry. The storageUri is the version's signed root, which the project's
+    runtime verifies before loading (serving/kserve_runtime.py); KServe's stock MLflow runtime would
+    load the pyfunc unverified, so `runtime` defaults to the project's."""
+    options["runtime"] = options.get("runtime") or VERIFIED_RUNTIME
+    isvc = inference_service(version.name, version, storage_uri(signed_root(source), artifacts_destination),
+                             **options)
     validate(isvc)
     return isvc
 

@@ -141,6 +141,20 @@ def _open_to_the_image_user(root: str) -> None:
             os.chmod(os.path.join(folder, name), 0o666)
 
 
+# The model-signing keys: a task gets only those its package names from a secret (the pusher the
+# signing key, the tasks that load a registered version the verify key), as on the cluster.
+MODEL_KEY_VARIABLES = ("MNIST_MODEL_SIGNING_KEY", "MNIST_MODEL_SIGNING_KEY_FILE", "MNIST_MODEL_VERIFY_KEY",
+                       "MNIST_MODEL_VERIFY_KEY_FILE", "PGPASSWORD")
+
+
+def task_environment(package: Package, task_id: str, environment: dict[str, str]) -> dict[str, str]:
+    """`environment` without the model keys that `task_id`'s secrets do not name."""
+    label = package.executor_label(task_id)
+    named = {m.get("envVar") for secret in package.kubernetes_executors.get(label, {}).get("secretAsEnv", [])
+             for m in secret.get("keyToEnv", [])}
+    return {k: v for k, v in environment.items() if k not in MODEL_KEY_VARIABLES or k in named}
+
+
 def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str, Any] | None = None,
                    log: Any = sys.stderr, container: Container | None = None, scratch: str | Path | None = None,
                    environment: dict[str, str] | None = None) -> dict[str, dict]:
@@ -149,7 +163,8 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
     the output artifacts by task/key, each with the task's wall time in `seconds`.
 
     `run_root`: the artifact store, a local folder or an s3:// or minio:// prefix (then
-    `environment` holds the store's endpoint and keys). `scratch`: a local folder for what stays
+    `environment` holds the store's endpoint and keys); `environment` also holds the model-signing
+    keys, which each task gets only where its package's secrets name them. `scratch`: a local folder for what stays
     in a pod (each task's executor output file and log); default: `run_root` when local."""
     run_root = str(run_root)
     remote = "://" in run_root
@@ -174,10 +189,12 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
                 _open_to_the_image_user(folder)
         print(f"launch: {task_id}", file=log, flush=True)
         started = time.monotonic()
+        given = task_environment(package, task_id, environment or {})
+        inherited = {k: v for k, v in os.environ.items() if k not in MODEL_KEY_VARIABLES}
         with open(task_scratch / "log.txt", "w", encoding="utf-8") as task_log:
-            command = container_command(package, task_id, invocation, container, shared, sorted(environment or {}))
+            command = container_command(package, task_id, invocation, container, shared, sorted(given))
             done = subprocess.run(command, stdout=task_log, stderr=subprocess.STDOUT,
-                                  env={**os.environ, **(environment or {}), "PYTHONPATH": _image_pythonpath()})
+                                  env={**inherited, **given, "PYTHONPATH": _image_pythonpath()})
         seconds = round(time.monotonic() - started, 1)
         print(f"launch: {task_id} exited {done.returncode} after {seconds} s", file=log, flush=True)
         if done.returncode != 0:
