@@ -1,12 +1,10 @@
 """The registry for real: embedded SQLite and a real `mlflow server` on 127.0.0.1 (SQLite, and
-PostgreSQL with an S3 bucket), concurrent
-pushers in separate processes, rollback, the commands, the serving check for both frameworks,
-and bad input."""
+PostgreSQL with an S3 bucket), rollback, the commands, the serving check for both frameworks, and
+bad input. (Concurrent pushers and the alias lock: tests/test_champion_lifecycle.py.)"""
 
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -18,10 +16,14 @@ from components import examples as example_data
 from components.registry import MlflowRegistry, RegistryError, embedded_uri
 from components.registry_pusher.executor_test import MODEL_NAME as NAME
 from components.registry_pusher.executor_test import run_pusher
-from conftest import bakeoff_runs, load_champion_pyfunc, mnist_file, run_evaluator, running_mlflow_server
+from conftest import bakeoff_runs, load_champion_pyfunc, lock_settings, mnist_file, run_evaluator, running_mlflow_server
 from pipelines import cli, registry_commands
 from pipelines.config import REPO_ROOT
 from serving.server import free_ports
+
+# The alias lock of each server (registry_lock_uri): none for the SQLite-backed one (one writer
+# here), the PostgreSQL database's advisory lock for the deployed form.
+LOCKS: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -29,9 +31,15 @@ def mlflow_server(request, tmp_path_factory):
     """A real MLflow tracking server: SQLite backend and a proxied local artifact store, or (as
     infra/mlflow deploys it) PostgreSQL and an S3 bucket (conftest.deployed_services)."""
     if request.param == "postgresql":
-        yield request.getfixturevalue("deployed_services")[1]
+        _, uri, database = request.getfixturevalue("deployed_services")
+        LOCKS[uri], password = lock_settings(database)
+        saved = os.environ.get("PGPASSWORD")
+        os.environ.update(password)
+        yield uri
+        os.environ.pop("PGPASSWORD") if saved is None else os.environ.update(PGPASSWORD=saved)
         return
     with running_mlflow_server(tmp_path_factory.mktemp("mlflow-server")) as (uri, _):
+        LOCKS[uri] = "none"
         yield uri
 
 
@@ -72,7 +80,8 @@ def test_serving_check_for_each_framework(evaluations, small_examples, tmp_path,
 
 def test_pusher_against_a_real_server(evaluations, small_examples, tmp_path, mlflow_server):
     eval_tmp, evaluation, blessing, models = evaluations["pytorch"]
-    pushed = run_pusher(tmp_path, eval_tmp / "evaluation", blessing, models, mlflow_server)
+    pushed = run_pusher(tmp_path, eval_tmp / "evaluation", blessing, models, mlflow_server,
+                        lock_uri=LOCKS[mlflow_server])
     assert pushed.get_int_custom_property("pushed") == 1
     registry = MlflowRegistry(mlflow_server, NAME)
     champion = registry.champion()
@@ -95,56 +104,11 @@ def test_bakeoff_runs_on_a_real_server(small_examples, small_models, tmp_path, m
         assert client.list_artifacts(runs[candidate].info.run_id, "tensorboard")
         assert runs[candidate].data.tags["pipeline_run_id"] == "server-run"
     assert "report.html" in {f.path for f in client.list_artifacts(runs["bakeoff"].info.run_id)}
-    run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, mlflow_server, model_name=name)
+    run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, mlflow_server, model_name=name,
+               lock_uri=LOCKS[mlflow_server])
     champion = MlflowRegistry(mlflow_server, name).champion()
     assert champion.tags["evaluation_run_id"] == runs["bakeoff"].info.run_id
     assert champion.tags["training_run_id"] == runs[evaluation["decision"]["winner"]].info.run_id
-
-
-def _push_in_child(eval_dir: str, blessing_uri: str, models: dict, uri: str, out: str, name: str) -> None:
-    """Runs in a separate process: one pipeline run's pusher."""
-    import pathlib
-
-    from tfx.types import standard_artifacts
-
-    from components.registry_pusher import executor
-
-    blessing = standard_artifacts.ModelBlessing()
-    blessing.uri = blessing_uri
-    blessing.set_int_custom_property("blessed", 1)
-    inputs = {"evaluation": [standard_artifacts.ModelEvaluation()], "blessing": [blessing]}
-    inputs["evaluation"][0].uri = eval_dir
-    for candidate, model_uri in models.items():
-        inputs[candidate] = [standard_artifacts.Model()]
-        inputs[candidate][0].uri = str(model_uri)
-    pushed = standard_artifacts.PushedModel()
-    pushed.uri = out
-    pathlib.Path(out).mkdir(parents=True)
-    executor.Executor().Do(inputs, {"pushed_model": [pushed]}, {"registry_uri": uri, "registered_model_name": name})
-
-
-def test_concurrent_pushes_both_register_and_the_better_one_is_champion(evaluations, tmp_path, mlflow_server):
-    name = "mnist-concurrent"
-    ctx = multiprocessing.get_context("spawn")
-    children = []
-    for framework in ("keras", "pytorch"):
-        eval_tmp, _, blessing, models = evaluations[framework]
-        children.append(ctx.Process(target=_push_in_child, args=(
-            str(eval_tmp / "evaluation"), blessing.uri, {k: str(v) for k, v in models.items()},
-            mlflow_server, str(tmp_path / framework), name)))
-    for child in children:
-        child.start()
-    for child in children:
-        child.join(timeout=600)
-    assert [c.exitcode for c in children] == [0, 0]
-    registry = MlflowRegistry(mlflow_server, name)
-    versions = registry.versions()
-    assert len(versions) == 2
-    best = max(versions, key=lambda v: (v.primary_value, -int(v.version)))
-    if versions[0].primary_value == versions[1].primary_value:
-        assert registry.champion() is not None  # a tie: either version is what the rule prefers
-    else:
-        assert registry.champion().version == best.version
 
 
 def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir, capsys):
@@ -152,14 +116,16 @@ def test_rollback_and_commands(evaluations, small_examples, tmp_path, mnist_dir,
     assert [v.version for v in registry.versions()] == ["1", "2"]
     argv = ["registry", "--registry-uri", uri, "--registered-model-name", NAME]
 
+    assert registry.champion().version == "2"
     assert cli.main(argv + ["rollback", "1", "--reason", "test"]) == 0
     champion = registry.champion()
     assert champion.version == "1" and champion.tags["rollback_reason"] == "test"
-    assert champion.tags["rolled_back_from"] in ("1", "2")
+    assert champion.tags["rolled_back_from"] == "2" and registry.version("2").rejected
 
     assert cli.main(argv + ["list"]) == 0
     listing = capsys.readouterr().out
     assert "champion" in listing and "keras" in listing and "pytorch" in listing
+    assert "rejected (rolled back to version 1: test)" in listing
 
     from PIL import Image
 
@@ -203,28 +169,12 @@ def _two_versions(evaluations, tmp_path) -> tuple[MlflowRegistry, str]:
     return MlflowRegistry(uri, NAME), uri
 
 
-def test_promotion_follows_the_evaluation_unless_a_concurrent_run_moved_the_alias(evaluations, tmp_path):
-    registry, _ = _two_versions(evaluations, tmp_path)
-    v1, v2 = registry.versions()
-    worse, better = sorted((v1, v2), key=lambda v: v.primary_value)
-    if worse.primary_value == better.primary_value:
-        pytest.skip("both small models scored the same; no order to test")
-    # Blessed against the current champion (e.g. 'not significantly worse'): it becomes champion.
-    registry.promote(better.version)
-    assert registry.promote_if_better(worse, baseline_version=better.version, settle_s=0.5)
-    assert registry.champion().version == worse.version
-    # The alias moved to a better version since the evaluation: the better one stays.
-    registry.promote(better.version)
-    assert not registry.promote_if_better(worse, baseline_version="an-older-version", settle_s=0.5)
-    assert registry.champion().version == better.version
-
-
 def test_champion_downloads_in_a_fresh_process(evaluations, tmp_path):
     """No process-wide MLflow URI set (as in a new pipeline run's evaluator): the registry's own."""
     registry, uri = _two_versions(evaluations, tmp_path)
     code = ("import json, sys; from components.registry import MlflowRegistry; "
-            "v, d = MlflowRegistry(sys.argv[1], sys.argv[2]).download_champion(sys.argv[3]); "
-            "print(json.dumps([v.version, d]))")
+            "found = MlflowRegistry(sys.argv[1], sys.argv[2]).download_champion(sys.argv[3]); "
+            "print(json.dumps([found.version.version, found.model_dir]))")
     done = subprocess.run([sys.executable, "-c", code, uri, NAME, str(tmp_path / "dl")], capture_output=True,
                           text=True, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]

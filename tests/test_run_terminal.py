@@ -92,10 +92,10 @@ def test_unreachable_registry_names_the_registry(capsys, tmp_path, mnist_cache):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     folder = idx_folder(tmp_path / "mine", mnist_cache)
-    # The drift check asks the registry for its champion's statistics: the first stage to need it.
+    # The champion's resolution, at the head of the run, is the first stage to need it.
     code, block = _run(capsys, tmp_path, folder, "--registry-uri", f"http://127.0.0.1:{port}")
     assert code == 1, block
-    assert "FAILED in stage DriftValidator" in block and "RegistryError" in block
+    assert "FAILED in stage ChampionResolver" in block and "RegistryError" in block
     assert f"your input:  registry http://127.0.0.1:{port}" in block and "Traceback" not in block
 
 
