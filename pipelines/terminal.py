@@ -4,21 +4,19 @@ While the run lasts, the process's stdout and stderr (file descriptors 1 and 2, 
 and Beam's native logging too) go to the log file; the lines a person follows go to the terminal
 the run was started from: each stage when it ends (seconds, or cached), each trainer epoch as its
 trainer logs it on the `trainers.progress` logger, each phase a component logs on
-`components.progress`. On a terminal (a TTY) the running stage also has a live line, redrawn in
-place: its seconds so far, a trainer's epoch and batch bar, a component's latest phase; elsewhere
-(CI, a pipe, `| tee`) plain lines only. `verbose` leaves the terminal as it was and only copies the
-Python logging to the log file.
+`components.progress`. On a terminal (a TTY) the running stage also has a live line, drawn by
+rich's Progress: a spinner, its seconds so far, a trainer's epoch and batch bar, a component's
+latest phase; elsewhere (CI, a pipe, `| tee`) plain lines only. `verbose` leaves the terminal as it
+was and only copies the Python logging to the log file.
 """
 
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import os
 import re
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -29,9 +27,7 @@ _RUNNING = re.compile(r"^Component (\S+) is running\.$")
 _FINISHED = re.compile(r"^Component (\S+) is finished\.$")
 _CACHED = re.compile(r"^A cached execution \d+ is used\.$")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-SPINNER = "|/-\\"
 BAR_WIDTH = 16  # a trainer's live line fits 80 columns
-CLEAR_LINE = "\r\x1b[K"  # back to the line's start, erase to its end
 
 
 def is_live(out: TextIO) -> bool:
@@ -39,117 +35,122 @@ def is_live(out: TextIO) -> bool:
     return out.isatty() and os.environ.get("TERM") != "dumb"
 
 
-def columns(out: TextIO) -> int:
-    """The terminal's width: a longer live line would wrap, and \\r goes back to its last row only."""
-    try:
-        return os.get_terminal_size(out.fileno()).columns
-    except (OSError, ValueError, io.UnsupportedOperation):
-        return 80
+def epoch_text(progress: dict[str, Any]) -> str:
+    return f"epoch {progress['epoch']}/{progress['epochs']}"
 
 
-def batch_bar(progress: dict[str, Any]) -> str:
-    """'epoch 1/4 [######----------] 180/469' (no bar when the epoch's batches are not known)."""
-    done, total = progress["done"], progress["total"]
-    epoch = f"epoch {progress['epoch']}/{progress['epochs']}"
-    if not total:
-        return f"{epoch} batch {done}"
-    filled = BAR_WIDTH * min(done, total) // total
-    return f"{epoch} [{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done}/{total}"
+def _only_when_counting(column_class: type) -> type:
+    """A rich column that shows nothing while the running stage counts no batches."""
+    from rich.text import Text
+
+    class Counting(column_class):
+        def render(self, task):
+            return super().render(task) if task.fields.get("counting") else Text("")
+
+    return Counting
+
+
+class LiveLine:
+    """The running stage's live line on a terminal: rich's Progress (one task a stage, redrawn a few
+    times a second by rich's own thread; lines printed through its console stay above it)."""
+
+    def __init__(self, out: TextIO, refresh_per_second: float = 4) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self.console = Console(file=out, force_terminal=True, highlight=False, soft_wrap=False)
+        self.progress = Progress(SpinnerColumn("line"), TextColumn("{task.fields[stage]:<24}"), TimeElapsedColumn(),
+                                 TextColumn("{task.fields[detail]}"),
+                                 _only_when_counting(BarColumn)(bar_width=BAR_WIDTH),
+                                 _only_when_counting(MofNCompleteColumn)(), console=self.console, transient=True,
+                                 refresh_per_second=refresh_per_second)
+        self.task = None
+        self.progress.start()
+
+    def stage(self, name: str) -> None:
+        self.end()
+        self.task = self.progress.add_task("", stage=name, detail="", counting=False, total=None)
+
+    def update(self, detail: str, done: int | None = None, total: int | None = None) -> None:
+        """The live line's end: a phase or "epoch e/E", with a bar of `done` of `total` batches if known."""
+        if self.task is not None:
+            counts = {"completed": done, "total": total} if total else {}
+            self.progress.update(self.task, detail=detail, counting=bool(total), **counts)
+
+    def print(self, line: str) -> None:
+        self.progress.console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+    def end(self) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+            self.task = None
+
+    def close(self) -> None:
+        self.end()
+        self.progress.stop()
 
 
 class StageLines(logging.Handler):
     """Turns LocalDagRunner's, the trainers' and the components' log records into the terminal's lines.
 
     Permanent lines: "  done  <stage>  <seconds|cached>" and each epoch (and, not live, each phase).
-    Live (`is_live(out)`): the running stage's line, redrawn when a record comes and every `tick`
-    seconds by a daemon thread (the seconds move while a stage logs nothing); a permanent line first
-    erases it. `close()` stops the thread and erases a line a failed stage left."""
+    Live (`is_live(out)`): the running stage's line (LiveLine), with its batch bar or phase; a
+    permanent line is printed above it. `close()` stops it and erases a line a failed stage left."""
 
-    def __init__(self, out: TextIO, tick: float = 0.5) -> None:
+    def __init__(self, out: TextIO, refresh_per_second: float = 4) -> None:
         super().__init__(level=logging.DEBUG)  # DEBUG: the trainers' batch records
         self.out = out
-        self.live = is_live(out)
+        self.live = LiveLine(out, refresh_per_second) if is_live(out) else None
         self.stage: str | None = None
         self.started = 0.0
         self.cached = False
-        self.detail = ""  # the live line's end: a batch bar or a component's phase
-        self.drawn = False  # a live line is on the screen
-        self.spins = 0
-        self.stopped = threading.Event()
-        self.ticker: threading.Thread | None = None
-        if self.live:
-            self.ticker = threading.Thread(target=self._tick, args=(tick,), name="stage-lines", daemon=True)
-            self.ticker.start()
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         progress = getattr(record, "progress", None)
         if progress is not None:  # a trainer's batches: for the live line only
             if self.live:
-                self.detail = batch_bar(progress)
-                self._draw()
+                self.live.update(epoch_text(progress), progress["done"], progress["total"])
         elif record.levelno < logging.INFO:
             return
         elif record.name == PROGRESS_LOGGER:  # an epoch ended: its line stays, its bar goes
-            self.detail = ""
+            if self.live:
+                self.live.update("")
             self._permanent(f"      {self.stage or ''}: {message}")
         elif record.name == COMPONENTS_LOGGER:
             if self.live:
-                self.detail = message
-                self._draw()
+                self.live.update(message)
             else:
                 self._permanent(f"      {self.stage or ''}: {message}")
         elif match := _RUNNING.match(message):
-            self.stage, self.started, self.cached, self.detail = match.group(1), time.monotonic(), False, ""
-            self._draw()
+            self.stage, self.started, self.cached = match.group(1), time.monotonic(), False
+            if self.live:
+                self.live.stage(self.stage)
         elif _CACHED.match(message):
-            self.cached, self.detail = True, "cached"
-            self._draw()
+            self.cached = True
+            if self.live:
+                self.live.update("cached")
         elif match := _FINISHED.match(message):
             seconds = time.monotonic() - self.started
-            self.stage = None  # before the line: nothing to redraw after it
+            self.stage = None
+            if self.live:
+                self.live.end()
             self._permanent(f"  done  {match.group(1):<24} {'cached' if self.cached else f'{seconds:6.1f} s'}")
 
     def close(self) -> None:
-        self.stopped.set()
-        if self.ticker is not None and self.ticker is not threading.current_thread():
-            self.ticker.join()
         with self.lock:
             self.stage = None
-            self._erase()
+            if self.live:
+                self.live.close()
         super().close()
 
-    def _tick(self, interval: float) -> None:
-        while not self.stopped.wait(interval):
-            with self.lock:
-                try:
-                    self._draw()
-                except (OSError, ValueError):  # the terminal went away: nothing left to draw on
-                    return
-
-    def _draw(self) -> None:
-        """The running stage's live line, in place of the one before (only on a live terminal)."""
-        if not self.live or self.stage is None:
-            return
-        self.spins += 1
-        seconds = time.monotonic() - self.started
-        line = f"  run {SPINNER[self.spins % len(SPINNER)]} {self.stage:<24} {seconds:6.1f} s  {self.detail}"
-        self.out.write(CLEAR_LINE + line[:columns(self.out) - 1])
-        self.out.flush()
-        self.drawn = True
-
-    def _erase(self) -> None:
-        if self.drawn:
-            self.out.write(CLEAR_LINE)
-            self.out.flush()
-            self.drawn = False
-
     def _permanent(self, line: str) -> None:
-        """A line that stays: the live line makes way for it and comes back under it."""
-        self._erase()
+        """A line that stays (above the live line, on a terminal)."""
+        if self.live:
+            self.live.print(line)
+            return
         self.out.write(line + "\n")
         self.out.flush()
-        self._draw()
 
 
 @contextlib.contextmanager
