@@ -359,6 +359,10 @@ class MlflowRegistry:
             raise RegistryError(f"{what}: registered without a run: its files are not the registry's own; not loaded")
         artifacts = run.info.artifact_uri.rstrip("/")
         expected = f"{artifacts}/{SIGNED_DIR}/{MODEL_DIR}"
+        if version.source.rstrip("/") == f"{artifacts}/{MODEL_DIR}":
+            raise RegistryError(f"{what}: registered before versions were signed (its files have no signed manifest), "
+                                "so it cannot be verified and is not loaded: `python -m pipelines registry reject "
+                                f"{version.version}` takes the alias off it, and the next run registers a signed one")
         if version.source.rstrip("/") != expected:
             raise RegistryError(f"{what}: its source {version.source} is not its run's signed model ({expected}): "
                                 "files outside the registry's own artifacts are not loaded")
@@ -596,6 +600,20 @@ class MlflowRegistry:
                 self.set_version_tags(previous.version, {
                     REJECTED_TAG: "true", "rejected_at": now,
                     "rejected_reason": f"rolled back to version {target.version}" + (f": {reason}" if reason else "")})
+            return self._version(target.version)
+
+    def reject(self, version: str, reason: str) -> ModelVersion:
+        """Rejects `version` (no run promotes it until reinstated); if it is the champion, the alias
+        comes off it: the registered model has no champion until a run promotes one."""
+        with self.alias_lock():
+            target = self.version(version)
+            state = self.champion_state()
+            now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            self.set_version_tags(target.version, {REJECTED_TAG: "true", "rejected_at": now,
+                                                   "rejected_reason": reason or "rejected by hand"})
+            if state.version is not None and state.version.version == target.version:
+                self._client.delete_registered_model_alias(self.model_name, CHAMPION_ALIAS)
+                self._client.set_registered_model_tag(self.model_name, REVISION_TAG, str(int(state.revision) + 1))
             return self._version(target.version)
 
     def reinstate(self, version: str) -> ModelVersion:

@@ -159,6 +159,10 @@ def _add_registry_and_schema_commands(sub: Any) -> None:
     promote = actions.add_parser("promote", help="move the champion alias to VERSION, a person's decision (e.g. a "
                                  "version registered while the champion shift alarm held the alias)")
     promote.add_argument("version")
+    reject = actions.add_parser("reject", help="reject VERSION (no run promotes it until reinstated); the alias "
+                                "comes off it if it is the champion")
+    reject.add_argument("version")
+    reject.add_argument("--reason", default="")
     predict = actions.add_parser("predict", help="the champion's digit for a PNG or an IDX record")
     predict.add_argument("png", nargs="?")
     predict.add_argument("--idx", help="an images IDX file (raw or .gz)")
@@ -352,6 +356,8 @@ def _registry_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
             registry_commands.reinstate(registry, args.version)
         elif args.action == "promote":
             registry_commands.promote(registry, args.version)
+        elif args.action == "reject":
+            registry_commands.reject(registry, args.version, args.reason)
         elif args.action == "score":
             print(json.dumps(registry_commands.score_files(registry, args.images, args.labels, args.limit)))
         else:

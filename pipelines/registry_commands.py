@@ -116,6 +116,14 @@ def promote(registry: MlflowRegistry, version: str) -> None:
           f"(was {f'version {previous.version}' if previous else 'none'})")
 
 
+def reject(registry: MlflowRegistry, version: str, reason: str) -> None:
+    before = registry.champion()
+    v = registry.reject(version, reason)
+    print(f"{registry.model_name}: version {v.version} is rejected ({v.tags.get('rejected_reason')})"
+          + ("; it was the champion: the alias is off, the next run is judged against no champion"
+             if before is not None and before.version == v.version else ""))
+
+
 def reinstate(registry: MlflowRegistry, version: str) -> None:
     v = registry.reinstate(version)
     champion = registry.champion()

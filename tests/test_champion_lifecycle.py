@@ -349,3 +349,28 @@ def test_a_version_whose_files_lie_outside_the_registry_is_refused(evaluated, tm
     with pytest.raises(RegistryError, match=rf"version {good.version}: its source {re.escape(str(elsewhere))}.* is "
                                             "not its run's signed model"):
         resolve_champion(uri, NAME, tmp_path / "resolved")
+
+
+def test_a_version_registered_before_signing_is_refused_and_can_be_rejected(evaluated, tmp_path, capsys):
+    """A champion from before versions were signed (its pyfunc at the run's `model/`, no manifest)
+    cannot be verified: the run stops saying so and how to go on; `registry reject` takes the alias
+    off it, and the next resolution is "no champion"."""
+    from pipelines import cli
+
+    evaluation_dir, blessing, _ = evaluated
+    uri = embedded_uri(str(tmp_path / "registry"))
+    registry = MlflowRegistry(uri, NAME)
+    winner, model = _winner_copy(evaluated, tmp_path / "model")
+    run_pusher(tmp_path / "push", evaluation_dir, blessing, {winner: model}, uri, NAME)
+    old = registry.champion()
+    with sqlite3.connect(tmp_path / "registry" / "mlflow.db") as db:  # as an older pusher registered it
+        db.execute("UPDATE model_versions SET source = replace(source, '/signed/model', '/model') WHERE name = ?",
+                   (NAME,))
+    with pytest.raises(RegistryError, match=rf"version {old.version}: registered before versions were signed .* "
+                                            rf"`python -m pipelines registry reject {old.version}`"):
+        resolve_champion(uri, NAME, tmp_path / "resolved")
+    argv = ["registry", "--registry-uri", uri, "--registered-model-name", NAME]
+    assert cli.main(argv + ["reject", old.version, "--reason", "unsigned"]) == 0
+    assert "it was the champion: the alias is off" in capsys.readouterr().out
+    assert registry.champion() is None and registry.version(old.version).rejected
+    assert not champion_artifact.is_present(resolve_champion(uri, NAME, tmp_path / "after")[0])
