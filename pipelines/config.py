@@ -260,7 +260,7 @@ class PipelineConfig:
 
     def trainer_config(self) -> dict[str, Any]:
         """What the trainers' run_fn receives as custom_config."""
-        return dataclasses.asdict(self.train)
+        return self.train.as_custom_config()
 
     def replace(self, **settings: Any) -> PipelineConfig:
         """A copy with settings changed, by flat name (`epochs`, `min_metric`, `image`)."""
