@@ -60,7 +60,7 @@ def tuner_ids(cfg: PipelineConfig, parallel_tasks: bool = False) -> dict[str, li
 
 
 def tuners(cfg: PipelineConfig, examples: types.BaseChannel, schema: types.BaseChannel,
-           custom_config: Callable[[str, int], dict[str, Any]], registry_uri: str,
+           custom_config: Callable[[int], dict[str, Any]], registry_uri: str,
            parallel_tasks: bool) -> dict[str, list[OptunaTuner]]:
     """Each framework's study, with the same space and budget (components/tuner): one tuner node
     running tune_workers processes, or (`parallel_tasks`, the compiled package: TFX compiles no
@@ -70,7 +70,7 @@ def tuners(cfg: PipelineConfig, examples: types.BaseChannel, schema: types.BaseC
     dims = space.to_json(space.search_space(cfg.train))
     return {framework: [OptunaTuner(
         examples=examples, schema=schema, framework=framework, trial_fn=TRIALS[framework],
-        custom_config=json.dumps(custom_config(framework, cfg.training_seeds()[0]), sort_keys=True), space=dims,
+        custom_config=json.dumps(custom_config(cfg.training_seeds()[0]), sort_keys=True), space=dims,
         trials=cfg.tune_trials, epochs=cfg.tune_epochs, examples_per_trial=cfg.tune_examples,
         storage_uri=cfg.resolved_tune_storage_uri(), pruner=cfg.tune_pruner, study_prefix=cfg.pipeline_name,
         processes=processes, task_index=task, registry_uri=registry_uri,
@@ -129,14 +129,14 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                          drift_anomalies=drift_validator.outputs["drift_anomalies"])
 
+    def custom_config(seed: int) -> dict[str, Any]:
+        return {**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
+                **({"code_version": code_version} if code_version else {})}
+
     # Independent trainers (one per framework, or per framework and seed): none depends on another,
     # so orchestrators run them in parallel. They start only after the gate passed (an explicit
     # dependency, not its output: a rerun whose gate re-checks drift against a new champion's
     # statistics still reuses the trained models).
-    def custom_config(framework: str, seed: int) -> dict[str, Any]:
-        return {**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
-                **({"code_version": code_version} if code_version else {})}
-
     # Tuning (tune_trials > 0): each framework's tuner after the gate; its best values go into every
     # trainer of the framework as TFX's HyperParameters artifact, after all of its tasks ended.
     tuning = tuners(cfg, examples, schema_importer.outputs["schema"], custom_config, registry_uri,
@@ -148,7 +148,7 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
         trainers[component_id] = trainer_class(
             run_fn=TRAINERS[framework], examples=examples, schema=schema_importer.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={**custom_config(framework, seed), **launch_config}, **tuned,
+            custom_config={**custom_config(seed), **launch_config}, **tuned,
         ).with_id(component_id)
         for task in tuning.get(framework, [])[1:]:
             trainers[component_id].add_upstream_node(task)

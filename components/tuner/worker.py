@@ -71,16 +71,20 @@ def open_plan_study(plan: Plan, worker_index: int) -> tuple[optuna.Study, optuna
     return study, storage
 
 
-def reserve(study: optuna.Study, storage: optuna.storages.RDBStorage, plan: Plan) -> optuna.Trial | None | bool:
-    """Under the study's lock: a new trial with its share of the budget; None when the budget holds
-    no further epoch and nothing runs (the study is done); False when others still run trials
-    (one of them may be pruned and leave budget)."""
+# What reserve says when it starts no trial.
+STUDY_DONE = "the budget holds no further epoch and no trial runs"
+OTHERS_RUNNING = "the budget is reserved by running trials, which may leave some (pruned or failed)"
+
+
+def reserve(study: optuna.Study, storage: optuna.storages.RDBStorage, plan: Plan) -> optuna.Trial | str:
+    """Under the study's lock: a new trial with its share of the budget, or STUDY_DONE, or
+    OTHERS_RUNNING (another worker's trial may yet be pruned and leave budget)."""
     with study_lib.study_lock(plan.storage_url, plan.study_name):
         study_lib.fail_orphans(study, storage)
         trials = study.get_trials(deepcopy=False)
         epochs = budget_lib.epochs_for_next_trial(plan.budget, trials)
         if not epochs:
-            return False if any(t.state == TrialState.RUNNING for t in trials) else None
+            return OTHERS_RUNNING if any(t.state == TrialState.RUNNING for t in trials) else STUDY_DONE
         trial = _ask(study)
         for key, value in {**budget_lib.reservation(epochs, plan.budget.examples),
                            study_lib.WORKER: study_lib.worker_id()}.items():
@@ -131,9 +135,9 @@ def run_worker(plan: Plan, worker_index: int = 0) -> int:
     ran = 0
     while True:
         trial = reserve(study, storage, plan)
-        if trial is None:
+        if trial == STUDY_DONE:
             return ran
-        if trial is False:
+        if trial == OTHERS_RUNNING:
             time.sleep(plan.poll_s)
             continue
         # ask/tell has no heartbeat of its own (study.optimize starts this same thread per trial).
