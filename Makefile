@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: run test compile lint bench summary show env serve kserve stack ui
+.PHONY: run tune test compile lint bench summary show env serve kserve stack ui
 
 env:
 	@infra/bootstrap.sh
@@ -17,6 +17,16 @@ env:
 run:  ## set up if needed, get MNIST, run the whole pipeline locally, print the decision
 	venv=$$(infra/bootstrap.sh)
 	"$$venv/bin/python" -m pipelines run $(ARGS)
+
+# Tuning's budget per framework: TUNE_TRIALS x TUNE_EPOCHS x TUNE_EXAMPLES training examples.
+TUNE_TRIALS ?= 12
+TUNE_EPOCHS ?= 1
+TUNE_EXAMPLES ?= 20000
+
+tune:  ## run the pipeline with both frameworks tuned first, the same budget each (TUNE_TRIALS=12 TUNE_EPOCHS=1 TUNE_EXAMPLES=20000; ARGS="--tune-workers 2")
+	venv=$$(infra/bootstrap.sh)
+	"$$venv/bin/python" -m pipelines run --tune-trials $(TUNE_TRIALS) --tune-epochs $(TUNE_EPOCHS) \
+		--tune-examples $(TUNE_EXAMPLES) $(ARGS)
 
 test:  ## lint, then the whole test suite (real TFX, Beam, TF, PyTorch, MLflow, KFP compile)
 	# On a fresh machine the three installs overlap: Debian's packages beside the venv, and the

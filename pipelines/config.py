@@ -17,6 +17,7 @@ import os
 import typing
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -29,6 +30,7 @@ KfpTarget = Literal["kubeflow", "vertex"]
 KfpAccelerator = Literal["none", "gpu", "tpu"]
 BeamRunningMode = Literal["in_memory", "multi_threading", "multi_processing"]
 BeamRunner = Literal["direct", "dataflow", "flink"]
+TunePruner = Literal["median", "hyperband", "none"]
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SECTIONS = {"train": TrainConfig, "rule": DecisionRule}
 
@@ -71,6 +73,29 @@ class PipelineConfig:
                                      "the best single model of the leading framework goes to the registry; "
                                      "empty: one trainer per framework, with seed")
     rule: DecisionRule = dataclasses.field(default_factory=DecisionRule)
+
+    # --- tuning each framework before its final training (components/tuner; off with tune_trials 0) ---
+    tune_trials: int = setting(0, "tune both frameworks first, each with the same budget: this many trials' worth "
+                               "of training examples (tune_trials x tune_epochs x tune_examples, counted over every "
+                               "trial and worker of its study, a pruned trial counting what it ran), searched by "
+                               "Optuna (TPE) over one space for both; each Trainer then trains with its study's "
+                               "best values; 0: no tuning")
+    tune_epochs: int = setting(1, "tuning: a trial's epochs (its eval accuracy is reported to the pruner after each)")
+    tune_examples: int = setting(20000, "tuning: a trial trains on the first N records of the train split "
+                                 "(0: all), and is scored on the whole eval split")
+    tune_workers: int = setting(1, "tuning: parallel workers of each framework's study, sharing its storage: worker "
+                                "processes of the tuner step in local runs, parallel tuner tasks in the compiled "
+                                "package")
+    tune_pruner: TunePruner = setting("median", "tuning: median (stop a trial whose eval accuracy after an epoch is "
+                                      "below the median of the finished trials'), hyperband, or none")
+    tune_storage_uri: str = setting("", "tuning, local runs: the studies' Optuna storage, postgresql://USER@HOST:"
+                                    "PORT/DB (a database of its own, never the registry's; password from PGPASSWORD) "
+                                    "or sqlite:////PATH; empty: SQLite under output_root/tuning")
+    kfp_tune_storage_uri: str = setting("postgresql://optuna@mlflow-postgres.mlflow.svc.cluster.local:5432/optuna",
+                                        "tuning, compiled package: the studies' Optuna storage, a database of its "
+                                        "own on the registry's PostgreSQL server (CREATE DATABASE optuna)")
+    kfp_tune_storage_secret: str = setting("mnist-tuning-storage", "kubeflow target, tuning: Kubernetes secret with "
+                                           "the PGPASSWORD of kfp_tune_storage_uri, given to the tuner tasks only")
 
     corruptions_per_example: int = setting(1, "the evaluator's corrupted test copy: how many of the 6 corruptions "
                                            "each test example is scored under (0: none; 6: all, about 4x the "
@@ -188,6 +213,7 @@ class PipelineConfig:
             raise ValueError(f"kfp_accelerator_count must be >= 1 for a {self.kfp_accelerator}, "
                              f"got {self.kfp_accelerator_count}")
         self._check_cluster_settings()
+        self._check_tuning_settings()
         if self.kserve_canary_traffic_percent > 100:
             raise ValueError(f"kserve_canary_traffic_percent must be 0-100 (negative: off), "
                              f"got {self.kserve_canary_traffic_percent}")
@@ -230,6 +256,29 @@ class PipelineConfig:
                 raise ValueError(f"beam_runner flink needs flink_job_endpoint, host:port of the Beam Flink job "
                                  f"server, got {self.flink_job_endpoint!r}")
 
+    def _check_tuning_settings(self) -> None:
+        """The budget's three factors, the workers, and storages that are databases of their own."""
+        if self.tune_trials < 0 or self.tune_epochs < 1 or self.tune_examples < 0 or not 1 <= self.tune_workers <= 16:
+            raise ValueError(f"tuning needs tune_trials >= 0, tune_epochs >= 1, tune_examples >= 0 and tune_workers "
+                             f"1..16, got {self.tune_trials}, {self.tune_epochs}, {self.tune_examples}, "
+                             f"{self.tune_workers}")
+        for field, uri, registry_database in (
+                ("tune_storage_uri", self.tune_storage_uri, self.registry_lock_uri or self.registry_uri),
+                ("kfp_tune_storage_uri", self.kfp_tune_storage_uri, self.kfp_registry_lock_uri)):
+            if uri.startswith(("postgresql://", "postgres://")):
+                validation.check_lock_uri(uri, field)  # no password in the URI
+            elif uri and not uri.startswith("sqlite:////"):
+                raise ValueError(f"{field} {validation.redact_uri(uri)} is neither postgresql://USER@HOST:PORT/DB "
+                                 "nor sqlite:////ABSOLUTE/PATH")
+            if uri and same_database(uri, registry_database):
+                raise ValueError(f"{field} {validation.redact_uri(uri)} is the registry's database: Optuna and MLflow "
+                                 "both keep an alembic_version table; give the studies a database of their own")
+
+    def resolved_tune_storage_uri(self) -> str:
+        """The studies' storage of local runs: the configured one, else SQLite under output_root."""
+        return self.tune_storage_uri or "sqlite:///" + os.path.join(os.path.abspath(self.output_root), "tuning",
+                                                                    "optuna.db")
+
     # Derived locations for local runs.
     @property
     def pipeline_root(self) -> str:
@@ -260,11 +309,17 @@ class PipelineConfig:
 
     def trainer_config(self) -> dict[str, Any]:
         """What the trainers' run_fn receives as custom_config."""
-        return dataclasses.asdict(self.train)
+        return self.train.as_custom_config()
 
     def replace(self, **settings: Any) -> PipelineConfig:
         """A copy with settings changed, by flat name (`epochs`, `min_metric`, `image`)."""
         return from_settings(self, settings)
+
+
+def same_database(first: str, second: str) -> bool:
+    """Whether two database URIs name the same database (host, port and name; users may differ)."""
+    a, b = urlsplit(first), urlsplit(second)
+    return bool(a.hostname) and (a.hostname, a.port, a.path) == (b.hostname, b.port, b.path)
 
 
 def setting_fields() -> dict[str, tuple[str | None, dataclasses.Field, Any]]:

@@ -1,8 +1,9 @@
-"""The DAG: the champion resolved -> ingest -> validate (schema, drift, skew) -> gate -> Keras +
-PyTorch trainers -> bake-off -> registry."""
+"""The DAG: the champion resolved -> ingest -> validate (schema, drift, skew) -> gate -> (tuning
+each framework, when asked) -> Keras + PyTorch trainers -> bake-off -> registry."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -18,9 +19,13 @@ from components.drift_validator.component import DriftValidator
 from components.kserve_deployer.component import KServeDeployer
 from components.mnist_example_gen.component import MnistExampleGen
 from components.registry_pusher.component import RegistryPusher
+from components.tuner import space
+from components.tuner.component import OptunaTuner
 from pipelines.config import PipelineConfig
 
 TRAINERS = {"keras": "trainers.keras_trainer.run_fn", "pytorch": "trainers.torch_trainer.run_fn"}
+# Each framework's per-epoch trial entry point, which its tuner calls (trainers/trial.py).
+TRIALS = {"keras": "trainers.keras_trainer.tune_trial", "pytorch": "trainers.torch_trainer.tune_trial"}
 TRAINER_IDS = tuple(f"{framework}_trainer" for framework in TRAINERS)  # one seed
 CHAMPION_RESOLVER = "ChampionResolver"
 # Nodes that must run every time (the orchestrator's caching is turned off for them by the runner
@@ -47,6 +52,32 @@ def trainer_ids(cfg: PipelineConfig) -> tuple[str, ...]:
     return tuple(component_id for component_id, _, _ in trainer_runs(cfg))
 
 
+def tuner_ids(cfg: PipelineConfig, parallel_tasks: bool = False) -> dict[str, list[str]]:
+    """framework -> its tuner nodes (none without tuning): one, or tune_workers parallel tasks."""
+    tasks = cfg.tune_workers if parallel_tasks else 1
+    return {framework: [f"{framework}_tuner" + (f"_{i}" if tasks > 1 else "") for i in range(tasks)]
+            for framework in TRAINERS} if cfg.tune_trials else {}
+
+
+def tuners(cfg: PipelineConfig, examples: types.BaseChannel, schema: types.BaseChannel,
+           custom_config: Callable[[int], dict[str, Any]], registry_uri: str,
+           parallel_tasks: bool) -> dict[str, list[OptunaTuner]]:
+    """Each framework's study, with the same space and budget (components/tuner): one tuner node
+    running tune_workers processes, or (`parallel_tasks`, the compiled package: TFX compiles no
+    ParallelFor) tune_workers nodes of one process each, sharing the study through its storage.
+    They tune at the first seed; every trainer of the framework trains with the best values."""
+    processes = 1 if parallel_tasks else cfg.tune_workers
+    dims = space.to_json(space.search_space(cfg.train))
+    return {framework: [OptunaTuner(
+        examples=examples, schema=schema, framework=framework, trial_fn=TRIALS[framework],
+        custom_config=json.dumps(custom_config(cfg.training_seeds()[0]), sort_keys=True), space=dims,
+        trials=cfg.tune_trials, epochs=cfg.tune_epochs, examples_per_trial=cfg.tune_examples,
+        storage_uri=cfg.resolved_tune_storage_uri(), pruner=cfg.tune_pruner, study_prefix=cfg.pipeline_name,
+        processes=processes, task_index=task, registry_uri=registry_uri,
+        registered_model_name=cfg.registered_model_name).with_id(node_id)
+        for task, node_id in enumerate(ids)] for framework, ids in tuner_ids(cfg, parallel_tasks).items()}
+
+
 def resolve_champion(registry_uri: str, model_name: str, reuse_unchanged_champion: bool) -> tuple[list, dict]:
     """The champion as the run's input: ChampionResolver (reads the alias, never cached) and, where
     the orchestrator can run it, SameChampion, which keeps the consumers' cache while the champion
@@ -69,14 +100,16 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
                     metadata_path: str | None = None,
                     beam_pipeline_args: list[str] | None = None, code_version: str = "",
                     kserve_deploy: bool = False, reuse_unchanged_champion: bool = True,
-                    trainer_launch: TrainerLaunch = in_step_container) -> tfx.dsl.Pipeline:
+                    trainer_launch: TrainerLaunch = in_step_container,
+                    parallel_tuner_tasks: bool = False) -> tfx.dsl.Pipeline:
     """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
     editing a trainer retrains instead of reusing a model the old code made. `kserve_deploy`
     (Kubeflow target only): a last step applies the InferenceService of the version the pusher
     promoted. `reuse_unchanged_champion`: SameChampion between the champion's resolution and its
     consumers (local runs; TFX's Kubeflow compiler cannot build it). `trainer_launch`: the Trainer
     class of each framework and the keys it adds to custom_config (the compile's multi-worker
-    trainers, pipelines/kubeflow/compile.py)."""
+    trainers, pipelines/kubeflow/compile.py). `parallel_tuner_tasks` (the compile): tune_workers
+    tuner tasks per framework instead of one tuner step with tune_workers processes."""
     resolution, champion = resolve_champion(registry_uri, cfg.registered_model_name, reuse_unchanged_champion)
     example_gen = MnistExampleGen(source=cfg.source, cache_dir=cfg.cache_dir, eval_ratio=cfg.eval_ratio,
                                   train_limit=cfg.train_limit, test_limit=cfg.test_limit,
@@ -96,21 +129,31 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
                          drift_anomalies=drift_validator.outputs["drift_anomalies"])
 
+    def custom_config(seed: int) -> dict[str, Any]:
+        return {**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
+                **({"code_version": code_version} if code_version else {})}
+
     # Independent trainers (one per framework, or per framework and seed): none depends on another,
     # so orchestrators run them in parallel. They start only after the gate passed (an explicit
     # dependency, not its output: a rerun whose gate re-checks drift against a new champion's
     # statistics still reuses the trained models).
+    # Tuning (tune_trials > 0): each framework's tuner after the gate; its best values go into every
+    # trainer of the framework as TFX's HyperParameters artifact, after all of its tasks ended.
+    tuning = tuners(cfg, examples, schema_importer.outputs["schema"], custom_config, registry_uri,
+                    parallel_tuner_tasks)
     trainers = {}
     for component_id, framework, seed in trainer_runs(cfg):
         trainer_class, launch_config = trainer_launch(framework)
+        tuned = {"hyperparameters": tuning[framework][0].outputs["best_hyperparameters"]} if tuning else {}
         trainers[component_id] = trainer_class(
             run_fn=TRAINERS[framework], examples=examples, schema=schema_importer.outputs["schema"],
             train_args=tfx.proto.TrainArgs(splits=["train"]), eval_args=tfx.proto.EvalArgs(splits=["eval"]),
-            custom_config={**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
-                           **({"code_version": code_version} if code_version else {}), **launch_config},
+            custom_config={**custom_config(seed), **launch_config}, **tuned,
         ).with_id(component_id)
-    for trainer in trainers.values():
-        trainer.add_upstream_node(data_gate)
+        for task in tuning.get(framework, [])[1:]:
+            trainers[component_id].add_upstream_node(task)
+    for node in [*trainers.values(), *(t for tasks in tuning.values() for t in tasks)]:
+        node.add_upstream_node(data_gate)
 
     models = {component_id.replace("_trainer", "_model"): t.outputs["model"] for component_id, t in trainers.items()}
     logs = {component_id.replace("_trainer", "_model"): t.outputs["model_run"] for component_id, t in trainers.items()}
@@ -118,7 +161,8 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     # bake-off's runs in MLflow (each training with its TensorBoard logs, the evaluation).
     evaluator = BakeoffEvaluator(examples=examples, candidates=models, training_logs=logs, rule=cfg.rule,
                                  champion=champion["model"], corruptions_per_example=cfg.corruptions_per_example,
-                                 registry_uri=registry_uri, registered_model_name=cfg.registered_model_name)
+                                 registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
+                                 tuning={f: tasks[0].outputs["tuner_results"] for f, tasks in tuning.items()})
     pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
                             candidates=models, champion=champion["model"], examples=examples,
                             statistics=statistics_gen.outputs["statistics"], registry_uri=registry_uri,
@@ -134,7 +178,8 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,
         components=[*resolution, example_gen, schema_importer, statistics_gen, example_validator, drift_validator,
-                    data_gate, *trainers.values(), evaluator, pusher, *serving],
+                    data_gate, *(t for tasks in tuning.values() for t in tasks), *trainers.values(), evaluator,
+                    pusher, *serving],
         enable_cache=True,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)

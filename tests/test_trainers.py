@@ -159,7 +159,10 @@ def test_pipeline_defaults_are_the_trainers_defaults():
 
     from pipelines.config import PipelineConfig, load_config
 
-    assert PipelineConfig().trainer_config() == dataclasses.asdict(common.TrainConfig())
+    assert PipelineConfig().trainer_config() == common.TrainConfig().as_custom_config()
+    # width at 1 is left out of custom_config (a trainer reads it as 1): every other setting is there.
+    assert set(dataclasses.asdict(common.TrainConfig())) - set(PipelineConfig().trainer_config()) == {"width"}
+    assert common.TrainConfig.from_custom_config(PipelineConfig().trainer_config()) == common.TrainConfig()
     assert common.TrainConfig().model == "bn_cnn"
     with pytest.raises(ValueError, match="lr_schedule"):
         load_config(lr_schedule="cosine-ish")

@@ -25,6 +25,7 @@ from trainers.config import (  # noqa: F401  (re-exported for the trainer module
     class_names_from_custom_config,
     learning_rate_at,
     learning_rates,
+    scaled,
 )
 from trainers.model_format import (  # noqa: F401  (re-exported for the trainer modules)
     HISTORY_FILE,
@@ -224,7 +225,7 @@ def records(file_patterns: list[str], shard: tuple[int, int] | None = None) -> t
 
 def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int,
                  cache: bool = True, shift: int = 0, shard: tuple[int, int] | None = None,
-                 schema_path: str | None = None) -> tf.data.Dataset:
+                 schema_path: str | None = None, limit: int = 0) -> tf.data.Dataset:
     """(images uint8 [B, 28, 28], labels int64 [B]) batches from GZIP TFRecords of tf.Examples,
     parsed as the schema at `schema_path` (default: the curated schema) describes them.
 
@@ -235,9 +236,15 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     shard=(index, count): this worker's records only, every count-th from the index-th, taken
     before caching and shuffling (each worker holds and reshuffles its own share); every worker
     then yields shard_batches(...) batches, the same number.
+    limit > 0: the first `limit` records only, in file order (a tuning trial's subset: the same
+    records for both frameworks).
     """
+    if limit and shard:
+        raise ValueError("make_dataset: limit and shard together are not supported")
     spec = image_and_label_spec(schema_path)
     ds = records(file_patterns, shard)
+    if limit:
+        ds = ds.take(limit)
     if cache:
         ds = ds.cache()
         # This pass over the data fills the cache: the first epoch then reads memory, not files.

@@ -15,6 +15,7 @@ from typing import Any
 from trainers.model_format import DEFAULT_CLASS_NAMES, NUM_CLASSES
 
 MODEL_NAMES = ("seed_cnn", "bn_cnn")
+WIDTH_RANGE = (0.25, 4.0)
 LR_SCHEDULES = ("constant", "one_cycle")
 ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
 
@@ -46,6 +47,8 @@ class TrainConfig:
     mixed_precision: bool = setting(False, "bfloat16 compute on a GPU or TPU (ignored, and recorded so, on CPU)")
     steps_per_execution: int = setting(50, "Keras: training steps per compiled call (~1.5x faster for small "
                                         "models on CPU)")
+    width: float = setting(1.0, "model width, both trainers: every conv layer's channels and the dense layer's "
+                            "units times this, rounded (1: the architectures as described; 0.25..4)")
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_NAMES:
@@ -56,14 +59,47 @@ class TrainConfig:
             raise ValueError(f"accelerator {self.accelerator!r} is not one of {ACCELERATORS}")
         if not 0 <= self.augment_shift <= 8:
             raise ValueError(f"augment_shift must be 0..8 pixels, got {self.augment_shift}")
+        if not WIDTH_RANGE[0] <= self.width <= WIDTH_RANGE[1]:
+            raise ValueError(f"width must be {WIDTH_RANGE[0]}..{WIDTH_RANGE[1]}, got {self.width}")
         if self.epochs < 1 or self.batch_size < 1 or self.steps_per_execution < 1 or self.learning_rate <= 0:
             raise ValueError("epochs, batch_size, steps_per_execution and learning_rate must be positive")
 
     @classmethod
-    def from_custom_config(cls, custom_config: dict[str, Any] | None) -> TrainConfig:
-        """The Trainer's custom_config may carry more keys (the code fingerprint): those are ignored."""
+    def from_custom_config(cls, custom_config: dict[str, Any] | None,
+                           hyperparameters: dict[str, Any] | None = None) -> TrainConfig:
+        """The Trainer's custom_config may carry more keys (the code fingerprint): those are ignored.
+        `hyperparameters` (the Trainer's fn_args.hyperparameters: a tuner's best values) apply over it."""
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in (custom_config or {}).items() if k in known})
+        return cls(**{k: v for k, v in (custom_config or {}).items() if k in known}).tuned(hyperparameters)
+
+    def tuned(self, hyperparameters: dict[str, Any] | None) -> TrainConfig:
+        """This config with a tuner's values applied: KerasTuner's HyperParameters config (what TFX's
+        Trainer reads from a HyperParameters artifact into fn_args.hyperparameters: {"space": [...],
+        "values": {name: value}}) or a plain {name: value}. A value that names no setting is an
+        error: a tuned value the trainer silently dropped would make the comparison unfair."""
+        if not hyperparameters:
+            return self
+        values = hyperparameters["values"] if "space" in hyperparameters else hyperparameters
+        kinds = {f.name: type(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        unknown = sorted(set(values) - set(kinds))
+        if unknown:
+            raise ValueError(f"hyperparameters {unknown} are no training setting (TrainConfig: {sorted(kinds)})")
+        return dataclasses.replace(self, **{k: kinds[k](v) for k, v in values.items()})
+
+    def as_custom_config(self) -> dict[str, Any]:
+        """What a Trainer's custom_config holds: every setting, except `width` at 1 (the architectures
+        as described), which a trainer reads as 1 when absent: a run that does not tune passes the
+        trainers what it passed before width existed, and the compiled package's trainer_config
+        parameter keeps its default."""
+        settings = dataclasses.asdict(self)
+        if settings["width"] == 1.0:
+            del settings["width"]
+        return settings
+
+
+def scaled(units: int, width: float) -> int:
+    """A layer's channels or units at model width `width`: the same rounding in both frameworks."""
+    return max(1, round(units * width))
 
 
 # The dataset's class names (label i names class i) are the pipeline's, declared once in its config

@@ -6,11 +6,13 @@ SavedModel that takes raw uint8 images [N, 28, 28] and returns probabilities [N,
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 
 import keras
 import numpy as np
@@ -18,6 +20,7 @@ import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
 from trainers import common, distributed, model_format
+from trainers.trial import OnEpoch, TrialData, TrialResult
 
 # --- model -------------------------------------------------------------------------------
 # PyTorch's default weight initialisation (kaiming_uniform with a=sqrt(5): U(+-1/sqrt(fan_in))),
@@ -35,9 +38,10 @@ def _conv_block(x, filters: int):
     return keras.layers.ReLU()(x)
 
 
-def build_model(name: str, num_classes: int = model_format.NUM_CLASSES) -> keras.Model:
+def build_model(name: str, num_classes: int = model_format.NUM_CLASSES, width: float = 1.0) -> keras.Model:
     """`num_classes` probabilities; same layers, order and trainable parameter count as
-    torch_model.build_model(name, num_classes)."""
+    torch_model.build_model(name, num_classes, width). `width` scales every conv layer's channels
+    and the dense layer's units (common.scaled); 1 is the architecture as described."""
     if name not in common.MODEL_NAMES:
         raise ValueError(f"unknown model {name!r}")
     inputs = keras.Input(shape=common.IMAGE_SHAPE, dtype="uint8", name="image")
@@ -47,15 +51,16 @@ def build_model(name: str, num_classes: int = model_format.NUM_CLASSES) -> keras
     if name == "seed_cnn":
         # The seed's model: Conv 32 3x3 ReLU -> MaxPool 2 -> Flatten -> Dense (10 for MNIST).
         # The seed's conv -> ReLU -> pool as conv -> pool -> ReLU: the same function, see torch_model.
-        x = keras.layers.Conv2D(32, (3, 3))(x)
+        x = keras.layers.Conv2D(common.scaled(32, width), (3, 3))(x)
         x = keras.layers.MaxPooling2D((2, 2))(x)
         x = keras.layers.ReLU()(x)
         x = keras.layers.Flatten()(x)
     else:
         # Two conv blocks (28 -> conv 26 -> pool 13 -> conv 11 -> pool 5), a dense head, dropout.
-        x = _conv_block(_conv_block(x, 24), 48)
+        x = _conv_block(_conv_block(x, common.scaled(24, width)), common.scaled(48, width))
         x = keras.layers.Flatten()(x)
-        x = keras.layers.Dense(128, activation="relu", kernel_initializer=TORCH_INIT)(keras.layers.Dropout(0.25)(x))
+        x = keras.layers.Dense(common.scaled(128, width), activation="relu",
+                               kernel_initializer=TORCH_INIT)(keras.layers.Dropout(0.25)(x))
         x = keras.layers.Dropout(0.25)(x)
     # float32 probabilities whatever the compute precision (mixed_bfloat16 on GPU/TPU).
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities", dtype="float32",
@@ -194,9 +199,36 @@ def export(model: keras.Model, serving_dir: str, world: distributed.World) -> No
         model.export(scratch, format="tf_saved_model", verbose=False)
 
 
+# --- train ---------------------------------------------------------------------------------
+def compile_model(cfg: common.TrainConfig, num_classes: int, total_steps: int, steps_per_execution: int) -> keras.Model:
+    """The model with its optimizer, schedule, loss and metric: what run_fn and tune_trial train."""
+    model = build_model(cfg.model, num_classes, cfg.width)
+    schedule = LearningRate(common.learning_rates(total_steps, cfg.learning_rate, cfg.lr_schedule))
+    # epsilon as torch.optim.Adam's (Keras' default is 1e-7)
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-8),
+                  loss="sparse_categorical_crossentropy", metrics=["accuracy"],
+                  steps_per_execution=steps_per_execution)
+    return model
+
+
+@contextlib.contextmanager
+def training_precision(mixed: bool) -> Iterator[None]:
+    """mixed_bfloat16 inside the block when it applies; the process's policy and absl's log level
+    as they were after it: export(verbose=False) sets absl's verbosity to WARNING for the whole
+    process, which would silence the orchestrator's own log lines for the rest of the run."""
+    previous_policy, absl_level = keras.mixed_precision.global_policy(), logging.getLogger("absl").level
+    try:
+        if mixed:
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous_policy)
+        logging.getLogger("absl").setLevel(absl_level)
+
+
 # --- train and export --------------------------------------------------------------------
 def run_fn(fn_args: FnArgs) -> None:
-    cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
+    cfg = common.TrainConfig.from_custom_config(fn_args.custom_config, fn_args.hyperparameters)
     class_names = common.class_names_from_custom_config(fn_args.custom_config)
     world = distributed.tf_world()
     batch_size = distributed.per_worker_batch(cfg.batch_size, world)
@@ -224,21 +256,13 @@ def run_fn(fn_args: FnArgs) -> None:
         train_ds, eval_ds = per_worker_input(strategy, train_input), per_worker_input(strategy, eval_input)
         steps_per_epoch = common.count_batches(fn_args.train_files, batch_size, world.size)
 
-    previous_policy, absl_level = keras.mixed_precision.global_policy(), logging.getLogger("absl").level
-    try:
-        if mixed:
-            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    with training_precision(mixed):
         with strategy.scope():
-            model = build_model(cfg.model, len(class_names))
-            schedule = LearningRate(common.learning_rates(steps_per_epoch * cfg.epochs, cfg.learning_rate,
-                                                          cfg.lr_schedule))
-            # epsilon as torch.optim.Adam's (Keras' default is 1e-7)
             # One step per call with several workers: Keras' loop of several steps (a tf.while_loop
             # over an optional next batch) fails under MultiWorkerMirroredStrategy with "You must feed
             # a value for placeholder tensor 'while/body/.../while/cond/Placeholder'".
-            model.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, epsilon=1e-8),
-                          loss="sparse_categorical_crossentropy", metrics=["accuracy"],
-                          steps_per_execution=cfg.steps_per_execution if world.size == 1 else 1)
+            model = compile_model(cfg, len(class_names), steps_per_epoch * cfg.epochs,
+                                  cfg.steps_per_execution if world.size == 1 else 1)
         if world.size > 1:
             adapt_fit_to_multi_worker(model, strategy)
         epoch_log = EpochLog()
@@ -249,18 +273,13 @@ def run_fn(fn_args: FnArgs) -> None:
                             callbacks=[*tensorboard, epoch_log])
         train_seconds = time.monotonic() - started
         export(model, fn_args.serving_model_dir, world)
-    finally:
-        keras.mixed_precision.set_global_policy(previous_policy)
-        # export(verbose=False) sets absl's verbosity to WARNING for the whole process, which would
-        # silence the orchestrator's own log lines for the rest of the run.
-        logging.getLogger("absl").setLevel(absl_level)
     if not world.is_chief:
         return
 
     common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE),
                       {k: [float(v) for v in vs] for k, vs in history.history.items()})
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
-        "framework": "keras", "format": "tf_saved_model", "model": cfg.model,
+        "framework": "keras", "format": "tf_saved_model", "model": cfg.model, "width": cfg.width,
         "class_names": class_names, "num_classes": len(class_names),
         "parameters": count_trainable(model), "device": device, "mixed_precision": mixed,
         "world_size": world.size,
@@ -270,3 +289,53 @@ def run_fn(fn_args: FnArgs) -> None:
         "tensorflow_version": tf.__version__, "keras_version": keras.__version__,
     })
 
+
+# --- a tuning trial ------------------------------------------------------------------------
+class ReportEpochs(keras.callbacks.Callback):
+    """Each epoch's metrics to a tuning trial's on_epoch; training stops when it says so."""
+
+    def __init__(self, on_epoch: OnEpoch) -> None:
+        super().__init__()
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if not self.on_epoch(epoch + 1, {key: float(value) for key, value in (logs or {}).items()}):
+            self.model.stop_training = True
+
+
+def use_threads(threads: int) -> None:
+    """TensorFlow's thread pools at `threads` (0: as they are). TensorFlow fixes them when it first
+    runs an op: a tuner's worker process calls this first; a process already running keeps its pools."""
+    if not threads:
+        return
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        logging.info("TensorFlow already initialised in this process: its thread pools stay as they are")
+
+
+def tune_trial(cfg: common.TrainConfig, data: TrialData, on_epoch: OnEpoch) -> TrialResult:
+    """One tuning trial (components/tuner): run_fn's data, model and fit, on the first `data.examples`
+    training records for up to `data.epochs` epochs, each epoch's eval-split metrics reported to
+    `on_epoch` (which may stop it). Nothing is exported."""
+    use_threads(data.threads)
+    keras.utils.set_random_seed(cfg.seed)
+    strategy, device = choose_strategy(cfg.accelerator)
+    mixed = common.mixed_precision_applies(cfg, on_cpu=device == "cpu")
+    classes = len(data.class_names) or model_format.NUM_CLASSES
+    train_ds = common.make_dataset(data.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   shift=cfg.augment_shift, schema_path=data.schema_path, limit=data.examples)
+    eval_ds = common.make_dataset(data.eval_files, 256, shuffle=False, seed=cfg.seed, schema_path=data.schema_path)
+    steps_per_epoch = int(train_ds.cardinality())
+    with training_precision(mixed):
+        with strategy.scope():
+            model = compile_model(cfg, classes, steps_per_epoch * data.epochs, cfg.steps_per_execution)
+        started = time.monotonic()
+        history = model.fit(train_ds, validation_data=eval_ds, epochs=data.epochs, verbose=0,
+                            callbacks=[EpochLog(), ReportEpochs(on_epoch)])
+    metrics = {key: [float(v) for v in values] for key, values in history.history.items()}
+    return TrialResult(history=metrics, epochs_run=len(metrics.get("loss", [])),
+                       examples=data.examples or common.count_records(data.train_files),
+                       seconds=round(time.monotonic() - started, 3), device=device, mixed_precision=mixed,
+                       parameters=count_trainable(model))

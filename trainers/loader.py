@@ -193,9 +193,10 @@ def _state_dict_name(model_dir: str, meta: dict) -> Any:
     return meta["state_dict"]
 
 
-def _architecture(model_dir: str, meta: dict) -> tuple[str, int]:
-    """(model name, number of classes) from the metadata; older exports have ten classes."""
-    from trainers.config import MODEL_NAMES
+def _architecture(model_dir: str, meta: dict) -> tuple[str, int, float]:
+    """(model name, number of classes, width) from the metadata; older exports have ten classes
+    and width 1."""
+    from trainers.config import MODEL_NAMES, WIDTH_RANGE
 
     name, classes = meta.get("model"), meta.get("num_classes", NUM_CLASSES)
     if name not in MODEL_NAMES:
@@ -206,7 +207,11 @@ def _architecture(model_dir: str, meta: dict) -> tuple[str, int]:
     if len(meta.get("class_names", [None] * classes)) != classes:
         raise UntrustedModelError(f"{model_dir}: model metadata gives {classes} classes but names "
                                   f"{len(meta['class_names'])}")
-    return name, classes
+    width = meta.get("width", 1.0)
+    if not isinstance(width, (int, float)) or isinstance(width, bool) or not WIDTH_RANGE[0] <= width <= WIDTH_RANGE[1]:
+        raise UntrustedModelError(f"{model_dir}: model metadata gives width {width!r}, not "
+                                  f"{WIDTH_RANGE[0]} to {WIDTH_RANGE[1]}")
+    return name, classes, float(width)
 
 
 def _load_pytorch(model_dir: str, meta: dict) -> Predictor:
@@ -215,10 +220,11 @@ def _load_pytorch(model_dir: str, meta: dict) -> Predictor:
     from trainers import torch_model
 
     path = _model_file(model_dir, _state_dict_name(model_dir, meta))
-    name, classes = _architecture(model_dir, meta)
+    name, classes, width = _architecture(model_dir, meta)
     state = load_state_dict(path)
-    model = torch_model.build_model(name, classes)
-    check_fits(path, state, model.state_dict(), f"{name} with {classes} classes")
+    model = torch_model.build_model(name, classes, width)
+    architecture = f"{name} with {classes} classes" + (f", width {width}" if width != 1 else "")
+    check_fits(path, state, model.state_dict(), architecture)
     model.load_state_dict(state)
     served = torch_model.Probabilities(model).eval()
 

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from trainers import distributed
+from trainers.config import scaled
 from trainers.model_format import NUM_CLASSES, PIXEL_MEAN, PIXEL_STD
 
 
@@ -23,27 +24,30 @@ class Normalize(nn.Module):
         return (x - PIXEL_MEAN) / PIXEL_STD
 
 
-def build_model(name: str, num_classes: int = NUM_CLASSES) -> nn.Module:
+def build_model(name: str, num_classes: int = NUM_CLASSES, width: float = 1.0) -> nn.Module:
     """Logits model with `num_classes` outputs. Same layers and trainable parameter count as
-    keras_trainer.build_model; its state_dict's keys and shapes are what an export must hold."""
+    keras_trainer.build_model at the same `width` (channels and units scaled by config.scaled; 1:
+    the architecture as described); its state_dict's keys and shapes are what an export must hold."""
     if name == "seed_cnn":
+        conv = scaled(32, width)
         # The seed's SimpleCNN, with the article's shape bug fixed: 28 -> conv 26 -> pool 13. Pooling
         # before the ReLU is the same function (both are monotone: max then clamp = clamp then max)
         # with a quarter of the elements for the ReLU and its gradient: 1.8x the training steps per
         # second on the CPU with channels-last (bench/README.md). Same parameters and state_dict keys.
         return nn.Sequential(
             Normalize(),
-            nn.Conv2d(1, 32, 3), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(32 * 13 * 13, num_classes),
+            nn.Conv2d(1, conv, 3), nn.MaxPool2d(2), nn.ReLU(),
+            nn.Flatten(), nn.Linear(conv * 13 * 13, num_classes),
         )
     if name == "bn_cnn":
+        first, second, dense = scaled(24, width), scaled(48, width), scaled(128, width)
         return nn.Sequential(
             Normalize(),
             # Conv -> MaxPool -> BatchNorm -> ReLU, as in Keras (see keras_trainer._conv_block).
-            nn.Conv2d(1, 24, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(24), nn.ReLU(),
-            nn.Conv2d(24, 48, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(48), nn.ReLU(),
-            nn.Flatten(), nn.Dropout(0.25), nn.Linear(48 * 5 * 5, 128), nn.ReLU(),
-            nn.Dropout(0.25), nn.Linear(128, num_classes),
+            nn.Conv2d(1, first, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(first), nn.ReLU(),
+            nn.Conv2d(first, second, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(second), nn.ReLU(),
+            nn.Flatten(), nn.Dropout(0.25), nn.Linear(second * 5 * 5, dense), nn.ReLU(),
+            nn.Dropout(0.25), nn.Linear(dense, num_classes),
         )
     raise ValueError(f"unknown model {name!r}")
 

@@ -32,6 +32,7 @@ from trainers.torch_model import (
     placed,
     train_epoch,
 )
+from trainers.trial import OnEpoch, TrialData, TrialResult
 
 STATE_DICT_FILE = "state_dict.pt"
 EXPORT_FORMAT = "state_dict"
@@ -77,15 +78,57 @@ def export(model: nn.Module, serving_dir: str) -> None:
     model_format.write_bytes(os.path.join(serving_dir, STATE_DICT_FILE), buffer.getvalue())
 
 
-def architecture_meta(model_name: str, class_names: list[str]) -> dict[str, Any]:
+def architecture_meta(model_name: str, class_names: list[str], width: float = 1.0) -> dict[str, Any]:
     """What the loader needs to rebuild the exported model: the metadata's framework, format, file
-    and architecture (the model and its classes)."""
+    and architecture (the model, its width and its classes)."""
     return {"framework": "pytorch", "format": EXPORT_FORMAT, "file": STATE_DICT_FILE, "model": model_name,
-            "class_names": list(class_names), "num_classes": len(class_names)}
+            "width": width, "class_names": list(class_names), "num_classes": len(class_names)}
 
 
+# --- train loop ----------------------------------------------------------------------------
+def optimizer_and_schedule(model: nn.Module, cfg: common.TrainConfig,
+                           total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """Adam and the shared learning-rate schedule over `total_steps` steps."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: common.learning_rate_at(
+        step, total_steps, cfg.learning_rate, cfg.lr_schedule) / cfg.learning_rate)
+    return optimizer, scheduler
+
+
+def train_epochs(model: nn.Module, train_ds, eval_ds, device: torch.device, cfg: common.TrainConfig, epochs: int,
+                 mixed: bool, writer: SummaryWriter | None = None,
+                 on_epoch: OnEpoch | None = None) -> tuple[dict[str, list[float]], list[float]]:
+    """Up to `epochs` epochs of training, each followed by an evaluation of the unwrapped model (no
+    communication between the workers); each epoch's metrics to `writer` (TensorBoard) and
+    `on_epoch` (a tuning trial's report: False stops the training). Returns the per-epoch history
+    and each epoch's seconds."""
+    # One step is one global batch, whatever the number of workers: every worker's shard has
+    # the same number of batches (common.make_dataset).
+    steps_per_epoch = int(train_ds.cardinality())
+    optimizer, scheduler = optimizer_and_schedule(model, cfg, steps_per_epoch * epochs)
+    history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
+    epoch_seconds: list[float] = []
+    for epoch in range(epochs):
+        epoch_started = time.monotonic()
+        on_batch = functools.partial(common.log_batches, total=steps_per_epoch or None, epoch=epoch + 1,
+                                     epochs=epochs)
+        loss, acc = train_epoch(model, batches(train_ds, device), optimizer, scheduler, mixed, on_batch)
+        val_loss, val_acc = evaluate(getattr(model, "module", model), batches(eval_ds, device), mixed)
+        for key, value in zip(history, (loss, acc, val_loss, val_acc), strict=True):
+            history[key].append(value)
+            if writer:
+                writer.add_scalar(f"epoch_{key}", value, epoch)
+        epoch_seconds.append(round(time.monotonic() - epoch_started, 3))
+        latest = {key: values[-1] for key, values in history.items()}
+        common.log_epoch(epoch + 1, epochs, latest, epoch_seconds[-1])
+        if on_epoch is not None and not on_epoch(epoch + 1, latest):
+            break
+    return history, epoch_seconds
+
+
+# --- train and export ----------------------------------------------------------------------
 def run_fn(fn_args: FnArgs) -> None:
-    cfg = common.TrainConfig.from_custom_config(fn_args.custom_config)
+    cfg = common.TrainConfig.from_custom_config(fn_args.custom_config, fn_args.hyperparameters)
     class_names = common.class_names_from_custom_config(fn_args.custom_config)
     world = distributed.torch_world()
     batch_size = distributed.per_worker_batch(cfg.batch_size, world)
@@ -103,33 +146,12 @@ def run_fn(fn_args: FnArgs) -> None:
     eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed,
                                   schema_path=fn_args.schema_path)
     with joined(world, device) as device:
-        model = data_parallel(placed(build_model(cfg.model, len(class_names)), device), world, device)
+        model = data_parallel(placed(build_model(cfg.model, len(class_names), cfg.width), device), world, device)
         if world.rank:
             torch.manual_seed(cfg.seed + world.rank)  # its own dropout masks; the weights are rank 0's
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-        # One step is one global batch, whatever the number of workers: every worker's shard has
-        # the same number of batches (common.make_dataset).
-        steps_per_epoch = int(train_ds.cardinality())
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: common.learning_rate_at(
-            step, steps_per_epoch * cfg.epochs, cfg.learning_rate, cfg.lr_schedule) / cfg.learning_rate)
         writer = SummaryWriter(log_dir=fn_args.model_run_dir) if world.is_chief else None
-        history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
-        epoch_seconds: list[float] = []
         started_at, started = time.time(), time.monotonic()
-        for epoch in range(cfg.epochs):
-            epoch_started = time.monotonic()
-            on_batch = functools.partial(common.log_batches, total=steps_per_epoch or None, epoch=epoch + 1,
-                                         epochs=cfg.epochs)
-            loss, acc = train_epoch(model, batches(train_ds, device), optimizer, scheduler, mixed, on_batch)
-            # The unwrapped model: evaluating needs no communication between the workers.
-            val_loss, val_acc = evaluate(getattr(model, "module", model), batches(eval_ds, device), mixed)
-            for key, value in zip(history, (loss, acc, val_loss, val_acc), strict=True):
-                history[key].append(value)
-                if writer:
-                    writer.add_scalar(f"epoch_{key}", value, epoch)
-            epoch_seconds.append(round(time.monotonic() - epoch_started, 3))
-            common.log_epoch(epoch + 1, cfg.epochs, {key: values[-1] for key, values in history.items()},
-                             epoch_seconds[-1])
+        history, epoch_seconds = train_epochs(model, train_ds, eval_ds, device, cfg, cfg.epochs, mixed, writer)
         train_seconds = time.monotonic() - started
         step_ms = ddp_step_ms(model)
         model = getattr(model, "module", model)
@@ -140,10 +162,34 @@ def run_fn(fn_args: FnArgs) -> None:
     export(model, fn_args.serving_model_dir)
     common.write_json(os.path.join(fn_args.serving_model_dir, common.HISTORY_FILE), history)
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
-        **architecture_meta(cfg.model, class_names), "parameters": count_parameters(model),
+        **architecture_meta(cfg.model, class_names, cfg.width), "parameters": count_parameters(model),
         "device": device_name, "mixed_precision": mixed, "threads": threads, "world_size": world.size,
         "train_seconds": round(train_seconds, 2), "started_at": started_at, "epoch_seconds": epoch_seconds,
         **({"ddp_step_ms": step_ms} if step_ms else {}),
         "config": dataclasses.asdict(cfg),
         "torch_version": torch.__version__,
     })
+
+
+# --- a tuning trial ------------------------------------------------------------------------
+def tune_trial(cfg: common.TrainConfig, data: TrialData, on_epoch: OnEpoch) -> TrialResult:
+    """One tuning trial (components/tuner): run_fn's data, model and training loop, on the first
+    `data.examples` training records for up to `data.epochs` epochs, each epoch's eval-split
+    metrics reported to `on_epoch` (which may stop it). Nothing is exported."""
+    torch.manual_seed(cfg.seed)
+    if data.threads:
+        torch.set_num_threads(data.threads)
+    else:
+        use_container_cores()
+    device, device_name = choose_device(cfg.accelerator)
+    mixed = common.mixed_precision_applies(cfg, on_cpu=device.type == "cpu")
+    train_ds = common.make_dataset(data.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                   shift=cfg.augment_shift, schema_path=data.schema_path, limit=data.examples)
+    eval_ds = common.make_dataset(data.eval_files, 256, shuffle=False, seed=cfg.seed, schema_path=data.schema_path)
+    model = placed(build_model(cfg.model, len(data.class_names) or model_format.NUM_CLASSES, cfg.width), device)
+    started = time.monotonic()
+    history, _ = train_epochs(model, train_ds, eval_ds, device, cfg, data.epochs, mixed, on_epoch=on_epoch)
+    return TrialResult(history=history, epochs_run=len(history["loss"]),
+                       examples=data.examples or common.count_records(data.train_files),
+                       seconds=round(time.monotonic() - started, 3), device=device_name, mixed_precision=mixed,
+                       parameters=count_parameters(model))

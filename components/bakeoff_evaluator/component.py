@@ -50,17 +50,23 @@ class BakeoffEvaluator(base_beam_component.BaseBeamComponent):
                  rule: DecisionRule, registry_uri: str = "", registered_model_name: str = "",
                  split: str = "test", corruptions_per_example: int = corruptions.DEFAULT_PER_EXAMPLE,
                  training_logs: dict[str, types.BaseChannel] | None = None,
-                 champion: types.BaseChannel | None = None) -> None:
+                 champion: types.BaseChannel | None = None,
+                 tuning: dict[str, types.BaseChannel] | None = None) -> None:
         """`training_logs`: each candidate's Trainer `model_run` (TensorBoard logs), by candidate name;
         with a registry (`registry_uri`: only for the bake-off's MLflow runs), they go into the
         candidate's MLflow run (components/tracking.py). `champion`: ChampionResolver's model, scored
-        with the candidates (verified against its signed manifest first) when there is one."""
+        with the candidates (verified against its signed manifest first) when there is one.
+        `tuning`: each framework's TunerResults (components/tuner), by framework, when the run tuned."""
         spec_class = spec_with_candidates(BakeoffEvaluatorSpec, sorted(candidates), minimum=2,
                                           with_runs=bool(training_logs))
+        studies = {executor.tuning_input(framework): channel for framework, channel in (tuning or {}).items()}
+        if studies:
+            spec_class = type(spec_class.__name__, (spec_class,), {"INPUTS": {**spec_class.INPUTS, **{
+                name: ChannelParameter(type=standard_artifacts.TunerResults, optional=True) for name in studies}}})
         logs = {run_input(name): channel for name, channel in (training_logs or {}).items()}
         outputs = {key: types.Channel(type=param.type) for key, param in BakeoffEvaluatorSpec.OUTPUTS.items()}
         super().__init__(spec=spec_class(
             examples=examples, champion=champion, split=split, registry_uri=registry_uri,
             corruptions_per_example=corruptions_per_example,
             registered_model_name=registered_model_name, **dataclasses.asdict(rule), **candidates, **logs,
-            **outputs))
+            **studies, **outputs))

@@ -44,7 +44,13 @@ CORRUPTIONS_PER_EXAMPLE = "corruptions_per_example"
 # 6: tracking (experiment_id, evaluation_run_id, training_run_ids, tracking_uri) when a registry is
 #    given: the bake-off's MLflow runs (components/tracking.py).
 # 7: class_names (label i is class_names[i]); per_class and confusion matrices over those classes.
-FORMAT_VERSION = 7
+# 8: tuning (each framework's study: budget, spent, best and untuned trials, its trials; the verdict
+#    before and after tuning), when the run tuned.
+FORMAT_VERSION = 8
+# A framework's TunerResults input (components/tuner), named <framework>_tuning, and the record
+# its tuner writes there (components/tuner/results.py).
+TUNING_SUFFIX = "_tuning"
+TUNING_FILE = "tuning.json"
 LATENCY_SAMPLE = 512
 # The phase the evaluation is in, for whoever follows the run (the local run's terminal shows it).
 progress = logging.getLogger("components.progress")
@@ -80,11 +86,54 @@ def describe_candidate(model_dir: str, labels: np.ndarray, probs: np.ndarray,
             "training": training_record(export, meta, train_examples)}
 
 
+def tuning_input(framework: str) -> str:
+    return framework + TUNING_SUFFIX
+
+
 def candidate_models(input_dict: dict[str, list[types.Artifact]]) -> dict[str, str]:
     """{candidate name: exported model folder} of every trained Model input."""
     return {name: os.path.join(artifact_utils.get_single_uri(models), "Format-Serving")
             for name, models in sorted(input_dict.items())
-            if name not in (EXAMPLES, CHAMPION) and not is_training_log(name)}
+            if name not in (EXAMPLES, CHAMPION) and not is_training_log(name) and not name.endswith(TUNING_SUFFIX)}
+
+
+def tuning_records(input_dict: dict[str, list[types.Artifact]]) -> dict[str, dict[str, Any]]:
+    """Each framework's tuning record, by framework (none when the run did not tune)."""
+    found = {}
+    for name, artifacts_ in sorted(input_dict.items()):
+        if name.endswith(TUNING_SUFFIX) and artifacts_:
+            with tf.io.gfile.GFile(os.path.join(artifacts_[0].uri, TUNING_FILE)) as f:
+                found[name[:-len(TUNING_SUFFIX)]] = json.load(f)
+    return found
+
+
+def _leader(values: dict[str, float | None]) -> str | None:
+    known = {f: v for f, v in values.items() if v is not None}
+    return max(sorted(known), key=known.get) if len(known) == len(values) > 1 else None
+
+
+def tuning_summary(records: dict[str, dict[str, Any]], candidates: dict[str, dict[str, Any]],
+                   decided: dict[str, Any]) -> dict[str, Any]:
+    """evaluation.json's `tuning`: each framework's study (its trials without their histories), and
+    the verdict between the frameworks before tuning (their untuned settings' trials, on the eval
+    split), in the search (their best trials) and after it (the bake-off's test winner)."""
+    keep = ("number", "state", "value", "params", "epochs", "epochs_run", "used", "curve", "baseline", "seconds",
+            "error", "worker")
+    frameworks = {f: {**{k: v for k, v in r.items() if k not in ("trials", "identity")},
+                      "trials": [{k: t.get(k) for k in keep} for t in r["trials"]]} for f, r in records.items()}
+    untuned = _leader({f: (r.get("baseline") or {}).get("value") for f, r in records.items()})
+    searched = _leader({f: r["best"]["value"] for f, r in records.items()})
+    final = candidates[decided["winner"]]["framework"]
+    changed = None if untuned is None else untuned != final
+    if changed is None:
+        statement = (f"tuned, {final} wins the bake-off; no verdict before tuning to compare with (an untuned trial "
+                     "is missing or did not finish)")
+    else:
+        tie = " (a statistical tie on the test split)" if decided.get("statistical_tie") else ""
+        statement = (f"tuning {'CHANGED' if changed else 'did not change'} the verdict: with their untuned settings "
+                     f"{untuned} led (eval accuracy in the trials), tuned {final} wins the bake-off{tie}")
+    return {"frameworks": frameworks, "verdict": {"untuned_leader": untuned, "tuned_leader": searched,
+                                                  "final_winner": final, "changed": changed, "statement": statement}}
 
 
 def champion_model(found: types.Artifact | None, data_classes: list[str]) -> types.Artifact | None:
@@ -206,7 +255,9 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                                   identity=champion.identity(resolved))
         comparisons, decided = evaluate(candidates, scores, rule, artifacts.CHAMPION if resolved else None,
                                         per_example, class_names, champion.recorded_scores(resolved))
+        tuned = tuning_records(input_dict)
         evaluation = {
+            **({"tuning": tuning_summary(tuned, candidates, decided)} if tuned else {}),
             "version": FORMAT_VERSION, "candidates": candidates, "comparisons": comparisons,
             "decision": decided, "bootstrap": metrics.BOOTSTRAP, "class_names": class_names,
             # What the run was judged against (ChampionResolver's identity), present or not.

@@ -7,6 +7,7 @@ from typing import Any
 
 import jinja2
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 from components.bakeoff_evaluator import corruptions, metrics
@@ -160,6 +161,98 @@ def seed_points(evaluation: dict[str, Any]) -> str | None:
     return png_data_uri(fig)
 
 
+def _trial_value(trial: dict[str, Any]) -> float | None:
+    """A trial's objective; a pruned trial's, its last reported eval accuracy."""
+    return trial["value"] if trial["value"] is not None else (trial["curve"][-1] if trial["curve"] else None)
+
+
+TRIAL_MARKERS = {"COMPLETE": ("o", "finished"), "PRUNED": ("v", "pruned"), "FAIL": ("x", "failed")}
+
+
+def tuning_history(tuning: dict[str, Any]) -> str:
+    """Each framework's search: every trial's eval accuracy by trial number (pruned: where it was
+    stopped; failed: on the axis), the best so far as a line, the untuned trial ringed."""
+    studies = tuning["frameworks"]
+    fig, axes = plt.subplots(1, len(studies), figsize=(5.2 * len(studies), 3.6), squeeze=False, sharey=True)
+    for ax, (framework, study) in zip(axes[0], sorted(studies.items()), strict=True):
+        values = [v for t in study["trials"] if (v := _trial_value(t)) is not None]
+        floor = min(values) if values else 0.0
+        for state, (marker, label) in TRIAL_MARKERS.items():
+            trials = [t for t in study["trials"] if t["state"] == state]
+            if trials:
+                ax.scatter([t["number"] for t in trials], [_trial_value(t) or floor for t in trials], marker=marker,
+                           label=f"{label} ({len(trials)})", zorder=3)
+        best, running = [], None
+        for t in study["trials"]:
+            if t["state"] == "COMPLETE":
+                running = t["value"] if running is None else max(running, t["value"])
+            best.append(running)
+        ax.step(range(len(best)), [np.nan if b is None else b for b in best], where="post", color="black",
+                lw=1, label="best so far")
+        baseline = study.get("baseline")
+        if baseline and baseline.get("value") is not None:
+            ax.scatter([baseline["number"]], [baseline["value"]], s=160, facecolors="none", edgecolors="grey",
+                       label="untuned settings")
+        ax.set(title=f"{framework}: {study['spent']:,} of {study['budget']['total']:,} training examples",
+               xlabel="trial", ylabel="eval accuracy")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.legend(fontsize=7, loc="lower right")
+    return png_data_uri(fig)
+
+
+def tuning_parameters(tuning: dict[str, Any]) -> str | None:
+    """Eval accuracy against each searched setting's value, a row per framework (a scatter per
+    parameter; learning rate on a log axis)."""
+    studies = sorted(tuning["frameworks"].items())
+    searched = [d for d in studies[0][1]["space"] if len(d.get("choices", [None, None])) > 1]
+    if not searched:
+        return None
+    fig, axes = plt.subplots(len(studies), len(searched), figsize=(2.6 * len(searched), 2.4 * len(studies)),
+                             squeeze=False, sharey=True)
+    for row, (framework, study) in enumerate(studies):
+        for col, dim in enumerate(searched):
+            ax = axes[row][col]
+            choices = [str(c) for c in dim.get("choices", [])]
+            for state, (marker, _) in TRIAL_MARKERS.items():
+                trials = [t for t in study["trials"] if t["state"] == state and dim["name"] in t["params"]
+                          and _trial_value(t) is not None]
+                xs = [choices.index(str(t["params"][dim["name"]])) if choices else t["params"][dim["name"]]
+                      for t in trials]
+                ax.scatter(xs, [_trial_value(t) for t in trials], marker=marker, s=18)
+            if choices:  # one position per choice, labelled with its value
+                ax.set_xticks(range(len(choices)), choices, fontsize=7)
+                ax.set_xlim(-0.5, len(choices) - 0.5)
+            else:
+                ax.set_xlim(dim["low"], dim["high"])
+                if dim.get("log"):
+                    ax.set_xscale("log")
+                    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+                else:
+                    ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.set_xlabel(dim["name"], fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[row][0].set_ylabel(f"{framework}\neval accuracy", fontsize=8)
+    fig.suptitle("eval accuracy by setting (o finished, v pruned: where stopped, x failed)", fontsize=9)
+    fig.tight_layout()
+    return png_data_uri(fig)
+
+
+def tuning_rows(evaluation: dict[str, Any]) -> list[list[str]]:
+    """Each framework's study in a table: budget, spent, trials, time, best and untuned trials."""
+    rows = [["framework", "budget (examples)", "spent", "trials: finished / pruned / failed", "workers",
+             "wall time (s)", "untuned eval acc", "best eval acc", "best values"]]
+    for framework, study in sorted(evaluation["tuning"]["frameworks"].items()):
+        b, c, base = study["budget"], study["counts"], study.get("baseline") or {}
+        rows.append([framework, f"{b['total']:,} ({b['trials']} x {b['epochs']} x {b['examples']:,})",
+                     f"{study['spent']:,}", f"{c['COMPLETE']} / {c['PRUNED']} / {c['FAIL']}", str(study["workers"]),
+                     f"{study['execution_seconds']:.0f}" + (" (reused)" if study["reused"] else ""),
+                     f"{base['value']:.4f}" if base.get("value") is not None else "—",
+                     f"{study['best']['value']:.4f} (trial {study['best']['number']})",
+                     ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in study["best"]["params"].items())])
+    return rows
+
+
 def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
     order = list(evaluation["decision"]["ranking"])
     if evaluation["decision"].get("champion"):
@@ -177,14 +270,17 @@ def figures(evaluation: dict[str, Any], scores) -> dict[str, Any]:
         "training": training_curves(evaluation["candidates"], order),
         "corruptions": corruption_examples(scores.example_images, scores.example_labels,
                                            scores.example_predictions.get(winner), winner, names),
+        "tuning_history": tuning_history(evaluation["tuning"]) if evaluation.get("tuning") else None,
+        "tuning_parameters": tuning_parameters(evaluation["tuning"]) if evaluation.get("tuning") else None,
     }
 
 
 def render_html(evaluation: dict[str, Any], images: dict[str, Any]) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(os.path.dirname(__file__)),
                              autoescape=True, undefined=jinja2.StrictUndefined)
-    return env.get_template("report.html.j2").render(images=images, **{**evaluation,
-                                                                        "class_names": class_names(evaluation)})
+    tuning = tuning_rows(evaluation) if evaluation.get("tuning") else None
+    return env.get_template("report.html.j2").render(images=images, tuning_table=tuning, **{
+        **evaluation, "class_names": class_names(evaluation)})
 
 
 def comparison_rows(evaluation: dict[str, Any]) -> list[list[str]]:
@@ -273,6 +369,11 @@ def render_markdown(evaluation: dict[str, Any]) -> str:
             lines.append(f"| {name} | {c['metrics']['accuracy']:.4f} | "
                          + " | ".join(f"{r['per_corruption'][k]:.4f}" for k in suite)
                          + f" | {r['mean_accuracy']:.4f} |")
+    if evaluation.get("tuning"):
+        rows = tuning_rows(evaluation)
+        lines += ["", f"Tuning (the same budget for each framework; {evaluation['tuning']['verdict']['statement']}):",
+                  "", "| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        lines += ["| " + " | ".join(r) + " |" for r in rows[1:]]
     lines += ["", "Decision:", ""] + [f"- {r}" for r in d["reasons"]]
     return "\n".join(lines) + "\n"
 

@@ -71,6 +71,22 @@ def decision_tags(evaluation: dict[str, Any], run_id: str, replaced: str, code_r
     return {key: tracking.fit_tag(value) for key, value in tags.items()}
 
 
+def tuning_tags(evaluation: dict[str, Any]) -> dict[str, str]:
+    """The values the winner was trained with from its framework's study, and the study, when the
+    run tuned (evaluation.json's `tuning`, components/tuner)."""
+    tuning = evaluation.get("tuning")
+    study = tuning and tuning["frameworks"].get(evaluation["candidates"][evaluation["decision"]["winner"]]["framework"])
+    if not study:
+        return {}
+    tags = {"tuned_hyperparameters": json.dumps(study["best"]["params"], sort_keys=True),
+            "tuning_study": study["study"], "tuning_best_trial": str(study["best"]["number"]),
+            "tuning_best_eval_accuracy": f"{study['best']['value']:.6f}",
+            "tuning_budget_examples": str(study["budget"]["total"]), "tuning_spent_examples": str(study["spent"]),
+            "tuning_changed_verdict": str(tuning["verdict"]["changed"]).lower(),
+            "tuning_verdict": tuning["verdict"]["statement"]}
+    return {key: tracking.fit_tag(value) for key, value in tags.items()}
+
+
 def tracking_tags(evaluation: dict[str, Any]) -> dict[str, str]:
     """The bake-off's runs behind this version: the winner's training run and the evaluation run."""
     runs = evaluation.get("tracking")
@@ -148,7 +164,7 @@ class Executor(base_executor.BaseExecutor):
         model_dir = os.path.join(artifact_utils.get_single_uri(input_dict[winner]), "Format-Serving")
         run_id = (self._context.pipeline_run_id if self._context else "") or ""
         tags = {**decision_tags(evaluation, run_id, "", os.environ.get(CODE_REVISION_VARIABLE, "")),
-                **tracking_tags(evaluation),
+                **tracking_tags(evaluation), **tuning_tags(evaluation),
                 "evaluated_against": champion.identity(resolved)}
         if self._context and self._context.pipeline_node is not None:
             tags["tfx_node_id"] = self._context.pipeline_node.node_info.id

@@ -15,7 +15,7 @@ from pipelines import validation
 from pipelines.config import PipelineConfig
 from pipelines.kubeflow import entrypoint, placement, training_jobs
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
-from pipelines.pipeline import NEVER_CACHED, create_pipeline, trainer_ids
+from pipelines.pipeline import NEVER_CACHED, create_pipeline, trainer_ids, tuner_ids
 
 RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
 
@@ -48,7 +48,14 @@ def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
     """The config as the cluster sees it: paths inside the image, nothing of this machine."""
     return cfg.replace(schema_path=f"{IMAGE_PROJECT_DIR}/schema/schema.pbtxt",
                        cache_dir="/tmp/mnist-cache", output_root="/tmp/unused",
-                       registry_lock_uri=cfg.kfp_registry_lock_uri)
+                       registry_lock_uri=cfg.kfp_registry_lock_uri, tune_storage_uri=cfg.kfp_tune_storage_uri)
+
+
+def tuner_task_ids(cfg: PipelineConfig) -> list[str]:
+    """The package's tuner tasks: tune_workers per framework, sharing their study's storage (TFX
+    compiles no ParallelFor, and a Katib Experiment would be a second search engine beside Optuna's
+    with its own trial budget: the parallel tasks run the same workers as a local run)."""
+    return [task for tasks in tuner_ids(cfg, parallel_tasks=True).values() for task in tasks]
 
 
 def submit_time_parameters(cfg: PipelineConfig, registry_uri: str) -> dict[str, RuntimeParameter]:
@@ -95,14 +102,18 @@ def compile_kubeflow(cfg: PipelineConfig, output_path: str) -> str:
     pipeline = create_pipeline(kcfg, registry_uri=registry_uri, pipeline_root=cfg.kfp_pipeline_root,
                                beam_pipeline_args=beam_args(cfg), reuse_unchanged_champion=False,
                                kserve_deploy=cfg.kserve_deploy and cfg.kfp_target == "kubeflow",
-                               trainer_launch=training_jobs.trainer_launch(cfg))
+                               trainer_launch=training_jobs.trainer_launch(cfg), parallel_tuner_tasks=True)
     parameters = submit_time_parameters(kcfg, registry_uri)
     parameterize(pipeline, parameters)
-    # A multi-worker trainer's step only launches its job: the replicas get the accelerator.
+    # A multi-worker trainer's step only launches its job: the replicas get the accelerator. The
+    # tuner tasks train too, on the trainers' hardware (mixed precision and batch sizes mean the same).
     resources = None if training_jobs.multi_worker(cfg) else placement.trainer_resources(cfg)
+    tuner_resources = placement.trainer_resources(cfg)
     for component in pipeline.components:
         if component.id in trainer_ids(cfg) and resources is not None:
             component.with_platform_config(resources)
+        if component.id in tuner_task_ids(cfg) and tuner_resources is not None:
+            component.with_platform_config(tuner_resources)
     runner = tfx.orchestration.experimental.KubeflowV2DagRunner(
         # Pipeline spec 2.1 (what kfp 2.x itself writes): TFX 1.16 cannot write a 2.0 package
         # with pipeline parameters (its YAML writer reads `parameterType`, a 2.1 field).
@@ -136,6 +147,7 @@ def post_compile(path: str, cfg: PipelineConfig, trainer_ids: Iterable[str],
     package.spec["defaultPipelineRoot"] = cfg.kfp_pipeline_root
     set_parameter_defaults(package, parameter_defaults)
     placement.place_trainers(package, cfg, trainer_ids)
+    placement.place_tuners(package, cfg, tuner_task_ids(cfg))
     placement.attach_object_store_secret(package, cfg)
     placement.attach_model_key_secrets(package, cfg)
     for task_id in NEVER_CACHED:  # TFX's compiler gives every task the pipeline's caching setting

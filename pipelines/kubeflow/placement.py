@@ -116,6 +116,18 @@ def place_trainers(package: Package, cfg: PipelineConfig, trainer_ids: Iterable[
         _kubernetes_executor(package, package.executor_label(task_id)).update(json.loads(json.dumps(config)))
 
 
+def place_tuners(package: Package, cfg: PipelineConfig, tuner_ids: Iterable[str]) -> None:
+    """The tuner tasks on the trainers' nodes, and (kubeflow target) the PGPASSWORD of their study
+    storage from kfp_tune_storage_secret."""
+    config = trainer_kubernetes_config(cfg)
+    for task_id in tuner_ids:
+        executor = _kubernetes_executor(package, package.executor_label(task_id))
+        executor.update(json.loads(json.dumps(config)))
+        if cfg.kfp_target == "kubeflow":
+            executor.setdefault("secretAsEnv", []).append({"secretName": cfg.kfp_tune_storage_secret, "keyToEnv": [
+                {"secretKey": TUNING_PASSWORD, "envVar": TUNING_PASSWORD}]})
+
+
 def object_store_secret_as_env(secret: str) -> list[dict[str, Any]]:
     """kfp-kubernetes' `use_secret_as_env`: the secret's keys, named as the variables, as environment."""
     return [{"secretName": secret, "keyToEnv": [{"secretKey": name, "envVar": name} for name in OBJECT_STORE_KEYS]}]
@@ -132,6 +144,7 @@ def attach_object_store_secret(package: Package, cfg: PipelineConfig) -> None:
 
 # Which task gets which of the model-signing secrets: the private key to the pusher alone.
 SIGNING_KEYS = ("MNIST_MODEL_SIGNING_KEY", "PGPASSWORD")
+TUNING_PASSWORD = "PGPASSWORD"  # of the tuner tasks' study storage (libpq reads it)
 VERIFY_KEYS = ("MNIST_MODEL_VERIFY_KEY",)
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelines import validation
 from pipelines.config import REPO_ROOT
-from pipelines.kubeflow import cluster_presubmit, entrypoint
+from pipelines.kubeflow import cluster_presubmit, entrypoint, tuning_presubmit
 from pipelines.kubeflow.package import CONTAINER_PATH_PREFIXES, IMAGE_PROJECT_DIR, Package
 from pipelines.kubeflow.placement import (
     GKE_GPU_LABEL,
@@ -194,6 +194,7 @@ def presubmit_problems(path: str | Path, target: str, *, pipeline_root: str | No
     problems.append(_pipeline_root_problem(root, target))
     problems += _object_store_problems(package, root, target)
     problems += champion_problems(package, target)
+    problems += tuning_presubmit.tuning_problems(package, target)
     return [f"{path}: {p}" for p in problems if p]
 
 
