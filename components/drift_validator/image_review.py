@@ -116,16 +116,27 @@ def mean_image_figure(results: Results, pictures: Pictures) -> str | None:
     return png_data_uri(fig)
 
 
+def _count(n: int) -> str:
+    """The anomaly count as the review's other sections show it."""
+    return f'<span class="bad">{n} anomalies</span>' if n else '<span class="ok">no anomaly</span>'
+
+
 def sections(results: Results, pictures: Pictures) -> str:
-    parts = ["<h2>Images: copies of training images in the test split (ImageValidator)</h2>",
+    section = results["contamination"]
+    over = sum(1 for c in section["checks"] if c["ran"] and c["share"] > section["max_share"])
+    parts = [f"<h2>Images: copies of training images in the test split (ImageValidator): {_count(over)}</h2>",
              contamination_table(results)]
-    for check in results["contamination"]["checks"]:
+    for check in section["checks"]:
         pairs = pair_figure(check, pictures)
         if pairs:
             parts.append(f'<h3>Sample pairs: test images and their copies in {html.escape(check["against"])}</h3>'
                          f'<img id="duplicate-pairs-{check["name"]}" alt="test images and the images they copy" '
                          f'src="{pairs}">')
-    parts += ["<h2>Images: drift of the digits' position, size and shape (ImageValidator)</h2>", drift_table(results)]
+    drifted = sum(1 for m in results["drift"]["measures"] if m["over"])
+    if results["drift"]["baseline"] and not results["drift"]["ran"]:
+        drifted += 1  # could not run: fails closed
+    parts += [f"<h2>Images: drift of the digits' position, size and shape (ImageValidator): {_count(drifted)}</h2>",
+              drift_table(results)]
     means = mean_image_figure(results, pictures)
     if means:
         parts.append(f'<img id="mean-images" alt="mean images and their difference from the baseline" src="{means}">')
