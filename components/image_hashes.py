@@ -114,6 +114,12 @@ def save_arrays(path: str, arrays: dict[str, np.ndarray]) -> str:
     return path
 
 
+def count(path: str) -> int:
+    """How many images a fingerprint file holds (reads only its ids)."""
+    with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
+        return len(data[IDS])
+
+
 def load(path: str) -> dict[str, np.ndarray]:
     with tf.io.gfile.GFile(path, "rb") as f, np.load(io.BytesIO(f.read())) as data:
         return {key: data[key] for key in data.files}

@@ -49,7 +49,8 @@ def contamination_table(results: Results) -> str:
 
 
 def pair_figure(check: dict, pictures: Pictures) -> str | None:
-    """A check's sample pairs: each test image above the image it duplicates."""
+    """A check's sample pairs: each test image above the image it duplicates (as the 14x14
+    thumbnail the check compared it with)."""
     pairs = check.get("pairs", [])
     if not pairs or f"{check['name']}.test" not in pictures:
         return None
@@ -61,8 +62,8 @@ def pair_figure(check: dict, pictures: Pictures) -> str | None:
         bottom.imshow(pictures[f"{check['name']}.reference"][i], cmap="gray_r", vmin=0, vmax=255)
         top.set_title(f"test #{pair['test_id']}\nlabel {pair['test_label']}", fontsize=7)
         how = "exact copy" if pair["exact"] else f"cosine {pair['similarity']:.4f}\nmoved {tuple(pair['shift'])}"
-        bottom.set_title(f"{where or pair['source']} #{pair['ref_id']}, label {pair['ref_label']}\n{how}",
-                         fontsize=6 if where else 7)
+        bottom.set_title(f"{where or pair['source']} #{pair['ref_id']}, label {pair['ref_label']}\n{how}\n"
+                         "(its 14x14 thumbnail)", fontsize=6 if where else 7)
         for ax in (top, bottom):
             ax.set(xticks=[], yticks=[])
     return png_data_uri(fig)

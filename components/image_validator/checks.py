@@ -46,19 +46,14 @@ def _upsampled(thumbnail: np.ndarray) -> np.ndarray:
     return np.kron(np.asarray(thumbnail, dtype=np.uint8).reshape(side, side), np.ones((2, 2), dtype=np.uint8))
 
 
-def pair_pictures(checks: list[CheckResult], samples: dict[str, np.ndarray], test_split: str) -> dict[str, np.ndarray]:
-    """`<check>.test` and `<check>.reference` [k, 28, 28]: the sample pairs' images (a champion's
-    training image as its 14x14 thumbnail, the only pixels of it the registry keeps). Takes each
-    pair's thumbnail out of its record (it goes into the pictures, not the JSON)."""
+def pair_pictures(checks: list[CheckResult]) -> dict[str, np.ndarray]:
+    """`<check>.test` and `<check>.reference` [k, 28, 28]: each sample pair's test image and the
+    14x14 thumbnail it matched (the pixels the check compared, and all the registry keeps of a
+    champion's training image), enlarged. Takes the pictures out of the pairs' records."""
     pictures = {}
-    blank = np.zeros((ih.SIDE, ih.SIDE), dtype=np.uint8)
     for check in checks:
-        tests, references = [], []
-        for pair in check.pairs:
-            thumbnail = pair.pop("ref_thumbnail", None)
-            tests.append(samples.get(f"{test_split}:{pair['test_id']}", blank))
-            own = samples.get(f"{pair['source']}:{pair['ref_id']}")
-            references.append(own if own is not None else _upsampled(thumbnail) if thumbnail is not None else blank)
+        tests = [pair.pop("test_image") for pair in check.pairs]
+        references = [_upsampled(pair.pop("ref_thumbnail")) for pair in check.pairs]
         if tests:
             pictures[f"{check.name}.test"] = np.stack(tests)
             pictures[f"{check.name}.reference"] = np.stack(references)

@@ -51,7 +51,8 @@ def probes(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, hamming: int
     """Every key a test image is looked up under, with the thumbnail to confirm it with.
 
     keys/rows: a probe's hash and the row of its thumbnail in `thumbnails`; rows come per shift
-    (row = shift * n + image), the flipped-bit probes share the unmoved image's row."""
+    (row = shift * n + image), the flipped-bit probes share the unmoved image's row. `images`: the
+    test images themselves, `image`: each row's (for the pictures of the pairs found)."""
     n = len(images)
     moved = [ih.shifted(images, dy, dx) for dy, dx in SHIFTS]
     thumbnails = np.concatenate([ih.thumbnails(m) for m in moved])
@@ -67,6 +68,7 @@ def probes(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, hamming: int
                 keys.append(keys[UNMOVED] ^ np.uint64((1 << a) | (1 << b)))
                 rows.append(np.arange(n) + UNMOVED * n)
     return {"keys": np.concatenate(keys), "rows": np.concatenate(rows), "thumbnails": thumbnails,
+            "images": np.asarray(images, dtype=np.uint8), "image": np.tile(np.arange(n), len(SHIFTS)),
             ih.IDS: np.tile(np.asarray(ids, dtype=np.int64), len(SHIFTS)),
             ih.LABELS: np.tile(np.asarray(labels, dtype=np.int64), len(SHIFTS)),
             ih.EXACT: np.tile(ih.exact_hashes(images), len(SHIFTS)),
@@ -74,12 +76,14 @@ def probes(images: np.ndarray, ids: np.ndarray, labels: np.ndarray, hamming: int
 
 
 def split_probes(found: Arrays, partitions: int = PARTITIONS) -> Iterator[tuple[int, Arrays]]:
-    """(partition, that partition's probes with only the thumbnails they need, re-indexed)."""
+    """(partition, that partition's probes with only the thumbnails and images they need, re-indexed)."""
     part = partition_of(found["keys"], partitions)
     for p in np.unique(part):
         keep = part == p
         rows, local = np.unique(found["rows"][keep], return_inverse=True)
+        images, image = np.unique(found["image"][rows], return_inverse=True)
         yield int(p), {"keys": found["keys"][keep], "rows": local, "thumbnails": found["thumbnails"][rows],
+                       "images": found["images"][images], "image": image,
                        **{name: found[name][rows] for name in (ih.IDS, ih.LABELS, ih.EXACT, "shift")}}
 
 
@@ -109,25 +113,31 @@ def _coarse(units: np.ndarray) -> np.ndarray:
     return ih.halved(units.reshape(len(units), side, side)).reshape(len(units), -1) / 2
 
 
+# An index into another array of the same parts: shifted when the parts are concatenated.
+_INDEX_INTO = {"rows": "thumbnails", "image": "images"}
+
+
 def concatenate(parts: Iterable[Arrays]) -> Arrays | None:
     parts = list(parts)
     if not parts:
         return None
-    offsets = np.cumsum([0] + [len(p["thumbnails"]) for p in parts[:-1]]) if "rows" in parts[0] else None
-    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0] if name != "rows"}
-    if offsets is not None:
-        joined["rows"] = np.concatenate([p["rows"] + offset for p, offset in zip(parts, offsets, strict=True)])
+    joined = {name: np.concatenate([p[name] for p in parts]) for name in parts[0] if name not in _INDEX_INTO}
+    for index, target in _INDEX_INTO.items():
+        if index in parts[0]:
+            offsets = np.cumsum([0] + [len(p[target]) for p in parts[:-1]])
+            joined[index] = np.concatenate([p[index] + offset for p, offset in zip(parts, offsets, strict=True)])
     return joined
 
 
-MATCH_FIELDS = ("test_id", "test_label", "shift", "source", "ref_id", "ref_label", "similarity", "exact")
+PICTURES = ("test_image", "ref_thumbnail")  # a pair's images: in the review's pictures, not the results file
 
 
 def empty_matches() -> Arrays:
     return {"test_id": np.zeros(0, np.int64), "test_label": np.zeros(0, np.int64), "shift": np.zeros(0, np.int64),
             "source": np.zeros(0, "<U16"), "ref_id": np.zeros(0, np.int64), "ref_label": np.zeros(0, np.int64),
             "similarity": np.zeros(0, np.float32), "exact": np.zeros(0, bool),
-            "ref_thumbnail": np.zeros((0, ih.THUMBNAIL_SIDE ** 2), np.uint8)}
+            "ref_thumbnail": np.zeros((0, ih.THUMBNAIL_SIDE ** 2), np.uint8),
+            "test_image": np.zeros((0, ih.SIDE, ih.SIDE), np.uint8)}
 
 
 def join_partition(probe_parts: Iterable[Arrays], reference_parts: Iterable[Arrays], similarity: float) -> Arrays:
@@ -164,7 +174,8 @@ def join_partition(probe_parts: Iterable[Arrays], reference_parts: Iterable[Arra
         kept.append({"test_id": found[ih.IDS][row], "test_label": found[ih.LABELS][row], "shift": found["shift"][row],
                      "source": refs["source"][ref].astype("<U16"), "ref_id": refs[ih.IDS][ref],
                      "ref_label": refs[ih.LABELS][ref], "similarity": alike[keep].astype(np.float32),
-                     "exact": exact[keep], "ref_thumbnail": refs[ih.THUMBNAILS][ref]})
+                     "exact": exact[keep], "ref_thumbnail": refs[ih.THUMBNAILS][ref],
+                     "test_image": found["images"][found["image"][row]]})
     return {name: np.concatenate([k[name] for k in kept]) for name in kept[0]}
 
 
@@ -188,7 +199,7 @@ class CheckResult:
 
     def as_dict(self) -> dict:
         """For the results file: the pairs without their thumbnails (those go into the pictures)."""
-        pairs = [{k: v for k, v in pair.items() if k != "ref_thumbnail"} for pair in self.pairs]
+        pairs = [{k: v for k, v in pair.items() if k not in PICTURES} for pair in self.pairs]
         return {**dataclasses.asdict(dataclasses.replace(self, pairs=[])), "pairs": pairs, "share": self.share}
 
 
@@ -213,13 +224,6 @@ def _samples(found: Arrays, best: np.ndarray, samples: int) -> list[int]:
     return chosen
 
 
-def sample_keys(matches: Arrays, sources: tuple[str, ...], samples: int = SAMPLE_PAIRS) -> list[tuple[int, str, int]]:
-    """(test id, reference source, reference id) of the pairs `summarize` shows, for reading their images."""
-    found = _of_sources(matches, sources)
-    return [(int(found["test_id"][i]), str(found["source"][i]), int(found["ref_id"][i]))
-            for i in _samples(found, _best_per_test_image(found), samples)]
-
-
 def summarize(matches: Arrays, sources: tuple[str, ...], name: str, against: str, test_images: int,
               reference_images: int, samples: int = SAMPLE_PAIRS) -> CheckResult:
     """Counts per test image (several probes or references may confirm the same one) and a few
@@ -235,6 +239,6 @@ def summarize(matches: Arrays, sources: tuple[str, ...], name: str, against: str
                              "source": str(found["source"][i]), "ref_id": int(found["ref_id"][i]),
                              "ref_label": int(found["ref_label"][i]), "similarity": float(found["similarity"][i]),
                              "shift": list(SHIFTS[int(found["shift"][i])]), "exact": bool(found["exact"][i]),
-                             # the reference's thumbnail: the picture of a champion's image (its only pixels here)
-                             "ref_thumbnail": found["ref_thumbnail"][i]})
+                             # the pictures of the pair: the test image, the thumbnail it was compared with
+                             "test_image": found["test_image"][i], "ref_thumbnail": found["ref_thumbnail"][i]})
     return result

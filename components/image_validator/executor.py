@@ -84,26 +84,25 @@ class Executor(base_beam_executor.BaseBeamExecutor):
         logging.info("ImageValidator: image baseline %s (%s)", baseline.path or "none", baseline.source)
         splits = artifact_utils.decode_split_names(examples.split_names)
         files = {split: transforms.split_files(examples_lib.split_pattern(examples, split)) for split in splits}
-        champion_fingerprints = ih.load(baseline.champion_fingerprints) if baseline.champion_fingerprints else None
 
         work = os.path.join(output.uri, WORK_DIR)
         with self._make_beam_pipeline() as pipeline:
             transforms.build(pipeline, files, image_statistics.uri, work, test_split=TEST_SPLIT,
-                             champion_fingerprints=champion_fingerprints, similarity=settings["similarity"],
+                             champion_fingerprints=baseline.champion_fingerprints, similarity=settings["similarity"],
                              hamming=settings["hamming"])
         image_statistics.split_names = artifact_utils.encode_split_names(splits)
-        matches, samples = ih.load(os.path.join(work, transforms.MATCHES_FILE)), \
-            ih.load(os.path.join(work, transforms.SAMPLES_FILE))
+        matches = ih.load(os.path.join(work, transforms.MATCHES_FILE))
         tf.io.gfile.rmtree(work)
 
         counts = split_counts(image_statistics.uri, splits)
         found = [checks.within_run_check(matches, counts, TEST_SPLIT),
                  checks.champion_check(matches, counts, TEST_SPLIT,
-                                       None if champion_fingerprints is None else len(champion_fingerprints[ih.IDS]),
+                                       ih.count(baseline.champion_fingerprints) if baseline.champion_fingerprints
+                                       else None,
                                        _champion_words(champion_statistics), baseline.why_no_champion)]
         problems = checks.contamination_problems(found, TEST_SPLIT, settings["max_share"])
         drift_section, drift_problems, means = drift_results(image_statistics, output, baseline, thresholds, splits)
-        pictures = {**checks.pair_pictures(found, samples, TEST_SPLIT), **means}
+        pictures = {**checks.pair_pictures(found), **means}
         results = checks.results(checks=found, drift=drift_section, problems=problems + drift_problems, counts=counts,
                                  settings=settings, image_statistics=image_statistics.uri)
         image_checks.write_results(output.uri, results, pictures)

@@ -6,8 +6,8 @@ not one element per image), that
 - writes every image's fingerprints (components/image_hashes.py) as `Split-<split>/image_hashes.npz`;
 - joins the test split's probes with the reference images (this run's train and eval splits, the
   champion's training images when it has their fingerprints) by hash partition, confirms the
-  candidates (contamination.py) and writes the confirmed matches, and the pixels of the few pairs
-  the data review shows, to `work_dir`.
+  candidates (contamination.py) and writes the confirmed matches (with the pictures of each pair:
+  the test image and the thumbnail it matched) to `work_dir`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ BATCH = 4096  # images per element
 ROW_BITS = 32  # a record's id: its file's index in the split, then its row in the file
 FINGERPRINTS, JOIN = "fingerprints", "join"
 MATCHES_FILE = "matches.npz"
-SAMPLES_FILE = "samples.npz"
 WITHIN_RUN_SOURCES = ("train", "eval")
 
 
@@ -110,41 +109,22 @@ def _all_matches(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return contamination.concatenate(parts) if parts else contamination.empty_matches()
 
 
-def wanted_records(matches: dict[str, np.ndarray], test_split: str) -> set[tuple[str, int]]:
-    """(split, id) of every image a sample pair of the data review shows (the champion's are not here)."""
-    wanted = set()
-    for sources in (WITHIN_RUN_SOURCES, (contamination.CHAMPION,)):
-        for test_id, source, ref_id in contamination.sample_keys(matches, sources):
-            wanted.add((test_split, test_id))
-            if source != contamination.CHAMPION:
-                wanted.add((source, ref_id))
-    return wanted
-
-
-def _pick(batch: dict[str, Any], wanted: set[tuple[str, int]]) -> Iterator[tuple[tuple[str, int], np.ndarray]]:
-    ids = {i for split, i in wanted if split == batch["split"]}
-    for row in np.flatnonzero(np.isin(batch["ids"], list(ids))) if ids else ():
-        yield (batch["split"], int(batch["ids"][row])), batch["images"][row]
-
-
 def _save(value: dict[str, np.ndarray], path: str) -> None:
     ih.save_arrays(path, value)
 
 
-def _samples_file(picked: list[tuple[tuple[str, int], np.ndarray]]) -> dict[str, np.ndarray]:
-    return {f"{split}:{record}": image for (split, record), image in picked}
-
-
-def champion_chunks(fingerprints: dict[str, np.ndarray], size: int = 8192) -> list[dict[str, np.ndarray]]:
-    n = len(fingerprints[ih.IDS])
-    return [{name: values[s:s + size] for name, values in fingerprints.items()} for s in range(0, n, size)]
+def _champion_references(path: str, partitions: int) -> Iterator[tuple[int, tuple[str, dict[str, np.ndarray]]]]:
+    """The champion's fingerprints, read where the pipeline runs (not pickled into its graph), by partition."""
+    for part, arrays in contamination.split_references(ih.load(path), contamination.CHAMPION, partitions):
+        yield part, ("ref", arrays)
 
 
 def build(pipeline: beam.Pipeline, files: dict[str, list[str]], output_uri: str, work_dir: str, *,
-          test_split: str, champion_fingerprints: dict[str, np.ndarray] | None, similarity: float, hamming: int,
+          test_split: str, champion_fingerprints: str, similarity: float, hamming: int,
           partitions: int = contamination.PARTITIONS) -> None:
     """Adds the image checks to `pipeline`: summaries and fingerprints of every split of `files`
-    ({split: its TFRecord files}) into `output_uri`, the matches and the samples' pixels into `work_dir`."""
+    ({split: its TFRecord files}) into `output_uri`, the confirmed matches into `work_dir`;
+    `champion_fingerprints`: the champion's image_hashes.npz ("" = none)."""
     batches = (pipeline
                | "Files" >> beam.Create([(split, k, path) for split, paths in sorted(files.items())
                                          for k, path in enumerate(paths)])
@@ -158,22 +138,13 @@ def build(pipeline: beam.Pipeline, files: dict[str, list[str]], output_uri: str,
          | "FingerprintsPerSplit" >> beam.GroupByKey()
          | "WriteFingerprints" >> beam.Map(_write_fingerprints, output_uri))
     join_inputs = [analysed[JOIN]]
-    if champion_fingerprints is not None:
-        join_inputs.append(
-            pipeline
-            | "Champion" >> beam.Create(champion_chunks(champion_fingerprints))
-            | "ChampionPartitions" >> beam.FlatMap(
-                lambda chunk: ((part, ("ref", a)) for part, a in contamination.split_references(
-                    chunk, contamination.CHAMPION, partitions))))
+    if champion_fingerprints:
+        join_inputs.append(pipeline
+                           | "Champion" >> beam.Create([champion_fingerprints])
+                           | "ChampionPartitions" >> beam.FlatMap(_champion_references, partitions))
     matches = (join_inputs
                | "JoinInputs" >> beam.Flatten()
                | "ByPartition" >> beam.GroupByKey()
                | "Confirm" >> beam.Map(_join, similarity)
                | "AllMatches" >> beam.CombineGlobally(_all_matches))
     _ = matches | "WriteMatches" >> beam.Map(_save, os.path.join(work_dir, MATCHES_FILE))
-    wanted = matches | "SampleRecords" >> beam.Map(wanted_records, test_split)
-    _ = (batches
-         | "PickSamples" >> beam.FlatMap(_pick, pvalue.AsSingleton(wanted))
-         | "Samples" >> beam.combiners.ToList()
-         | "SamplesFile" >> beam.Map(_samples_file)
-         | "WriteSamples" >> beam.Map(_save, os.path.join(work_dir, SAMPLES_FILE)))
