@@ -5,7 +5,7 @@ bits) and a 14x14 thumbnail (the rounded means of its 2x2 blocks: 196 bytes), th
 which a candidate pair that the hashes found is confirmed.
 
 Measured on real MNIST (bench/README.md, "Gates"): a JPEG re-encoding, brightness change or light
-noise keeps the average hash equal or one bit apart in 92-99 % of images, a one-pixel shift keeps
+noise keeps the average hash equal or one bit apart in 97-100 % of images, a one-pixel shift keeps
 it equal in only 4 %, so shifts are found by hashing the shifted image instead (contamination.py).
 
 ImageValidator writes them for every split (`image_hashes.npz`, components/image_checks.py); the

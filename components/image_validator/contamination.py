@@ -11,8 +11,8 @@ Confirmation: 28x28 digits collide often (on real MNIST, 222,000 (test, train) p
 49-bit hash, almost all of them different writings of the same digit), so a candidate counts only
 when the 14x14 thumbnails of the (moved) test image and of the reference image have a cosine
 similarity of at least `similarity` (0.997: re-encodings, brightness changes and light noise
-score above it; the closest natural pairs of real MNIST score 0.992-0.996), or when their exact
-hashes are equal.
+score above it; of real MNIST's 10,000 test images none has a training image that close, 23 one
+at 0.995 or more, 357 at 0.99), or when their exact hashes are equal.
 
 Scale: one Beam GroupByKey over hash partitions, each element a batch's share of one partition
 (numpy arrays, not one element per image), so the join's cost is in numpy; inside a partition the

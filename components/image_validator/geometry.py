@@ -6,13 +6,14 @@ Why these: pixel_mean and ink_fraction (DriftValidator's) do not move when every
 scaled or rotated; MNIST's digits are centred by their centre of mass in a 20x20 box, so a
 one-pixel shift moves the centre-of-mass distribution off the baseline's (Jensen-Shannon
 divergence 1.0 on real MNIST), and a 10 % scaling or a 10-degree rotation changes the bounding
-boxes of most digits (L-infinity 0.5-0.9), where re-splits and subsets of real MNIST stay under
-0.03 and 0.09 (bench/README.md, "Gates").
+boxes of most digits (L-infinity 0.88-0.92 and 0.46-0.60), where re-splits and subsets of real
+MNIST stay under 0.004 and 0.083 (bench/README.md, "Gates").
 
 The statistics are built here from exact fixed-bin histograms instead of TFDV's
 GenerateStatistics: the same proto and comparators, at a fraction of the cost (GenerateStatistics
-took 5-6 s for the three splits' four features on this machine, the whole image check 3 s), and
-with the same bucket edges for every dataset, so the comparator needs no re-bucketing.
+took 5-6 s for the three splits' four features on this machine, the whole image check about 6 s
+of CPU), and with the same bucket edges for every dataset, so the comparator needs no
+re-bucketing.
 """
 
 from __future__ import annotations
