@@ -65,6 +65,28 @@ class PipelineConfig:
                                        "distributions")
     drift_pixel_js: float = setting(0.1, "drift and skew threshold: Jensen-Shannon divergence of pixel_mean "
                                      "and ink_fraction")
+    # --- the image checks (ImageValidator): thresholds measured on real MNIST in bench/README.md, "Gates" ---
+    image_baseline: str = setting("", "pinned image drift baseline, used when the champion has none: a folder with "
+                                  "Split-train/FeatureStats.pb and image_moments.npz; empty: image_baseline beside "
+                                  "schema_path (schema/image_baseline); none: no image drift check")
+    # Real MNIST (re-splits, subsets of 200-2,500 images, the canonical test split): at most 0.004; shifted 1 px: 1.0.
+    image_centre_js: float = setting(0.1, "image drift threshold: Jensen-Shannon divergence of the digits' centre of "
+                                     "mass (x and y) from the baseline's")
+    # Real MNIST as above: at most 0.083; scaled by 10 %: 0.88 or more, rotated by 10 degrees: 0.46 or more.
+    image_box_linf: float = setting(0.15, "image drift threshold: L-infinity distance of the digits' bounding-box "
+                                    "height and width distributions from the baseline's")
+    # Real MNIST as above: at most 0.106 (1,000 test images); moved by 2 pixels: 0.35 or more.
+    image_mean_excess: float = setting(0.2, "image drift threshold: the mean image's difference from the baseline's "
+                                       "beyond what sampling explains, as a share of the baseline's ink")
+    # Real MNIST: 0 of its 10,000 test images are copies of a training image under the settings below.
+    contamination_max_share: float = setting(0.005, "largest share of test images that may be exact or near copies "
+                                             "of training images (this run's train and eval, or the champion's) "
+                                             "before the data gate stops the run")
+    duplicate_similarity: float = setting(0.997, "a candidate pair is a near duplicate when the cosine similarity of "
+                                          "the two images' 14x14 thumbnails is at least this")
+    duplicate_hamming: int = setting(1, "near-duplicate candidates: test and training images whose perceptual hashes "
+                                     "are at most this many bits apart (0-2; each test image is looked up under "
+                                     "9 keys with 0, 58 with 1, 1,234 with 2)")
 
     # --- the trainers and the decision rule: sections, each declared by its consumer ---
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -205,6 +227,13 @@ class PipelineConfig:
         self.class_names = tuple(str(c) for c in self.class_names)
         if not (0.0 < self.drift_label_linf <= 1.0 and 0.0 < self.drift_pixel_js <= 1.0):
             raise ValueError("drift_label_linf and drift_pixel_js must be in (0, 1]")
+        if not (0.0 < self.image_centre_js <= 1.0 and 0.0 < self.image_box_linf <= 1.0 and self.image_mean_excess > 0):
+            raise ValueError("image_centre_js and image_box_linf must be in (0, 1], image_mean_excess above 0")
+        if not (0.0 <= self.contamination_max_share < 1.0 and 0.0 < self.duplicate_similarity <= 1.0
+                and 0 <= self.duplicate_hamming <= 2):
+            raise ValueError("contamination_max_share must be in [0, 1), duplicate_similarity in (0, 1], "
+                             f"duplicate_hamming 0-2; got {self.contamination_max_share}, "
+                             f"{self.duplicate_similarity}, {self.duplicate_hamming}")
         for name, kind in typing.get_type_hints(PipelineConfig).items():
             allowed = typing.get_args(kind)
             if typing.get_origin(kind) is Literal and getattr(self, name) not in allowed:
@@ -298,6 +327,12 @@ class PipelineConfig:
             return ""
         return self.baseline_statistics or os.path.join(
             os.path.dirname(self.schema_path), "baseline_statistics.pbtxt")
+
+    def resolved_image_baseline(self) -> str:
+        """The pinned image drift baseline folder ("" when the image drift check is off)."""
+        if self.image_baseline.lower() == "none":
+            return ""
+        return self.image_baseline or os.path.join(os.path.dirname(self.schema_path), "image_baseline")
 
     def resolved_registry_uri(self) -> str:
         """The registry of local runs: the configured URI, else the embedded SQLite one."""

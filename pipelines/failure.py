@@ -13,7 +13,7 @@ from pipelines import summary
 from pipelines.config import PipelineConfig
 
 # The settings each kind of stage reads from the user: what the block names.
-DATA_STAGES = ("MnistExampleGen", "StatisticsGen", "ExampleValidator", "DriftValidator", "DataGate")
+DATA_STAGES = ("MnistExampleGen", "StatisticsGen", "ExampleValidator", "ImageValidator", "DriftValidator", "DataGate")
 REGISTRY_STAGES = ("ChampionResolver", "BakeoffEvaluator", "RegistryPusher")
 MAX_PROBLEM_LINES = 8
 OUR_PACKAGES = ("components", "pipelines", "trainers")

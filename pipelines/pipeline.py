@@ -1,5 +1,6 @@
-"""The DAG: the champion resolved -> ingest -> validate (schema, drift, skew) -> gate -> (tuning
-each framework, when asked) -> Keras + PyTorch trainers -> bake-off -> registry."""
+"""The DAG: the champion resolved -> ingest -> validate (schema, drift, skew, the images'
+contamination and drift) -> gate -> (tuning each framework, when asked) -> Keras + PyTorch
+trainers -> bake-off -> registry."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from components.champion_resolver.component import ChampionResolver
 from components.champion_resolver.strategy import SameChampion
 from components.data_gate.component import DataGate
 from components.drift_validator.component import DriftValidator
+from components.image_validator.component import ImageValidator
 from components.kserve_deployer.component import KServeDeployer
 from components.mnist_example_gen.component import MnistExampleGen
 from components.registry_pusher.component import RegistryPusher
@@ -120,14 +122,24 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     statistics_gen = tfx.components.StatisticsGen(examples=examples, schema=schema_importer.outputs["schema"])
     example_validator = tfx.components.ExampleValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"])
+    # The images themselves: copies of training images in the test split, and shifted, scaled or
+    # rotated digits, against the champion's training images (the pinned image baseline without them).
+    image_validator = ImageValidator(
+        examples=examples, champion_statistics=champion["statistics"], image_baseline=cfg.resolved_image_baseline(),
+        baseline_from_champion=cfg.baseline_from_champion, centre_js=cfg.image_centre_js,
+        box_linf=cfg.image_box_linf, mean_image_excess=cfg.image_mean_excess,
+        contamination_max_share=cfg.contamination_max_share, duplicate_similarity=cfg.duplicate_similarity,
+        duplicate_hamming=cfg.duplicate_hamming)
     drift_validator = DriftValidator(
         statistics=statistics_gen.outputs["statistics"], schema=schema_importer.outputs["schema"],
         anomalies=example_validator.outputs["anomalies"], examples=examples,
         # The pinned baseline; the champion's training statistics replace it when it has them.
         baseline_statistics=cfg.resolved_baseline_statistics(), baseline_from_champion=cfg.baseline_from_champion,
-        champion_statistics=champion["statistics"], label_linf=cfg.drift_label_linf, pixel_js=cfg.drift_pixel_js)
+        champion_statistics=champion["statistics"], label_linf=cfg.drift_label_linf, pixel_js=cfg.drift_pixel_js,
+        image_checks=image_validator.outputs["image_checks"])
     data_gate = DataGate(anomalies=example_validator.outputs["anomalies"],
-                         drift_anomalies=drift_validator.outputs["drift_anomalies"])
+                         drift_anomalies=drift_validator.outputs["drift_anomalies"],
+                         image_checks=image_validator.outputs["image_checks"])
 
     def custom_config(seed: int) -> dict[str, Any]:
         return {**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
@@ -177,9 +189,9 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
     return tfx.dsl.Pipeline(
         pipeline_name=cfg.pipeline_name,
         pipeline_root=pipeline_root,
-        components=[*resolution, example_gen, schema_importer, statistics_gen, example_validator, drift_validator,
-                    data_gate, *(t for tasks in tuning.values() for t in tasks), *trainers.values(), evaluator,
-                    pusher, *serving],
+        components=[*resolution, example_gen, schema_importer, statistics_gen, example_validator, image_validator,
+                    drift_validator, data_gate, *(t for tasks in tuning.values() for t in tasks), *trainers.values(),
+                    evaluator, pusher, *serving],
         enable_cache=True,
         metadata_connection_config=(
             tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)

@@ -1,4 +1,5 @@
-"""DataGate: stops the pipeline before training when the data has anomalies, drift or skew."""
+"""DataGate: stops the pipeline before training when the data has anomalies, drift or skew, or
+ImageValidator found contaminated test images or drifted images."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ class DataGateSpec(ComponentSpec):
     INPUTS = {
         executor.ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies),
         executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
+        executor.IMAGE_CHECKS: ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
     }
     OUTPUTS: dict = {}  # the trainers depend on the gate itself (pipelines/pipeline.py)
 
@@ -23,5 +25,7 @@ class DataGate(base_component.BaseComponent):
     SPEC_CLASS = DataGateSpec
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
-    def __init__(self, anomalies: types.BaseChannel, drift_anomalies: types.BaseChannel | None = None) -> None:
-        super().__init__(spec=DataGateSpec(anomalies=anomalies, drift_anomalies=drift_anomalies))
+    def __init__(self, anomalies: types.BaseChannel, drift_anomalies: types.BaseChannel | None = None,
+                 image_checks: types.BaseChannel | None = None) -> None:
+        super().__init__(spec=DataGateSpec(anomalies=anomalies, drift_anomalies=drift_anomalies,
+                                           image_checks=image_checks))

@@ -1,5 +1,7 @@
-"""DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any, or
-when DriftValidator found drift against the baseline or skew between train and test.
+"""DataGate's executor: fails the run, naming every anomaly, when ExampleValidator found any, when
+DriftValidator found drift against the baseline or skew between train and test, or when
+ImageValidator found test images copied from training images or drifted images (its `problems`,
+one line each: it only reads them, so a passing gate stays cheap).
 
 It has no output: the trainers depend on the gate explicitly, so they cannot start before it has
 passed.
@@ -14,10 +16,11 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components import artifacts
+from components import artifacts, image_checks
 
 ANOMALIES = "anomalies"
 DRIFT_ANOMALIES = "drift_anomalies"
+IMAGE_CHECKS = "image_checks"
 
 
 class DataAnomaliesError(RuntimeError):
@@ -50,6 +53,9 @@ class Executor(base_executor.BaseExecutor):
             drift = artifact_utils.get_single_instance(input_dict[DRIFT_ANOMALIES])
             problems += describe(artifacts.read_anomalies(drift), "drift/skew:")
             review = drift.get_string_custom_property(artifacts.REVIEW_HTML)
+        if input_dict.get(IMAGE_CHECKS):
+            problems += image_checks.problems(image_checks.read_results(
+                artifact_utils.get_single_instance(input_dict[IMAGE_CHECKS])))
         if problems:
             raise DataAnomaliesError(
                 f"data validation found {len(problems)} anomalies (details in {anomalies.uri}"

@@ -30,6 +30,8 @@ class DriftValidatorSpec(ComponentSpec):
         executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples, optional=True),
         # The champion's training statistics (ChampionResolver through SameChampion): the baseline.
         executor.CHAMPION_STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
+        # ImageValidator's results: shown in the review beside the statistics.
+        executor.IMAGE_CHECKS: ChannelParameter(type=standard_artifacts.ExampleAnomalies, optional=True),
     }
     OUTPUTS = {executor.DRIFT_ANOMALIES: ChannelParameter(type=standard_artifacts.ExampleAnomalies)}
 
@@ -42,12 +44,13 @@ class DriftValidator(base_component.BaseComponent):
                  anomalies: types.BaseChannel, baseline_statistics: str,
                  label_linf: float, pixel_js: float, baseline_from_champion: bool = False,
                  champion_statistics: types.BaseChannel | None = None,
-                 examples: types.BaseChannel | None = None) -> None:
+                 examples: types.BaseChannel | None = None, image_checks: types.BaseChannel | None = None) -> None:
         """baseline_statistics: the pinned file ("" = no drift check). With baseline_from_champion,
         the champion's training statistics (`champion_statistics`) are used instead when it has
-        them. `examples`: their first images per label go into the review."""
+        them. `examples`: their first images per label go into the review. `image_checks`:
+        ImageValidator's contamination and image drift results, also shown in the review."""
         super().__init__(spec=DriftValidatorSpec(
             statistics=statistics, schema=schema, anomalies=anomalies, examples=examples,
             baseline_statistics=baseline_statistics, label_linf=label_linf, pixel_js=pixel_js,
             baseline_from_champion=int(baseline_from_champion), champion_statistics=champion_statistics,
-            drift_anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies)))
+            image_checks=image_checks, drift_anomalies=types.Channel(type=standard_artifacts.ExampleAnomalies)))

@@ -21,7 +21,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import io_utils
 
-from components import artifacts
+from components import artifacts, image_checks
 from components.drift_validator import baseline as baselines
 from components.drift_validator import review
 from trainers import common
@@ -36,6 +36,7 @@ SAMPLE_SCAN = 4096  # records read per split at most, looking for each label's s
 BASELINE = "baseline_statistics"  # the pinned file ("" = no drift check)
 BASELINE_FROM_CHAMPION = "baseline_from_champion"
 CHAMPION_STATISTICS = "champion_statistics"  # ChampionResolver's, optional
+IMAGE_CHECKS = "image_checks"  # ImageValidator's results, optional: shown in the review
 LABEL_LINF = "label_linf"
 PIXEL_JS = "pixel_js"
 
@@ -164,8 +165,12 @@ class Executor(base_executor.BaseExecutor):
 
         review_path = os.path.join(output.uri, REVIEW_FILE)
         samples = sample_images(input_dict[EXAMPLES][0]) if input_dict.get(EXAMPLES) else None
+        images = None
+        if input_dict.get(IMAGE_CHECKS):
+            checks = artifact_utils.get_single_instance(input_dict[IMAGE_CHECKS])
+            images = (image_checks.read_results(checks), image_checks.read_pictures(checks))
         html = review.render(current=current, baseline=baseline, baseline_path=f"{baseline_path} ({chosen.source})",
-                             samples=samples,
+                             samples=samples, images=images,
                              validator_anomalies=validator_anomalies, drift_anomalies=drift,
                              thresholds={"label L-infinity": label_linf, "pixel Jensen-Shannon": pixel_js})
         io_utils.write_string_file(review_path, html)

@@ -1,6 +1,7 @@
 """A self-contained HTML review of the data: a verdict first, pictures of the label distribution
 and of the pixel summaries against the baseline (the divergence the drift check measured printed
-on each), the schema anomalies and the drift/skew checks, then the statistics as tables.
+on each), ImageValidator's image checks (duplicate pairs, mean images: image_review.py), the
+schema anomalies and the drift/skew checks, then the statistics as tables.
 
 Everything is inline (figures as PNG data URIs, no script): it reads offline, in any browser,
 attached to a ticket. TFDV's own renderings are used where they work outside a notebook: its
@@ -17,6 +18,7 @@ import numpy as np
 from tensorflow_data_validation.utils import display_util
 from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 
+from components.drift_validator import image_review
 from components.figures import png_data_uri
 
 Stats = statistics_pb2.DatasetFeatureStatisticsList
@@ -190,24 +192,31 @@ def _anomalies_section(title: str, per_split: dict[str, anomalies_pb2.Anomalies]
 
 
 def _verdict(validator_anomalies: dict[str, anomalies_pb2.Anomalies],
-             drift_anomalies: dict[str, anomalies_pb2.Anomalies]) -> str:
+             drift_anomalies: dict[str, anomalies_pb2.Anomalies], image_problems: list[str]) -> str:
     found = [(f"{split} ({source})", _anomaly_count(a))
              for source, per_split in (("schema", validator_anomalies), ("drift/skew", drift_anomalies))
              for split, a in per_split.items() if _anomaly_count(a)]
+    if image_problems:
+        found.append(("images (contamination, image drift)", len(image_problems)))
     if not found:
-        return '<p id="verdict" class="ok"><b>No anomaly</b>: the schema, drift and skew checks all passed.</p>'
+        return ('<p id="verdict" class="ok"><b>No anomaly</b>: the schema, drift, skew and image checks all '
+                'passed.</p>')
     listed = ", ".join(f"{html.escape(where)}: {n}" for where, n in found)
-    return f'<p id="verdict" class="bad"><b>Anomalies found</b>, the data gate stops the run: {listed}.</p>'
+    lines = "".join(f"<li>{html.escape(line)}</li>" for line in image_problems)
+    return (f'<p id="verdict" class="bad"><b>Anomalies found</b>, the data gate stops the run: {listed}.</p>'
+            + (f'<ul id="image-problems">{lines}</ul>' if lines else ""))
 
 
 def render(*, current: dict[str, Stats], baseline: dict[str, Stats] | None, baseline_path: str,
            validator_anomalies: dict[str, anomalies_pb2.Anomalies],
            drift_anomalies: dict[str, anomalies_pb2.Anomalies], thresholds: dict[str, float],
-           samples: dict[str, tuple[np.ndarray, np.ndarray]] | None = None) -> str:
+           samples: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+           images: tuple[dict, dict[str, np.ndarray]] | None = None) -> str:
+    """`images`: ImageValidator's results and pictures (components/image_checks.py), if it ran."""
     limits = ", ".join(f"{k} &le; {v}" for k, v in thresholds.items())
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Data review</title>"
              f"<style>{_STYLE}</style></head><body><h1>Data review</h1>",
-             _verdict(validator_anomalies, drift_anomalies),
+             _verdict(validator_anomalies, drift_anomalies, list(images[0].get("problems", [])) if images else []),
              f"<p>Written {time.strftime('%Y-%m-%d %H:%M:%S %Z')}. Baseline: "
              f"<code>{html.escape(baseline_path or 'none')}</code>. Thresholds: {limits}.</p>"]
     grid = sample_grid(samples)
@@ -221,6 +230,8 @@ def render(*, current: dict[str, Stats], baseline: dict[str, Stats] | None, base
     if pixels:
         parts.append(f'<h2>Pixel summaries</h2><img id="pixel-histograms" alt="pixel_mean and ink_fraction '
                      f'histograms" src="{pixels}">')
+    if images:
+        parts.append(image_review.sections(*images))
     parts += [_anomalies_section("Schema anomalies (ExampleValidator)", validator_anomalies),
               _anomalies_section("Drift against the baseline, and train/test skew (TFDV comparators)",
                                  drift_anomalies),

@@ -128,7 +128,7 @@ def _object_store_problems(package: Package, root: str | None, target: str) -> l
 
 
 # The stages that judge against the champion, and what each must read from a secret (kubeflow target).
-JUDGES = ("DriftValidator", "BakeoffEvaluator", "RegistryPusher")
+JUDGES = ("ImageValidator", "DriftValidator", "BakeoffEvaluator", "RegistryPusher")
 KEY_VARIABLES = {"RegistryPusher": "MNIST_MODEL_SIGNING_KEY", "ChampionResolver": "MNIST_MODEL_VERIFY_KEY",
                  "BakeoffEvaluator": "MNIST_MODEL_VERIFY_KEY"}
 
