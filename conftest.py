@@ -121,6 +121,31 @@ def run_example_gen(output_dir: Path, cache_dir: Path, source: str = "", **param
     return examples
 
 
+def run_image_validator(examples, out: Path, champion_statistics=None, **settings):
+    """The real ImageValidator executor as the pipeline runs it, with the default settings:
+    (image_statistics, image_checks, results)."""
+    from tfx.dsl.components.base import base_beam_executor
+    from tfx.types import standard_artifacts
+
+    from components import image_checks
+    from components.image_validator import executor
+
+    defaults = {executor.BASELINE: DEFAULTS.resolved_image_baseline(), executor.BASELINE_FROM_CHAMPION: 1,
+                executor.CENTRE_JS: DEFAULTS.image_centre_js, executor.BOX_LINF: DEFAULTS.image_box_linf,
+                executor.MEAN_IMAGE: DEFAULTS.image_mean_excess, executor.MAX_SHARE: DEFAULTS.contamination_max_share,
+                executor.SIMILARITY: DEFAULTS.duplicate_similarity, executor.HAMMING: DEFAULTS.duplicate_hamming}
+    statistics, checks = standard_artifacts.ExampleStatistics(), standard_artifacts.ExampleAnomalies()
+    statistics.uri, checks.uri = str(out / "image_statistics"), str(out / "image_checks")
+    os.makedirs(statistics.uri)
+    os.makedirs(checks.uri)
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=TEST_BEAM_ARGS)
+    inputs = {executor.EXAMPLES: [examples],
+              **({executor.CHAMPION_STATISTICS: [champion_statistics]} if champion_statistics is not None else {})}
+    executor.Executor(context).Do(inputs, {executor.IMAGE_STATISTICS: [statistics], executor.IMAGE_CHECKS: [checks]},
+                                  {**defaults, **settings})
+    return statistics, checks, image_checks.read_results(checks)
+
+
 @pytest.fixture(scope="session")
 def small_examples(mnist_cache: Path, tmp_path_factory: pytest.TempPathFactory):
     """Examples artifact: train ~2,700 / eval ~300 / test 1,000 real MNIST records."""

@@ -32,7 +32,6 @@ RECORDED_ACCURACY = "recorded_accuracy"
 RECORDED_EXAMPLES = "recorded_examples"
 WHY_ABSENT = "reason"
 RECORD_FILE = "champion.json"
-IMAGE_HASHES_FILE = "image_hashes.npz"
 
 
 def is_present(artifact: types.Artifact | None) -> bool:

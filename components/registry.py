@@ -72,9 +72,8 @@ SIGNING_KEY_TAG = "signing_key"
 NOT_PROMOTED_TAG = "not_promoted_reason"
 # The run artifacts of a version: the signed folder and the signature beside it (trainers/model_format.py).
 MODEL_DIR = PYFUNC_IN_SIGNED  # the MLflow pyfunc, inside SIGNED_DIR: the version's source
-BASELINE_DIR = "baseline"  # the training data's statistics and image hashes, inside SIGNED_DIR
+BASELINE_DIR = "baseline"  # the training data's statistics and images (statistics, fingerprints), inside SIGNED_DIR
 STATISTICS_DIR = "statistics"
-IMAGE_HASHES_FILE = "image_hashes.npz"
 IDENTITY_FILE = "identity.json"
 PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "registry_pyfunc.py")
 TRAINERS_PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "trainers")

@@ -176,7 +176,8 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
                                  registry_uri=registry_uri, registered_model_name=cfg.registered_model_name,
                                  tuning={f: tasks[0].outputs["tuner_results"] for f, tasks in tuning.items()})
     pusher = RegistryPusher(evaluation=evaluator.outputs["evaluation"], blessing=evaluator.outputs["blessing"],
-                            candidates=models, champion=champion["model"], examples=examples,
+                            candidates=models, champion=champion["model"],
+                            image_statistics=image_validator.outputs["image_statistics"],
                             statistics=statistics_gen.outputs["statistics"], registry_uri=registry_uri,
                             registry_lock_uri=cfg.registry_lock_uri, registered_model_name=cfg.registered_model_name)
 

@@ -52,7 +52,7 @@ def test_both_models_scored_on_the_same_examples(small_examples, small_models, b
     report = (tmp_path / "evaluation" / "report.html").read_text()
     assert d["winner"] in report and 'id="confusion-matrices" alt="confusion matrices" src="data:image/png' in report
     assert 'id="training-curves" alt="training curves per epoch" src="data:image/png' in report
-    assert 'id="frameworks"' in report and "tf_saved_model" in report and "torchscript" in report
+    assert 'id="frameworks"' in report and "tf_saved_model" in report and "state_dict" in report
     assert "| keras_model" in (tmp_path / "evaluation" / "summary.md").read_text()
     assert "no champion in the registry" in " ".join(d["reasons"])
 
@@ -81,7 +81,7 @@ def test_ties_intervals_and_the_corrupted_copy(small_examples, small_models, bak
     from components.registry_pusher.executor import decision_tags
 
     assert decision_tags(evaluation, "run", "", "rev")["statistical_tie"] == str(tied).lower()
-    assert {"corruption", "slices"} == set(d["gates"]) and not any(g["applied"] for g in d["gates"].values())
+    assert {"corruption", "slices", "champion_shift"} == set(d["gates"]) and not any(g["applied"] for g in d["gates"].values())
 
     robustness = evaluation["robustness"]
     assert robustness["names"] == list(corruptions.NAMES) and robustness["examples"] == 1000

@@ -14,8 +14,8 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components import champion
-from components.registry import IMAGE_HASHES_FILE, STATISTICS_DIR, ChampionState, MlflowRegistry, VerifiedVersion
+from components import champion, image_checks
+from components.registry import STATISTICS_DIR, ChampionState, MlflowRegistry, VerifiedVersion
 from trainers.model_format import copy_tree, write_bytes
 
 REGISTRY_URI = "registry_uri"
@@ -42,17 +42,18 @@ def recorded_scores(version_tags: dict[str, str]) -> dict[str, Any]:
 
 
 def write_statistics(verified: VerifiedVersion, statistics: types.Artifact) -> list[str]:
-    """The champion's training statistics (Split-*/FeatureStats.pb) and image hashes into the
-    statistics artifact; the splits found (none for a version registered without them)."""
+    """The champion's training statistics (Split-*/FeatureStats.pb: the drift baseline) and its
+    training images' statistics and fingerprints (`images/`: the image drift baseline and the
+    contamination check's, components/image_checks.py) into the statistics artifact; the splits
+    of its TFDV statistics (none for a version registered without them)."""
     splits = []
     folder = verified.baseline(STATISTICS_DIR)
     if folder:
         splits = sorted(entry[len("Split-"):] for entry in os.listdir(folder) if entry.startswith("Split-"))
         copy_tree(folder, statistics.uri)
-    hashes = verified.baseline(IMAGE_HASHES_FILE)
-    if hashes:
-        with open(hashes, "rb") as f:
-            write_bytes(os.path.join(statistics.uri, champion.IMAGE_HASHES_FILE), f.read())
+    images = verified.baseline(image_checks.CHAMPION_IMAGES_DIR)
+    if images:  # not a split of the artifact: a folder of its own
+        copy_tree(images, image_checks.champion_images(statistics.uri))
     statistics.split_names = artifact_utils.encode_split_names(splits)
     return splits
 

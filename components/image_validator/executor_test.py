@@ -22,26 +22,7 @@ from components import image_hashes as ih
 from components.image_validator import executor
 from components.image_validator.geometry_test import real_images
 from components.mnist_example_gen.sources import MNIST_FILES
-from conftest import DEFAULTS, TEST_BEAM_ARGS, run_example_gen, seen_in_chromium, write_idx
-
-SETTINGS = {executor.BASELINE: DEFAULTS.resolved_image_baseline(), executor.BASELINE_FROM_CHAMPION: 1,
-            executor.CENTRE_JS: DEFAULTS.image_centre_js, executor.BOX_LINF: DEFAULTS.image_box_linf,
-            executor.MEAN_IMAGE: DEFAULTS.image_mean_excess, executor.MAX_SHARE: DEFAULTS.contamination_max_share,
-            executor.SIMILARITY: DEFAULTS.duplicate_similarity, executor.HAMMING: DEFAULTS.duplicate_hamming}
-
-
-def run_image_validator(examples, out: Path, champion_statistics=None, **settings):
-    """The executor as the pipeline runs it: (image_statistics, image_checks, results)."""
-    statistics, checks = standard_artifacts.ExampleStatistics(), standard_artifacts.ExampleAnomalies()
-    statistics.uri, checks.uri = str(out / "image_statistics"), str(out / "image_checks")
-    os.makedirs(statistics.uri)
-    os.makedirs(checks.uri)
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=TEST_BEAM_ARGS)
-    inputs = {executor.EXAMPLES: [examples],
-              **({executor.CHAMPION_STATISTICS: [champion_statistics]} if champion_statistics is not None else {})}
-    executor.Executor(context).Do(inputs, {executor.IMAGE_STATISTICS: [statistics], executor.IMAGE_CHECKS: [checks]},
-                                  {**SETTINGS, **settings})
-    return statistics, checks, image_checks.read_results(checks)
+from conftest import DEFAULTS, TEST_BEAM_ARGS, run_example_gen, run_image_validator, seen_in_chromium, write_idx
 
 
 def dataset(folder: Path, cache: Path, train_file: tuple[np.ndarray, np.ndarray],

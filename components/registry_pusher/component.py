@@ -23,8 +23,9 @@ class RegistryPusherSpec(ComponentSpec):
         executor.BLESSING: ChannelParameter(type=standard_artifacts.ModelBlessing),
         # The statistics of the data the models were trained on, recorded on the version.
         executor.STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
-        # Their training images, hashed and recorded with the version (later runs' contamination check).
-        executor.EXAMPLES: ChannelParameter(type=standard_artifacts.Examples, optional=True),
+        # Their training images' statistics and fingerprints (ImageValidator's), recorded with the
+        # version: later runs' image drift baseline and contamination check.
+        executor.IMAGE_STATISTICS: ChannelParameter(type=standard_artifacts.ExampleStatistics, optional=True),
         # The champion state the run was judged against: the alias moves only if it still holds.
         executor.CHAMPION: ChannelParameter(type=standard_artifacts.Model),
     }
@@ -38,11 +39,12 @@ class RegistryPusher(base_component.BaseComponent):
     def __init__(self, evaluation: types.BaseChannel, blessing: types.BaseChannel,
                  candidates: dict[str, types.BaseChannel], champion: types.BaseChannel, registry_uri: str,
                  registered_model_name: str, statistics: types.BaseChannel | None = None,
-                 examples: types.BaseChannel | None = None, registry_lock_uri: str = "") -> None:
+                 image_statistics: types.BaseChannel | None = None, registry_lock_uri: str = "") -> None:
         # The candidates are inputs so that lineage names the model that was pushed.
         spec_class = spec_with_candidates(RegistryPusherSpec, sorted(candidates))
         super().__init__(spec=spec_class(
-            evaluation=evaluation, blessing=blessing, statistics=statistics, examples=examples, champion=champion,
+            evaluation=evaluation, blessing=blessing, statistics=statistics, image_statistics=image_statistics,
+            champion=champion,
             registry_uri=registry_uri, registry_lock_uri=registry_lock_uri, **candidates,
             registered_model_name=registered_model_name,
             pushed_model=types.Channel(type=standard_artifacts.PushedModel)))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from typing import Any
 
 import tensorflow as tf
@@ -20,13 +19,13 @@ from tfx import types
 from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 
-from components import artifacts, champion, examples, image_hashes, tracking
+from components import artifacts, champion, image_checks, tracking
 from components import registry as registry_lib
 
 EVALUATION = "evaluation"
 BLESSING = "blessing"
 STATISTICS = "statistics"
-EXAMPLES = "examples"  # the training images, hashed for later runs' contamination check
+IMAGE_STATISTICS = "image_statistics"  # ImageValidator's: the training images' statistics and fingerprints
 CHAMPION = "champion"  # ChampionResolver's model: the champion state the run was judged against
 PUSHED_MODEL = "pushed_model"
 REGISTRY_URI = "registry_uri"
@@ -125,13 +124,18 @@ def not_pushed(pushed: types.Artifact, reason: str) -> None:
     pushed.set_string_custom_property("reason", reason)
 
 
-def training_image_hashes(input_dict: dict[str, list[types.Artifact]], folder: str) -> dict[str, str]:
-    """The training split's image hashes as a file in `folder`, {name: path} for the version's baseline."""
-    if not input_dict.get(EXAMPLES):
-        return {}
-    images, labels = examples.load_split(artifact_utils.get_single_instance(input_dict[EXAMPLES]), "train")
-    return {registry_lib.IMAGE_HASHES_FILE: image_hashes.save(os.path.join(folder, registry_lib.IMAGE_HASHES_FILE),
-                                                              images, labels)}
+def baseline_files(input_dict: dict[str, list[types.Artifact]]) -> dict[str, str]:
+    """What later runs judge their data against, registered (signed) with the version: the TFDV
+    statistics of the data the model was trained on (the drift baseline) and its training images'
+    statistics and fingerprints (image drift, contamination); {name in baseline/: folder}."""
+    baseline = {}
+    if input_dict.get(STATISTICS):
+        baseline[registry_lib.STATISTICS_DIR] = artifact_utils.get_single_uri(input_dict[STATISTICS])
+    if input_dict.get(IMAGE_STATISTICS):
+        train = image_checks.split_folder(artifact_utils.get_single_uri(input_dict[IMAGE_STATISTICS]),
+                                          image_checks.BASELINE_SPLIT)
+        baseline[f"{image_checks.CHAMPION_IMAGES_DIR}/{os.path.basename(train)}"] = train
+    return baseline
 
 
 class Executor(base_executor.BaseExecutor):
@@ -181,17 +185,13 @@ class Executor(base_executor.BaseExecutor):
                             "or an interrupted attempt of this one): not registering it again", version.name,
                             version.version)
         else:
-            with tempfile.TemporaryDirectory(prefix="push-") as tmp:
-                # What later runs need from this version travels with it, signed: no path into this run.
-                baseline = training_image_hashes(input_dict, tmp)
-                if input_dict.get(STATISTICS):
-                    baseline[registry_lib.STATISTICS_DIR] = artifact_utils.get_single_uri(input_dict[STATISTICS])
-                version = registry.register(
-                    model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
-                    metrics=tracking.flatten_metrics(evaluation), description=version_description(evaluation),
-                    files={f"evaluation/{artifacts.EVALUATION_FILE}": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
-                           f"evaluation/{artifacts.REPORT_FILE}": os.path.join(eval_dir, artifacts.REPORT_FILE)},
-                    baseline=baseline, class_names=evaluation.get("class_names"))
+            # What later runs need from this version travels with it, signed: no path into this run.
+            version = registry.register(
+                model_dir, evaluation["candidates"][winner]["framework"], tags=tags,
+                metrics=tracking.flatten_metrics(evaluation), description=version_description(evaluation),
+                files={f"evaluation/{artifacts.EVALUATION_FILE}": os.path.join(eval_dir, artifacts.EVALUATION_FILE),
+                       f"evaluation/{artifacts.REPORT_FILE}": os.path.join(eval_dir, artifacts.REPORT_FILE)},
+                baseline=baseline_files(input_dict), class_names=evaluation.get("class_names"))
         if register_only:
             reason = ("the data changed under the champion (champion shift alarm, shift_alarm_action register): "
                       f"registered for a person to promote (`python -m pipelines registry promote {version.version}`)")

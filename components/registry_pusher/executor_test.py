@@ -4,21 +4,22 @@ state the real ChampionResolver read."""
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 from tfx.types import standard_artifacts
 
 from components import examples as example_data
-from components import image_hashes, registry
+from components import image_checks, image_hashes, registry
 from components.registry_pusher import executor
-from conftest import load_champion_pyfunc, resolve_champion, run_evaluator
+from conftest import load_champion_pyfunc, resolve_champion, run_evaluator, run_image_validator
 
 MODEL_NAME = "mnist-test"
 
 
 def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, model_name=MODEL_NAME,
-               champion=None, statistics=None, examples=None, lock_uri=""):
+               champion=None, statistics=None, image_statistics=None, lock_uri=""):
     """The real pusher; `champion`: what the run resolved (default: ChampionResolver's reading now)."""
     if champion is None:
         champion, _ = resolve_champion(registry_uri, model_name, tmp_path / "resolved")
@@ -26,7 +27,7 @@ def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, m
     evaluation.uri = str(evaluation_dir)
     inputs = {"evaluation": [evaluation], "blessing": [blessing], "champion": [champion],
               **({"statistics": [statistics]} if statistics is not None else {}),
-              **({"examples": [examples]} if examples is not None else {})}
+              **({"image_statistics": [image_statistics]} if image_statistics is not None else {})}
     for name, uri in small_models.items():
         model = standard_artifacts.Model()
         model.uri = str(uri)
@@ -43,7 +44,9 @@ def run_pusher(tmp_path, evaluation_dir, blessing, small_models, registry_uri, m
 def test_blessed_winner_is_registered_signed_and_becomes_champion(small_examples, small_models, tmp_path):
     evaluation, blessing = run_evaluator(small_examples, small_models, tmp_path, min_accuracy=0.0)
     uri = registry.embedded_uri(str(tmp_path / "registry"))
-    pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, uri, examples=small_examples)
+    image_statistics, _, _ = run_image_validator(small_examples, tmp_path / "images")
+    pushed = run_pusher(tmp_path, tmp_path / "evaluation", blessing, small_models, uri,
+                        image_statistics=image_statistics)
     assert pushed.get_int_custom_property("pushed") == 1 and pushed.get_int_custom_property("champion") == 1
     reg = registry.MlflowRegistry(uri, MODEL_NAME)
     champion = reg.champion()
@@ -55,12 +58,19 @@ def test_blessed_winner_is_registered_signed_and_becomes_champion(small_examples
     assert champion.tags["data_sha256"] == evaluation["data"]["examples_sha256"]
     assert champion.tags["evaluated_against"].startswith(f"{MODEL_NAME}@champion: no champion, revision 0")
     assert reg.champion_state().revision == "1"
-    # Every file it was registered with is signed and verifies; the training images' hashes travel with it.
+    # Every file it was registered with is signed and verifies; the training images' statistics and
+    # fingerprints travel with it, where ChampionResolver and the next ImageValidator find them.
     verified = reg.download_verified(champion, str(tmp_path / "download"))
     assert {"identity.json", "evaluation/evaluation.json", "evaluation/report.html"} <= set(verified.signed_files)
     train_images, _ = example_data.load_split(small_examples, "train")
-    recorded = image_hashes.load(verified.baseline(registry.IMAGE_HASHES_FILE))
+    images_baseline = verified.baseline(f"{image_checks.CHAMPION_IMAGES_DIR}/Split-train")
+    recorded = image_hashes.load(os.path.join(images_baseline, image_checks.HASHES_FILE))
     assert np.array_equal(recorded["exact"], image_hashes.exact_hashes(train_images))
+    assert os.path.isfile(os.path.join(images_baseline, image_checks.FEATURE_STATS_FILE))
+    resolved, statistics = resolve_champion(uri, MODEL_NAME, tmp_path / "next-run")
+    next_run = image_checks.split_folder(image_checks.champion_images(statistics.uri), "train")
+    assert np.array_equal(image_hashes.load(os.path.join(next_run, image_checks.HASHES_FILE))["exact"],
+                          recorded["exact"])
     # The registered pyfunc, loaded through the alias, scores what the evaluator recorded.
     model = load_champion_pyfunc(reg)
     images, labels = example_data.load_split(small_examples, "test")
