@@ -396,8 +396,8 @@ def _launch_command(args: argparse.Namespace) -> int:
         object_store.enable_s3(os.environ)
     from pipelines import model_keys
 
-    model_keys.use_local_keys()  # its pusher signs, its resolver and evaluator verify
-    environment = {**(object_store.credentials(os.environ) if remote else {}), **model_keys.key_environment(os.environ)}
+    model_keys.use_local_keys()  # its pusher signs, its resolver and evaluator verify (launch hands them on)
+    environment = object_store.credentials(os.environ) if remote else {}
     started = time.monotonic()
     try:
         outputs = launch.launch_locally(args.package, run_root, values, container=container, scratch=scratch,

@@ -235,7 +235,7 @@ def test_dataflow_needs_a_cloud_storage_root_and_flink_warns_of_an_s3_one(compil
     assert any("Beam runner DataflowRunner cannot reach the pipeline root 's3://b/root'" in p for p in problems)
     package = Package.read(compiled["kubeflow_workers_flink"])
     package.spec["defaultPipelineRoot"] = "minio://mlpipeline/root"
-    from pipelines.kubeflow.cluster_presubmit import cluster_warnings
+    from pipelines.kubeflow.presubmit import cluster_warnings
 
     assert any("get none of the step's AWS_* variables" in w for w in cluster_warnings(package))
 

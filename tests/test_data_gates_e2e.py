@@ -102,4 +102,7 @@ def test_the_clean_dataset_runs_to_the_end_and_its_rerun_passes_against_the_new_
     assert rerun["problems"] == []
     within, against_champion = rerun["contamination"]["checks"]
     assert within["ran"] and within["contaminated"] == 0
-    assert "champion version 1 of mnist-drift-e2e" in (against_champion["why_not"] or against_champion["against"])
+    # The pusher registered the run's training images with the version; the rerun judges against them.
+    assert against_champion["ran"] and against_champion["contaminated"] == 0
+    assert against_champion["against"] == "the training images of champion version 1 of mnist-drift-e2e"
+    assert rerun["drift"]["ran"] and rerun["drift"]["baseline_source"] == against_champion["against"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.config import load_config
-from pipelines.kubeflow import presubmit, tuning_presubmit
+from pipelines.kubeflow import presubmit
 from pipelines.kubeflow.compile import compile_kubeflow
 from pipelines.kubeflow.package import Package
 from pipelines.pipeline import create_pipeline, tuner_ids
@@ -50,7 +50,7 @@ def tuned_package(tmp_path_factory) -> Path:
 def test_the_package_runs_each_study_as_parallel_tasks(tuned_package):
     assert presubmit.presubmit_problems(tuned_package, "kubeflow") == []
     package = Package.read(tuned_package)
-    found = tuning_presubmit.tuner_tasks(package)
+    found = presubmit.tuner_tasks(package)
     assert found == {f: list(enumerate(ids)) for f, ids in tuner_ids(load_config(tune_trials=6, tune_workers=3),
                                                                         parallel_tasks=True).items()}
     for framework, tasks in ((f, dict(t)) for f, t in found.items()):
@@ -74,7 +74,7 @@ def _broken(package_path: Path, tmp_path: Path, change) -> list[str]:
     change(package)
     package.path = str(tmp_path / "broken.yaml")
     package.write()
-    return tuning_presubmit.tuning_problems(Package.read(package.path), "kubeflow")
+    return presubmit.tuning_problems(Package.read(package.path), "kubeflow")
 
 
 def _constant(package: Package, task_id: str, name: str, value) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from pipelines import model_keys
 from pipelines.config import REPO_ROOT
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, Package, PackageError
 
@@ -141,18 +142,19 @@ def _open_to_the_image_user(root: str) -> None:
             os.chmod(os.path.join(folder, name), 0o666)
 
 
-# The model-signing keys: a task gets only those its package names from a secret (the pusher the
-# signing key, the tasks that load a registered version the verify key), as on the cluster.
-MODEL_KEY_VARIABLES = ("MNIST_MODEL_SIGNING_KEY", "MNIST_MODEL_SIGNING_KEY_FILE", "MNIST_MODEL_VERIFY_KEY",
+# What the cluster's secrets hold: a task gets only those its package names from a secret (the
+# pusher the signing key, the tasks that load a registered version the verify key, the tuner tasks
+# and a PostgreSQL registry lock the database password), as on the cluster.
+SECRET_VARIABLES = ("MNIST_MODEL_SIGNING_KEY", "MNIST_MODEL_SIGNING_KEY_FILE", "MNIST_MODEL_VERIFY_KEY",
                        "MNIST_MODEL_VERIFY_KEY_FILE", "PGPASSWORD")
 
 
 def task_environment(package: Package, task_id: str, environment: dict[str, str]) -> dict[str, str]:
-    """`environment` without the model keys that `task_id`'s secrets do not name."""
+    """`environment` without the secret variables that `task_id`'s secrets do not name."""
     label = package.executor_label(task_id)
     named = {m.get("envVar") for secret in package.kubernetes_executors.get(label, {}).get("secretAsEnv", [])
              for m in secret.get("keyToEnv", [])}
-    return {k: v for k, v in environment.items() if k not in MODEL_KEY_VARIABLES or k in named}
+    return {k: v for k, v in environment.items() if k not in SECRET_VARIABLES or k in named}
 
 
 def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str, Any] | None = None,
@@ -163,9 +165,11 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
     the output artifacts by task/key, each with the task's wall time in `seconds`.
 
     `run_root`: the artifact store, a local folder or an s3:// or minio:// prefix (then
-    `environment` holds the store's endpoint and keys); `environment` also holds the model-signing
-    keys, which each task gets only where its package's secrets name them. `scratch`: a local folder for what stays
-    in a pod (each task's executor output file and log); default: `run_root` when local."""
+    `environment` holds the store's endpoint and keys). The secrets' variables (SECRET_VARIABLES:
+    the model-signing keys, PGPASSWORD) come from `environment`, else this process's environment
+    (key files read into PEM text), and each task gets only those its package's secrets name.
+    `scratch`: a local folder for what stays in a pod (each task's executor output file
+    and log); default: `run_root` when local."""
     run_root = str(run_root)
     remote = "://" in run_root
     if remote and scratch is None:
@@ -176,6 +180,8 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
     values.update(parameters or {})
     shared = list(dict.fromkeys([str(scratch)] + ([] if remote else [run_root])))  # one volume per folder
     produced: dict[tuple[str, str], dict] = {}
+    secrets = model_keys.key_environment(os.environ)  # key files as PEM text: a container cannot read them
+    inherited = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
     for task_id in task_order(package):
         task_scratch = scratch / task_id
         task_scratch.mkdir(parents=True, exist_ok=True)
@@ -189,8 +195,7 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
                 _open_to_the_image_user(folder)
         print(f"launch: {task_id}", file=log, flush=True)
         started = time.monotonic()
-        given = task_environment(package, task_id, environment or {})
-        inherited = {k: v for k, v in os.environ.items() if k not in MODEL_KEY_VARIABLES}
+        given = task_environment(package, task_id, {**secrets, **(environment or {})})
         with open(task_scratch / "log.txt", "w", encoding="utf-8") as task_log:
             command = container_command(package, task_id, invocation, container, shared, sorted(given))
             done = subprocess.run(command, stdout=task_log, stderr=subprocess.STDOUT,
