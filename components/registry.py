@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
 import logging
@@ -39,9 +38,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import zlib
 from collections.abc import Iterator
 
+from components import locks
 from components.names import RULE, is_safe_name
 from trainers import manifest
 from trainers.model_format import (
@@ -508,13 +507,8 @@ class MlflowRegistry:
         """Held by every alias writer around its read, compare and set (see the module's docstring)."""
         database = lock_database(self.uri, self.lock_uri)
         if self.uri.startswith("sqlite:///"):
-            path = self.uri[len("sqlite:///"):] + ".alias.lock"
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
+            with locks.file_lock(self.uri[len("sqlite:///"):] + ".alias.lock"):
                 yield
-            finally:
-                os.close(fd)  # closing releases the lock (also when the process dies)
             return
         if database == NO_LOCK:
             logging.getLogger(__name__).warning(
@@ -534,15 +528,8 @@ class MlflowRegistry:
         except psycopg2.Error as e:
             raise RegistryError(f"registry {self.uri}: cannot reach the alias lock's database "
                                 f"{database.split('@')[-1]}: {' '.join(str(e).split())}") from e
-        connection.autocommit = True
-        try:
-            with connection.cursor() as cursor:
-                # A session lock: the server drops it with the connection if this process dies.
-                cursor.execute("SELECT pg_advisory_lock(%s, %s)",
-                               (_ADVISORY_LOCK_CLASS, zlib.crc32(self.model_name.encode()) - 2**31))
+        with locks.advisory_lock(connection, _ADVISORY_LOCK_CLASS, self.model_name):
             yield
-        finally:
-            connection.close()
 
     def _set_champion(self, version: str, state: ChampionState) -> None:
         """Moves the alias and bumps the revision (callers hold the alias lock)."""

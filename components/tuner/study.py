@@ -25,12 +25,13 @@ import logging
 import os
 import socket
 import warnings
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
+
+from components import locks
 
 # pg_advisory_lock(key1, key2): key1 says "a tuning study's budget", key2 the study.
 ADVISORY_LOCK_CLASS = 0x74756E65  # "tune"
@@ -98,26 +99,13 @@ def study_name(prefix: str, framework: str, identity: dict[str, Any]) -> str:
 def study_lock(url: str, name: str) -> Iterator[None]:
     """Held by a worker around reading the study's trials and reserving budget for a new one."""
     if url.startswith("sqlite:///"):
-        import fcntl
-
-        fd = os.open(url[len("sqlite:///"):] + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locks.file_lock(url[len("sqlite:///"):] + ".lock"):
             yield
-        finally:
-            os.close(fd)  # closing releases the lock (also when the process dies)
         return
     import psycopg2
 
-    connection = psycopg2.connect(_libpq(url), connect_timeout=10)
-    connection.autocommit = True
-    try:
-        with connection.cursor() as cursor:
-            # A session lock: the server drops it with the connection if this worker dies.
-            cursor.execute("SELECT pg_advisory_lock(%s, %s)", (ADVISORY_LOCK_CLASS, zlib.crc32(name.encode()) - 2**31))
+    with locks.advisory_lock(psycopg2.connect(_libpq(url), connect_timeout=10), ADVISORY_LOCK_CLASS, name):
         yield
-    finally:
-        connection.close()
 
 
 def make_sampler(seed: int, trials: int, worker_index: int) -> optuna.samplers.TPESampler:
