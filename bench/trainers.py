@@ -1,6 +1,7 @@
 """Our two trainers against the seed's two bare scripts, then our default model over three seeds.
 
 PYTHONPATH=. $(infra/bootstrap.sh)/bin/python -m bench.trainers [--part all|seed|default|busy] [--epochs 5]
+    [--rounds 3] [--contenders seed_keras ours_keras ...]
 
 Each contender runs in its own process, one after the other, on the same full MNIST.
 - seed part: the seed article's Keras and PyTorch scripts (data read from local files instead of
@@ -8,7 +9,8 @@ Each contender runs in its own process, one after the other, on the same full MN
   it crashes on 28x28 input; nothing else changed) against our trainers' run_fn with the seed's
   model and epochs: `ours` with our trainers' batch and schedule (128, one-cycle peaking at 3e-3),
   `asseed` with every setting of the seed's (batch 32, constant learning rate 1e-3). Prints wall
-  time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratios.
+  time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratios:
+  medians of --rounds alternating rounds, with the CPU model and flags.
 - default part: our trainers with the pipeline's defaults (bn_cnn, its epochs, batch and
   one-cycle schedule) once per seed: test accuracy per seed, its spread, and training time.
 - busy part: our two trainers with the seed's settings, quiet and then with one competing CPU-bound
@@ -26,11 +28,14 @@ import contextlib
 import importlib
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
+
+from bench import machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -243,6 +248,22 @@ def busy_ratios(args: argparse.Namespace) -> None:
               f"{busy['seconds'] / quiet['seconds']:.2f} |")
 
 
+def seed_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:
+    """--rounds alternating rounds of the seed part's contenders (A, B, ..., A, B, ...): a single
+    timing on these VMs drifts by a third, so the tables report each contender's median."""
+    print(f"CPU: {machine.cpu_description()}", flush=True)
+    results: dict[str, list[dict]] = {name: [] for name in args.contenders}
+    for _ in range(args.rounds):
+        for name in args.contenders:
+            results[name].append(_spawn(name, args, 42))
+    return results
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """The run of median wall time (the lower middle one of an even count); {} for none."""
+    return sorted(runs, key=lambda r: r["seconds"])[(len(runs) - 1) // 2] if runs else {}
+
+
 def _setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -259,6 +280,9 @@ def main() -> None:
                         help="seed: the seed scripts against our trainers with seed_cnn; "
                              "default: our default model (pipeline defaults) over --seeds; "
                              "busy: our trainers quiet and beside one CPU-bound process")
+    parser.add_argument("--rounds", type=int, default=3, help="seed part: alternating rounds (medians reported)")
+    parser.add_argument("--contenders", nargs="+", choices=SEED_CONTENDERS, default=list(SEED_CONTENDERS),
+                        help="seed part: the contenders of each round, in this order")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="seeds of the default model's runs")
     parser.add_argument("--set", nargs="+", default=[], type=_setting, metavar="FIELD=JSON",
                         help="default part: override a TrainConfig field, e.g. augment_shift=0 epochs=5")
@@ -276,20 +300,27 @@ def main() -> None:
         return
     results = {}
     if args.part in ("all", "seed"):
-        results = {name: _spawn(name, args, 42) for name in SEED_CONTENDERS}
-        print("\n| contender | model | epochs | batch | train wall time (s) | examples/s | test accuracy |")
-        print("|---|---|---|---|---|---|---|")
-        for name, r in results.items():
-            model = "seed_cnn" + (" (seed script)" if name.startswith("seed") else "")
-            print(f"| {name} | {model} | {args.epochs} | {r.get('batch_size', 32)} | {r['seconds']:.1f} | "
-                  f"{r['examples'] / r['seconds']:.0f} | {r['test_accuracy']:.4f} |")
+        results = seed_rounds(args)
+        print("\n| contender | model | epochs | batch | train wall time (s), median | rounds (s) | examples/s | "
+              "test accuracy, median |")
+        print("|---|---|---|---|---:|---|---:|---:|")
+        for name, rs in results.items():
+            r, model = _median_run(rs), "seed_cnn" + (" (seed script)" if name.startswith("seed") else "")
+            rounds = " / ".join(f"{x['seconds']:.1f}" for x in rs)
+            accuracy = statistics.median(x["test_accuracy"] for x in rs)
+            print(f"| {name} | {model} | {args.epochs} | {r.get('batch_size', 32)} | {r['seconds']:.1f} | {rounds} | "
+                  f"{r['examples'] / r['seconds']:.0f} | {accuracy:.4f} |")
         print()
         for framework in ("keras", "pytorch"):
-            seed = results[f"seed_{framework}"]
+            seed = _median_run(results.get(f"seed_{framework}", []))
             for kind in ("ours", "asseed"):
-                o = results[f"{kind}_{framework}"]
-                ratio = (o["examples"] / o["seconds"]) / (seed["examples"] / seed["seconds"])
-                print(f"{framework}: throughput ratio {kind}/seed = {ratio:.2f}")
+                o = _median_run(results.get(f"{kind}_{framework}", []))
+                if seed and o:
+                    ratio = (o["examples"] / o["seconds"]) / (seed["examples"] / seed["seconds"])
+                    print(f"{framework}: throughput ratio {kind}/seed = {ratio:.2f} (medians)")
+        keras, pytorch = _median_run(results.get("ours_keras", [])), _median_run(results.get("ours_pytorch", []))
+        if keras and pytorch:
+            print(f"ours_pytorch / ours_keras throughput = {keras['seconds'] / pytorch['seconds']:.2f} (medians)")
     if args.part in ("all", "default"):
         contenders = [args.only] if args.only else DEFAULT_CONTENDERS
         runs = {name: [_spawn(name, args, seed) for seed in args.seeds] for name in contenders}
