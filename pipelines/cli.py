@@ -397,11 +397,10 @@ def _launch_command(args: argparse.Namespace) -> int:
     from pipelines import model_keys
 
     model_keys.use_local_keys()  # its pusher signs, its resolver and evaluator verify (launch hands them on)
-    environment = object_store.credentials(os.environ) if remote else {}
     started = time.monotonic()
     try:
         outputs = launch.launch_locally(args.package, run_root, values, container=container, scratch=scratch,
-                                        environment=environment or None)
+                                        environment=object_store.credentials(os.environ) if remote else None)
     except launch.TaskFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
