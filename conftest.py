@@ -35,6 +35,21 @@ DEFAULTS = PipelineConfig()
 TEST_BEAM_ARGS = ["--direct_running_mode=in_memory", "--sdk_container_image=unused-by-the-direct-runner"]
 
 
+# The files that take minutes, longest first (bench/README.md, "CI time on a fresh machine"): the
+# xdist workers (pyproject.toml: one per core, a file at a time) start them first, so they do not
+# end the run on one worker while the other idles. The other files keep their order, after these.
+SLOW_FIRST = ("tests/test_kubeflow.py", "tests/test_crash_resume.py", "tests/test_pipeline_e2e.py",
+              "tests/test_champion_lifecycle.py", "tests/test_registry.py", "tests/test_distributed.py",
+              "tests/test_data_gates_e2e.py", "tests/test_serving.py", "tests/test_tuning_e2e.py",
+              "tests/test_object_store.py", "tests/test_run_terminal.py", "tests/test_serving_guard.py",
+              "tests/test_champion_shift.py")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.partition("::")[0], len(rank)))  # stable: the rest as collected
+
+
 def shared_mnist() -> Path | None:
     """../shared/data/mnist (or $MNIST_TEST_DATA) when it holds the four files."""
     from components.mnist_example_gen import sources
@@ -49,12 +64,15 @@ def mnist_dir() -> Path:
     shared = shared_mnist()
     if shared is not None:
         return shared
+    from components.locks import file_lock
     from components.mnist_example_gen import sources
 
     cache = Path(MNIST_TEST_CACHE or DEFAULTS.cache_dir)
     mirrors = MNIST_TEST_MIRRORS.split() if MNIST_TEST_MIRRORS else None
+    cache.mkdir(parents=True, exist_ok=True)
     try:
-        sources.resolve_mnist("", str(cache), mirrors=mirrors)
+        with file_lock(str(cache / ".tests.lock")):  # one xdist worker fetches, the others find it cached
+            sources.resolve_mnist("", str(cache), mirrors=mirrors)
     except sources.SourceError as e:
         pytest.fail(f"no MNIST in {MNIST_DIR} (set MNIST_TEST_DATA) and none from the source chain: {e}")
     return cache

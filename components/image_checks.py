@@ -6,6 +6,10 @@ pusher and ChampionResolver), named once.
   image_moments.npz  count, per-pixel mean and variance (28x28) of the split's images
   image_hashes.npz   every image's fingerprints (components/image_hashes.py): ids, labels,
                      exact, average, thumbnails
+The pinned baseline in the repository (schema/image_baseline/Split-train/) holds the same two as
+text, which ImageValidator turns back into these files before it compares:
+  FeatureStats.pbtxt  the statistics in protobuf text format
+  image_moments.json  the moments as {name: {"dtype", "shape", "values"}}
 The registry keeps a version's `Split-train/` folder (its training images) as the version's
 `baseline/images/Split-train/`; ChampionResolver copies it into the champion's statistics artifact
 as `<statistics uri>/images/Split-train/`, where a later run finds it (CHAMPION_IMAGES_DIR).
@@ -32,6 +36,8 @@ from components import image_hashes
 FEATURE_STATS_FILE = "FeatureStats.pb"
 MOMENTS_FILE = "image_moments.npz"
 HASHES_FILE = "image_hashes.npz"
+FEATURE_STATS_TEXT_FILE = "FeatureStats.pbtxt"  # the pinned baseline's text forms
+MOMENTS_TEXT_FILE = "image_moments.json"
 BASELINE_SPLIT = "train"  # the split a version's baseline is made of: what its model trained on
 CHAMPION_IMAGES_DIR = "images"  # inside the champion's statistics artifact (ChampionResolver)
 

@@ -50,9 +50,6 @@ for stale in "$home"/venv-*; do
 done
 rm -rf "$venv"
 echo "creating $venv with $python from requirements.lock (first run only; several GB)" >&2
-"$python" -m venv "$venv"
-# --no-deps + --require-hashes: install exactly the locked set, nothing resolved at install time.
-"$venv/bin/python" -m pip install --no-deps --require-hashes --no-cache-dir \
-  --progress-bar off -r "$lock" >&2
+"$repo/infra/locked_install.sh" "$python" "$venv" "$lock" "$home"
 touch "$venv/.complete"
 echo "$venv"

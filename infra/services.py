@@ -192,6 +192,16 @@ def postgres(root: Path, database: str = "mlflow") -> Iterator[str]:
             yield f"postgresql://mlflow:{password}@127.0.0.1:{port}/{database}"
 
 
+def create_database(uri: str, name: str) -> str:
+    """Another database `name` on the server of the PostgreSQL `uri` (its user and password); its URI."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(uri)
+    subprocess.run([_postgres_tool("createdb"), "-h", parts.hostname, "-p", str(parts.port), "-U", parts.username,
+                    name], check=True, capture_output=True, env={**os.environ, "PGPASSWORD": parts.password or ""})
+    return parts._replace(path=f"/{name}").geturl()
+
+
 def _healthy(uri: str) -> bool:
     try:
         with urllib.request.urlopen(uri + "/health", timeout=2):

@@ -127,6 +127,9 @@ def _add_kubeflow_commands(sub: Any) -> None:
                         "--mount folders")
     launch.add_argument("--mount", action="append", default=[], metavar="PATH",
                         help="a host folder the containers may read, at the same path (e.g. the MNIST source)")
+    launch.add_argument("--parallelism", type=int, default=0, metavar="N",
+                        help="at most N tasks at once, each as soon as its dependencies have finished "
+                        "(default: one per core; 1: one after another)")
     deploy = sub.add_parser("deploy", help="upload pipeline.yaml and optionally run it")
     targets = deploy.add_subparsers(dest="target", required=True)
     kfp_p = targets.add_parser("kubeflow", help="open-source Kubeflow Pipelines (kfp.Client)")
@@ -400,7 +403,8 @@ def _launch_command(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         outputs = launch.launch_locally(args.package, run_root, values, container=container, scratch=scratch,
-                                        environment=object_store.credentials(os.environ) if remote else None)
+                                        environment=object_store.credentials(os.environ) if remote else None,
+                                        parallelism=args.parallelism or None)
     except launch.TaskFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

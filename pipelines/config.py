@@ -67,8 +67,9 @@ class PipelineConfig:
                                      "and ink_fraction")
     # --- the image checks (ImageValidator): thresholds measured on real MNIST in bench/README.md, "Gates" ---
     image_baseline: str = setting("", "pinned image drift baseline, used when the champion has none: a folder with "
-                                  "Split-train/FeatureStats.pb and image_moments.npz; empty: image_baseline beside "
-                                  "schema_path (schema/image_baseline); none: no image drift check")
+                                  "Split-train/FeatureStats.pbtxt and image_moments.json (or their binary forms "
+                                  "FeatureStats.pb and image_moments.npz); empty: image_baseline beside schema_path "
+                                  "(schema/image_baseline); none: no image drift check")
     # Real MNIST (re-splits, subsets of 200-2,500 images, the canonical test split): at most 0.004; shifted 1 px: 1.0.
     image_centre_js: float = setting(0.1, "image drift threshold: Jensen-Shannon divergence of the digits' centre of "
                                      "mass (x and y) from the baseline's")

@@ -52,8 +52,6 @@ for stale in "$home"/venv-*; do
 done
 rm -rf "$venv"
 echo "creating $venv with $python from serving/requirements.lock (first run only; about 6 GB)" >&2
-"$python" -m venv "$venv"
-"$venv/bin/python" -m pip install --no-deps --require-hashes --no-cache-dir \
-  --progress-bar off -r "$lock" >&2
+"$repo/infra/locked_install.sh" "$python" "$venv" "$lock" "$home"
 touch "$venv/.complete"
 echo "$venv"

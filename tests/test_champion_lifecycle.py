@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -208,6 +209,10 @@ def _overlapping_push(barrier, locked: bool, evaluation_dir: str, blessing_uri: 
         if inside["compare"]:
             inside["compare"] = False
             barrier.wait(timeout=120)
+            # Both have read "no champion"; their writes a moment apart, so the control shows the
+            # lost update every time (at the same instant, MLflow's first INSERT of the alias may
+            # instead fail one of them on the table's unique key: a race all the same).
+            time.sleep(result["stagger_s"])
         return found
 
     registry_lib.MlflowRegistry.alias_lock, registry_lib.MlflowRegistry.champion_state = lock, state
@@ -252,7 +257,7 @@ def _two_overlapping_pushes(deployed_services, evaluated, tmp_path, monkeypatch,
         children.append(ctx.Process(target=_overlapping_push, args=(
             barrier, locked, str(evaluation_dir), blessing.uri, str(model), resolved.uri, uri, lock_uri,
             str(tmp_path / f"pushed-{k}"), {"identity": champion_artifact.identity(resolved), "name": name,
-                                             "winner": winner})))
+                                             "winner": winner, "stagger_s": 1.0 * k})))
     for child in children:
         child.start()
     for child in children:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,15 +50,79 @@ def _shell_commands(path) -> list[str]:
 
 
 def test_bootstrap_installs_the_lock_with_its_hashes_and_nothing_else():
-    commands = _shell_commands(REPO_ROOT / "infra" / "bootstrap.sh")
-    assert 'lock="$repo/requirements.lock"' in commands
-    installs = [c for c in commands if re.search(r"\bpip\b.*\binstall\b", c)]
-    assert installs, "infra/bootstrap.sh installs nothing with pip"
-    for install in installs:  # every pip install: the lock only, hashes required, no resolution
+    for script, lock in (("infra/bootstrap.sh", "requirements.lock"),
+                         ("serving/bootstrap.sh", "serving/requirements.lock")):
+        commands = _shell_commands(REPO_ROOT / script)
+        assert f'lock="$repo/{lock}"' in commands, script
+        assert '"$repo/infra/locked_install.sh" "$python" "$venv" "$lock" "$home"' in commands, script
+        assert not [c for c in commands if re.search(r"\bpip\b.*\binstall\b", c)], script
+    installs = [c for c in _shell_commands(REPO_ROOT / "infra" / "locked_install.sh")
+                if re.search(r"\b(pip|uv)\b.*\binstall\b", c) and not c.startswith("echo ")]
+    assert len(installs) == 3, installs  # uv itself, the lock by uv, the lock by pip
+    for install in installs:  # the lock only (or uv's own), hashes required, no resolution
         flags = install.split()
         assert "--require-hashes" in flags and "--no-deps" in flags, install
-        assert re.search(r'(^|\s)-r "\$lock"(\s|$)', install), install
+        assert re.search(r'(^|\s)-r "\$(lock|uv_lock)"(;|\s|$)', install), install
         assert not re.search(r"--(index-url|extra-index-url|trusted-host|no-verify)\b", install), install
+
+
+def _tiny_wheel(folder, name: str = "mnist_tiny_pkg", version: str = "0.1") -> tuple[Path, str]:
+    """A real, minimal pure-Python wheel and its sha256."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {f"{name}/__init__.py": f"VERSION = {version!r}\n",
+             f"{name}-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{name}-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                   "Tag: py3-none-any\n"}
+    record = [f"{path},sha256={base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b'=').decode()},"
+              f"{len(text.encode())}" for path, text in files.items()]
+    files[f"{name}-{version}.dist-info/RECORD"] = "\n".join([*record, f"{name}-{version}.dist-info/RECORD,,"]) + "\n"
+    wheel = Path(folder) / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        for path, text in files.items():
+            archive.writestr(path, text)
+    return wheel, hashlib.sha256(wheel.read_bytes()).hexdigest()
+
+
+def _pipeline_home() -> Path:
+    return Path(os.environ.get("MNIST_PIPELINE_HOME", Path.home() / ".cache" / "mnist-pipeline"))
+
+
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_locked_install_installs_the_locked_file_and_refuses_another(tmp_path, installer):
+    """With uv (the one the bootstrap installed for this suite's venv) and with pip (no uv to be
+    had: no index), the lock's file is installed; a file whose hash is not the lock's is refused."""
+    import shutil
+
+    wheel, digest = _tiny_wheel(tmp_path)
+    lock = tmp_path / "tiny.lock"
+    lock.write_text(f"mnist-tiny-pkg @ {wheel.as_uri()} --hash=sha256:{digest}\n")
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "PIP_NO_INDEX": "1", "UV_OFFLINE": "1"}
+    if installer == "uv":  # the tools folder the bootstrap made for this suite's own venv
+        tools = sorted(_pipeline_home().glob("uv-*"))
+        assert tools, f"no uv under {_pipeline_home()}: infra/bootstrap.sh did not install it"
+        shutil.copytree(tools[-1], home / tools[-1].name, symlinks=True)
+
+    def install(venv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(REPO_ROOT / "infra" / "locked_install.sh"), sys.executable, str(tmp_path / venv),
+                               str(lock), str(home)], env=env, capture_output=True, text=True, timeout=300)
+
+    done = install("venv")
+    assert done.returncode == 0, done.stderr
+    used_pip = "installing" in done.stderr and "with pip" in done.stderr
+    assert used_pip == (installer == "pip"), done.stderr
+    shown = subprocess.run([str(tmp_path / "venv" / "bin" / "python"), "-c",
+                            "import mnist_tiny_pkg; print(mnist_tiny_pkg.VERSION)"], capture_output=True, text=True)
+    assert shown.stdout.strip() == "0.1", shown.stderr
+    with open(wheel, "ab") as f:  # the same name, another file: its hash is not the lock's
+        f.write(b"\0")
+    refused = install("venv2")
+    assert refused.returncode != 0
+    assert "hash" in (refused.stderr + refused.stdout).lower(), refused.stderr
 
 
 def _final_stage(dockerfile: str) -> list[str]:

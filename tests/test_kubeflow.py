@@ -11,6 +11,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -539,36 +540,58 @@ def test_kustomize_renders_the_mlflow_stack():
 
 # --- the compiled package itself, run task by task as the KFP v2 launcher would --------------------
 LAUNCH_SUBSET = {"train_limit": 2500, "eval_ratio": 0.2, "test_limit": 1000, "epochs": 1, **FAST_TRAINING}
+# Both frameworks tuned by two tasks sharing one study, each trial 300 training examples.
+LAUNCH_TUNING = {"tune_trials": 2, "tune_workers": 2, "tune_examples": 300}
 
 
 @pytest.fixture(scope="module")
-def launched(mnist_dir, deployed_services, tmp_path_factory):
-    """A package compiled for a small real MNIST subset, every task run from its container command
-    and executor-input JSON (in this venv, the checkout standing in for the image's /pipeline),
-    with its artifacts on an S3 bucket under the `minio://` URIs an on-prem KFP hands out, and
-    the registry on the MLflow server backed by PostgreSQL. Returns the package, the outputs by
-    task/key, the registry URI, the failure, if any, and the store."""
+def launched(mnist_dir, deployed_services, tmp_path_factory) -> SimpleNamespace:
+    """A package compiled for a small real MNIST subset, with tuning, every task run from its
+    container command and executor-input JSON (in this venv, the checkout standing in for the
+    image's /pipeline), each as soon as its dependencies have finished: its artifacts on an S3
+    bucket under the `minio://` URIs an on-prem KFP hands out, the registry on the MLflow server
+    backed by PostgreSQL, the studies in another database of that server (as the secrets give
+    it, the password from the environment). The package, the outputs by task/key, the registry
+    URI, the failure, if any, the store and the studies' storage URI."""
     from conftest import lock_settings
+    from infra import services
     from pipelines import model_keys
     from pipelines.kubeflow.compile import compile_kubeflow
 
     store, registry_uri, database = deployed_services
     lock_uri, password = lock_settings(database)
+    storage, _ = lock_settings(services.create_database(database, "optuna"))
     root = tmp_path_factory.mktemp("launch")
     cfg = load_config(kfp_pipeline_root=BUCKET, kfp_accelerator="none", min_metric=0.5,
-                      registered_model_name="mnist-launch", kfp_registry_lock_uri=lock_uri, **LAUNCH_SUBSET)
+                      registered_model_name="mnist-launch", kfp_registry_lock_uri=lock_uri,
+                      kfp_tune_storage_uri=storage, **LAUNCH_TUNING, **LAUNCH_SUBSET)
     package = compile_kubeflow(cfg, str(root / "pipeline.yaml"))
+    assert presubmit_problems(package, "kubeflow") == []
     # As the cluster's secrets give them: the store's keys to every task, the model keys and the
-    # lock's password to the tasks whose secrets name them.
+    # database's password to the tasks whose secrets name them.
     environment = {**store.environment, **model_keys.key_environment(os.environ), **password}
     try:
-        outputs = launch.launch_locally(package, f"minio://{store.bucket}/launch",
-                                        {"source": str(mnist_dir), "registry_uri": registry_uri},
-                                        scratch=root / "scratch", environment=environment)
+        with open(root / "launch.log", "w") as log:
+            outputs = launch.launch_locally(package, f"minio://{store.bucket}/launch",
+                                            {"source": str(mnist_dir), "registry_uri": registry_uri}, log=log,
+                                            scratch=root / "scratch", environment=environment, parallelism=2)
         failure = None
     except launch.TaskFailed as e:
         outputs, failure = e.outputs, e
-    return Package.read(package), outputs, registry_uri, failure, store
+    return SimpleNamespace(package=Package.read(package), outputs=outputs, registry_uri=registry_uri,
+                           failure=failure, store=store, storage=storage, password=password["PGPASSWORD"],
+                           log=(root / "launch.log").read_text())
+
+
+def _started_and_exited(log: str) -> list[tuple[str, str]]:
+    """The launcher's lines in order: ("start" | "exit", task id)."""
+    events = []
+    for line in log.splitlines():
+        if (found := re.fullmatch(r"launch: (\S+) exited -?\d+ after [\d.]+ s", line)):
+            events.append(("exit", found.group(1)))
+        elif (found := re.fullmatch(r"launch: (\S+)", line)):
+            events.append(("start", found.group(1)))
+    return events
 
 
 def _object(store, uri: str) -> bytes:
@@ -576,13 +599,17 @@ def _object(store, uri: str) -> bytes:
     return store.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
+def _failure_log(failure) -> str:
+    return Path(str(failure).rpartition("its log: ")[2]).read_text()[-3000:] if failure else ""
+
+
 def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched):
-    package, outputs, _, failure, store = launched
+    package, outputs, store = launched.package, launched.outputs, launched.store
     order = launch.task_order(package)
     assert set(order) == set(package.tasks)
     for position, task_id in enumerate(order):
         assert set(package.tasks[task_id].get("dependentTasks", [])) <= set(order[:position])
-    assert failure is None, failure
+    assert launched.failure is None, _failure_log(launched.failure)
     examples = outputs["MnistExampleGen/examples"]
     assert json.loads(examples["metadata"]["split_names"]) == ["train", "eval", "test"]
     assert examples["type"]["instanceSchema"].startswith("title: tfx.Examples")
@@ -593,21 +620,95 @@ def test_launcher_runs_the_tasks_in_dependency_order_up_to_the_trainers(launched
         assert any(k.endswith(("saved_model.pb", "state_dict.pt")) for k in store.keys(uri.split("/", 3)[3])), trainer
 
 
+def test_the_launcher_runs_independent_tasks_at_once_and_each_after_its_dependencies(launched):
+    events = _started_and_exited(launched.log)
+    tasks = launched.package.tasks
+    assert sorted(t for kind, t in events if kind == "start") == sorted(t for kind, t in events if kind == "exit") \
+        == sorted(tasks)
+    for position, (kind, task_id) in enumerate(events):
+        if kind == "start":  # every dependency had exited before it started
+            exited = {t for k, t in events[:position] if k == "exit"}
+            assert set(tasks[task_id].get("dependentTasks", [])) <= exited, task_id
+    running, most = set(), 0
+    for kind, task_id in events:
+        running = running | {task_id} if kind == "start" else running - {task_id}
+        most = max(most, len(running))
+        assert len(running) <= 2  # the parallelism it was given
+    assert most == 2
+    first_exit = next(i for i, (kind, t) in enumerate(events) if kind == "exit" and t in TRAINER_IDS)
+    assert {t for kind, t in events[:first_exit] if kind == "start"} >= set(TRAINER_IDS)  # the two trainers overlap
+
+
+def test_a_failed_task_stops_the_launch_and_names_its_log(tmp_path):
+    """MNIST's source is missing: the ingest fails; nothing after it starts, nothing is left
+    running (the tasks started beside it, which depend on nothing, finish), and the error names
+    the task's log."""
+    import io
+
+    from pipelines.kubeflow.compile import compile_kubeflow
+
+    package = compile_kubeflow(load_config(kfp_pipeline_root=BUCKET, kfp_accelerator="none"),
+                               str(tmp_path / "pipeline.yaml"))
+    log = io.StringIO()
+    with pytest.raises(launch.TaskFailed) as failed:
+        launch.launch_locally(package, tmp_path / "run", {"source": str(tmp_path / "no-mnist-here"),
+                                                          "registry_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
+                              log=log, parallelism=2)
+    assert failed.value.task_id == "MnistExampleGen"
+    task_log = tmp_path / "run" / "MnistExampleGen" / "log.txt"
+    assert str(failed.value).endswith(f"task MnistExampleGen exited with 1; its log: {task_log}")
+    assert "no-mnist-here" in task_log.read_text()
+    events = _started_and_exited(log.getvalue())
+    started = sorted(t for kind, t in events if kind == "start")
+    assert started == sorted(t for kind, t in events if kind == "exit")  # none left running
+    tasks = Package.read(package).tasks
+    assert "MnistExampleGen" in started and all(not tasks[t].get("dependentTasks") for t in started)
+    finished = {key.partition("/")[0] for key in failed.value.outputs}
+    assert finished == set(started) - {"MnistExampleGen"} and "ChampionResolver" in finished
+
+
 def test_launched_package_evaluates_and_registers_the_winner(launched):
     """The whole package, the bake-off's system.* KFP UI outputs included (infra/kfp_types)."""
     from components.registry import MlflowRegistry
 
-    package, outputs, registry_uri, failure, store = launched
-    assert failure is None, Path(str(failure).rpartition("its log: ")[2]).read_text()[-3000:]
+    package, outputs, store = launched.package, launched.outputs, launched.store
+    assert launched.failure is None, _failure_log(launched.failure)
     assert set(outputs) == {f"{task_id}/{key}" for task_id, task in package.tasks.items()
                             for key in package.spec["components"][task["componentRef"]["name"]]
                             .get("outputDefinitions", {}).get("artifacts", {})}
     evaluation = json.loads(_object(store, outputs["BakeoffEvaluator/evaluation"]["uri"] + "/evaluation.json"))
     assert evaluation["data"]["examples"] == LAUNCH_SUBSET["test_limit"]
-    registry = MlflowRegistry(registry_uri, "mnist-launch")
+    registry = MlflowRegistry(launched.registry_uri, "mnist-launch")
     assert [v.version for v in registry.versions()] == ["1"]
     assert registry.champion().version == "1"
     # The KFP UI artifacts: files at their URIs, metrics in their metadata.
     assert _object(store, outputs["BakeoffEvaluator/report"]["uri"]).startswith(b"<!doctype html>")
     assert _object(store, outputs["BakeoffEvaluator/summary"]["uri"]).startswith(b"# MNIST bake-off")
     assert len(outputs["BakeoffEvaluator/classification_metrics"]["metadata"]["confusionMatrix"]["rows"]) == 10
+
+
+def test_launched_package_tunes_then_trains_with_the_tuned_values(launched, monkeypatch):
+    """Both frameworks' two tuner tasks, launched together, share their study in PostgreSQL and
+    spend its budget exactly once; the trainers train with task 0's best values, which both
+    tasks report (each waits until the study's last trial has finished)."""
+    import optuna
+
+    from components.tuner import study as study_lib
+
+    assert launched.failure is None, _failure_log(launched.failure)
+    outputs, store = launched.outputs, launched.store
+    monkeypatch.setenv("PGPASSWORD", launched.password)
+    evaluation = json.loads(_object(store, outputs["BakeoffEvaluator/evaluation"]["uri"] + "/evaluation.json"))
+    opened = study_lib.open_storage(launched.storage, 30)
+    budget = LAUNCH_TUNING["tune_trials"] * LAUNCH_SUBSET["epochs"] * LAUNCH_TUNING["tune_examples"]
+    assert sorted(evaluation["tuning"]["frameworks"]) == ["keras", "pytorch"]
+    for framework, study in evaluation["tuning"]["frameworks"].items():
+        trials = optuna.load_study(study_name=study["study"], storage=opened).trials
+        assert study["spent"] == study["budget"]["total"] == budget and len(trials) == LAUNCH_TUNING["tune_trials"]
+        model = outputs[f"{framework}_trainer/model"]["uri"]
+        meta = json.loads(_object(store, model + "/Format-Serving/model_meta.json"))
+        assert {k: meta["config"][k] for k in study["best"]["params"]} == study["best"]["params"]
+        for task in range(LAUNCH_TUNING["tune_workers"]):
+            results = outputs[f"{framework}_tuner_{task}/tuner_results"]["uri"]
+            found = json.loads(_object(store, results + "/tuning.json"))
+            assert found["best"] == study["best"], (framework, task)

@@ -1,6 +1,7 @@
 """The tuning step in the DAG and in the compiled package: off by default (the default DAG and
 pipeline.yaml as they were), N parallel tuner tasks per framework fixed at compile time sharing
-one study, and the pre-submit check that finds each way such a package goes wrong."""
+one study, and the pre-submit check that finds each way such a package goes wrong. The tuned
+package launched task by task is in test_kubeflow.py (`launched`)."""
 
 from __future__ import annotations
 
@@ -103,45 +104,3 @@ def test_presubmit_finds_a_broken_tuning_step(tuned_package, tmp_path, case):
     change, expected = BROKEN[case]
     problems = _broken(tuned_package, tmp_path, change)
     assert any(expected in p for p in problems), problems
-
-
-# --- the compiled package run task by task, as the KFP v2 launcher would ---------------------------
-def test_the_launched_package_tunes_then_trains_with_the_tuned_values(mnist_dir, tmp_path, monkeypatch):
-    """Both frameworks' two tuner tasks share their study in a real PostgreSQL database (its password
-    from the environment, as the secret gives it); the trainers train with task 0's best values."""
-    import json
-    from urllib.parse import urlsplit
-
-    import optuna
-
-    from components.tuner import study as study_lib
-    from conftest import FAST_TRAINING
-    from infra import services
-    from pipelines.kubeflow import launch
-
-    with services.postgres(tmp_path / "postgres", database="optuna") as uri:
-        parts = urlsplit(uri)
-        storage = f"postgresql://{parts.username}@{parts.hostname}:{parts.port}/optuna"
-        monkeypatch.setenv("PGPASSWORD", parts.password)
-        cfg = load_config(kfp_pipeline_root=ROOT, kfp_accelerator="none", min_metric=0.5,
-                          registered_model_name="mnist-tuned-launch", kfp_tune_storage_uri=storage, tune_trials=2,
-                          tune_workers=2, tune_examples=300, train_limit=2500, eval_ratio=0.2, test_limit=1000,
-                          epochs=1, **FAST_TRAINING)
-        package = compile_kubeflow(cfg, str(tmp_path / "pipeline.yaml"))
-        assert presubmit.presubmit_problems(package, "kubeflow") == []
-        registry = f"sqlite:///{tmp_path / 'registry' / 'mlflow.db'}"
-        (tmp_path / "registry").mkdir()
-        outputs = launch.launch_locally(package, tmp_path / "run", {"source": str(mnist_dir), "registry_uri": registry},
-                                        scratch=tmp_path / "scratch")
-        with open(Path(outputs["BakeoffEvaluator/evaluation"]["uri"]) / "evaluation.json") as f:
-            evaluation = json.load(f)
-        opened = study_lib.open_storage(storage, 30)
-        for framework, study in evaluation["tuning"]["frameworks"].items():
-            trials = optuna.load_study(study_name=study["study"], storage=opened).trials
-            assert study["spent"] == study["budget"]["total"] == 2 * 1 * 300 and len(trials) == 2
-            with open(Path(outputs[f"{framework}_trainer/model"]["uri"]) / "Format-Serving" / "model_meta.json") as f:
-                config = json.load(f)["config"]
-            assert {k: config[k] for k in study["best"]["params"]} == study["best"]["params"]
-            # The second task, launched after the first, found the study's budget spent and added nothing.
-            with open(Path(outputs[f"{framework}_tuner_1/tuner_results"]["uri"]) / "tuning.json") as f:
-                assert json.load(f)["best"] == study["best"]

@@ -12,10 +12,13 @@ check off.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
+import numpy as np
 import tensorflow as tf
-from tensorflow_metadata.proto.v0 import anomalies_pb2
+from google.protobuf import text_format
+from tensorflow_metadata.proto.v0 import anomalies_pb2, statistics_pb2
 from tfx import types
 from tfx.components.distribution_validator import executor as distribution_validator
 from tfx.proto import distribution_validator_pb2
@@ -175,11 +178,50 @@ def problem_lines(measures: list[dict], source: str) -> list[str]:
 
 def write_pinned_baseline(image_statistics: str, folder: str) -> str:
     """The pinned image baseline (schema/image_baseline/) from an `image_statistics` folder: its
-    train split's statistics and moments, without the fingerprints (small, and no training images
-    in the repository). bench/gates.py --baseline-out runs it on full MNIST."""
+    train split's statistics and moments as text (reviewable in a diff, no binary in the
+    repository), without the fingerprints (no training images in the repository).
+    bench/gates.py --baseline-out runs it on full MNIST."""
     source = image_checks.split_folder(image_statistics, image_checks.BASELINE_SPLIT)
     target = image_checks.split_folder(folder, image_checks.BASELINE_SPLIT)
     tf.io.gfile.makedirs(target)
-    for name in (image_checks.FEATURE_STATS_FILE, image_checks.MOMENTS_FILE):
-        tf.io.gfile.copy(os.path.join(source, name), os.path.join(target, name), overwrite=True)
+    stats = statistics_pb2.DatasetFeatureStatisticsList.FromString(
+        io_utils.read_bytes_file(os.path.join(source, image_checks.FEATURE_STATS_FILE)))
+    io_utils.write_pbtxt_file(os.path.join(target, image_checks.FEATURE_STATS_TEXT_FILE), stats)
+    moments = image_hashes.load(os.path.join(source, image_checks.MOMENTS_FILE))
+    with tf.io.gfile.GFile(os.path.join(target, image_checks.MOMENTS_TEXT_FILE), "w") as f:
+        json.dump({name: {"dtype": str(a.dtype), "shape": list(a.shape), "values": a.ravel().tolist()}
+                   for name, a in sorted(moments.items())}, f)
     return folder
+
+
+def materialise(baseline: str, into: str) -> str:
+    """The baseline folder as DistributionValidator and load_moments read it: `baseline` itself
+    when it holds the binary files (a champion's), else its text forms (the pinned baseline)
+    written as those files under `into`. Raises BaselineMissing when it holds neither."""
+    source = image_checks.split_folder(baseline, image_checks.BASELINE_SPLIT)
+    binary = os.path.join(source, image_checks.FEATURE_STATS_FILE)
+    if tf.io.gfile.exists(binary):
+        return baseline
+    text = os.path.join(source, image_checks.FEATURE_STATS_TEXT_FILE)
+    moments_text = os.path.join(source, image_checks.MOMENTS_TEXT_FILE)
+    if not (tf.io.gfile.exists(text) and tf.io.gfile.exists(moments_text)):
+        raise BaselineMissing(f"no image baseline at {baseline} (missing {binary}, and no {text} with "
+                              f"{image_checks.MOMENTS_TEXT_FILE} beside it)")
+    try:
+        stats = io_utils.parse_pbtxt_file(text, statistics_pb2.DatasetFeatureStatisticsList())
+    except text_format.ParseError as e:
+        raise BaselineMissing(f"{text}: not a statistics text proto: {e}") from None
+    try:
+        with tf.io.gfile.GFile(moments_text) as f:
+            moments = {name: np.asarray(m["values"], dtype=np.dtype(m["dtype"])).reshape(m["shape"])
+                       for name, m in json.load(f).items()}
+        missing = {"count", "mean", "variance"} - set(moments)
+        if missing:
+            raise ValueError(f"no {', '.join(sorted(missing))}")
+    except (ValueError, KeyError, TypeError) as e:
+        raise BaselineMissing(f"{moments_text}: not the image moments ({type(e).__name__}: {e})") from None
+    target = image_checks.split_folder(into, image_checks.BASELINE_SPLIT)
+    tf.io.gfile.makedirs(target)
+    io_utils.write_bytes_file(os.path.join(target, image_checks.FEATURE_STATS_FILE), stats.SerializeToString())
+    image_hashes.save_arrays(os.path.join(target, image_checks.MOMENTS_FILE), moments)
+    return into

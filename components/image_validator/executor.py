@@ -32,6 +32,7 @@ SIMILARITY = "duplicate_similarity"
 HAMMING = "duplicate_hamming"
 TEST_SPLIT = "test"
 WORK_DIR = "work"  # inside the image_checks artifact, removed at the end
+PINNED_DIR = "pinned_baseline"  # the pinned baseline's text made binary, beside WORK_DIR, removed after use
 
 
 def split_counts(image_statistics: str, splits: list[str]) -> dict[str, int]:
@@ -51,14 +52,19 @@ def drift_results(current: types.Artifact, output: types.Artifact, baseline: dri
         section["why_not"] = baseline.source
         logging.warning("ImageValidator: %s", baseline.source)
         return section, [], means
+    binary = os.path.join(output.uri, PINNED_DIR)
     try:
-        found = drift.run_distribution_validator(current, drift.baseline_artifact(baseline.path), output, compared,
+        path = drift.materialise(baseline.path, binary)
+        found = drift.run_distribution_validator(current, drift.baseline_artifact(path), output, compared,
                                                  thresholds)
-        base_moments = drift.load_moments(baseline.path, image_checks.BASELINE_SPLIT)
+        base_moments = drift.load_moments(path, image_checks.BASELINE_SPLIT)
     except (drift.BaselineMissing, tf.errors.NotFoundError) as e:
         section["why_not"] = str(e)
         return section, [f"[image drift] could not run against {baseline.source}: {e} (image_baseline none turns "
                          "the check off)"], means
+    finally:
+        if tf.io.gfile.exists(binary):
+            tf.io.gfile.rmtree(binary)
     means["mean.baseline"] = base_moments["mean"]
     for split in compared:
         section["measures"] += drift.measures_of(split, found[split])

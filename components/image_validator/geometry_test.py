@@ -4,6 +4,7 @@ shifted, scaled or rotated do not."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -154,3 +155,37 @@ def test_a_baseline_missing_a_compared_feature_is_a_problem(tmp_path, mnist_cach
     measures = drift.measures_of("test", found["test"])
     [line] = drift.problem_lines(measures, "the pinned image baseline")
     assert line.startswith("[image drift: test] centre of mass x: could not be compared with the pinned image baseline")
+
+
+def test_the_pinned_text_baseline_becomes_the_files_a_run_compares_with(tmp_path):
+    """schema/image_baseline/ is text; materialised, it is what write_pinned_baseline was given."""
+    pinned = DEFAULTS.resolved_image_baseline()
+    assert not list(Path(pinned).rglob("*.pb")) and not list(Path(pinned).rglob("*.npz"))
+    binary = drift.materialise(pinned, str(tmp_path / "binary"))
+    moments = drift.load_moments(binary, "train")
+    assert moments["count"] > 50_000 and moments["mean"].shape == moments["variance"].shape == (28, 28)
+    again = drift.write_pinned_baseline(binary, str(tmp_path / "text"))
+    for name in (image_checks.FEATURE_STATS_TEXT_FILE, image_checks.MOMENTS_TEXT_FILE):
+        assert (Path(again) / "Split-train" / name).read_text() == (Path(pinned) / "Split-train" / name).read_text()
+    assert drift.materialise(binary, str(tmp_path / "unused")) == binary  # a champion's binary folder as it is
+    assert not (tmp_path / "unused").exists()
+
+
+@pytest.mark.parametrize("damage, expected", [
+    (lambda d: (d / "FeatureStats.pbtxt").write_text("datasets { nonsense: 1 }"),
+     "FeatureStats.pbtxt: not a statistics"),
+    (lambda d: (d / "image_moments.json").write_text('{"count": {"dtype": "int64", "shape": [], "values": 1}}'),
+     "image_moments.json: not the image moments (ValueError: no mean, variance)"),
+    (lambda d: (d / "image_moments.json").write_text('{"mean": {"dtype": "float64", "shape": [28, 28], '
+                                                     '"values": [0.5]}}'), "image_moments.json: not the image moments"),
+    (lambda d: (d / "image_moments.json").unlink(), "no image baseline at"),
+])
+def test_a_damaged_pinned_baseline_is_refused_naming_its_file(tmp_path, damage, expected):
+    import shutil
+
+    copy = tmp_path / "pinned"
+    shutil.copytree(DEFAULTS.resolved_image_baseline(), copy)
+    damage(copy / "Split-train")
+    with pytest.raises(drift.BaselineMissing, match=re.escape(expected)):
+        drift.materialise(str(copy), str(tmp_path / "binary"))
+    assert not (tmp_path / "binary").exists()

@@ -1,9 +1,11 @@
-"""Running a compiled package's tasks here, one after another, the way the KFP v2 launcher runs
-each container: the executor's command and arguments from the package, the executor-input JSON
-filled with artifact URIs and parameter values, each output's metadata passed to its consumers."""
+"""Running a compiled package's tasks here, each once its dependencies have finished, the way the
+KFP v2 launcher runs each container: the executor's command and arguments from the package, the
+executor-input JSON filled with artifact URIs and parameter values, each output's metadata passed
+to its consumers."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -135,11 +137,12 @@ def _image_pythonpath() -> str:
 
 
 def _open_to_the_image_user(root: str) -> None:
-    # The image runs as its own non-root user; the artifact store must be writable by it.
+    # The image runs as its own non-root user; the artifact store must be writable by it. Tasks
+    # running meanwhile may remove what the walk found (their temporary files).
     for folder, _dirs, files in os.walk(root):
-        os.chmod(folder, 0o777)
-        for name in files:
-            os.chmod(os.path.join(folder, name), 0o666)
+        for path, mode in ((folder, 0o777), *((os.path.join(folder, name), 0o666) for name in files)):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(path, mode)
 
 
 # What the cluster's secrets hold: a task gets only those its package names from a secret (the
@@ -157,32 +160,47 @@ def task_environment(package: Package, task_id: str, environment: dict[str, str]
     return {k: v for k, v in environment.items() if k not in SECRET_VARIABLES or k in named}
 
 
+def ready_tasks(package: Package, done: set[str], started: set[str]) -> list[str]:
+    """The tasks not yet started whose dependencies have all finished, by name."""
+    return sorted(t for t, task in package.tasks.items()
+                  if t not in started and set(task.get("dependentTasks", [])) <= done)
+
+
+def default_parallelism() -> int:
+    """As many tasks at once as this machine has cores (KFP itself runs every ready task at once)."""
+    return max(1, os.cpu_count() or 1)
+
+
 def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str, Any] | None = None,
                    log: Any = sys.stderr, container: Container | None = None, scratch: str | Path | None = None,
-                   environment: dict[str, str] | None = None) -> dict[str, dict]:
-    """Runs every task of the compiled package in dependency order, each in its own process (or
-    its own container of the image), the way the KFP v2 launcher runs each container; returns
-    the output artifacts by task/key, each with the task's wall time in `seconds`.
+                   environment: dict[str, str] | None = None, parallelism: int | None = None) -> dict[str, dict]:
+    """Runs every task of the compiled package once its dependencies have finished, each in its own
+    process (or its own container of the image), the way the KFP v2 launcher runs each container:
+    up to `parallelism` tasks at once (default: one per core; 1 runs them one after another).
+    Returns the output artifacts by task/key, each with the task's wall time in `seconds`.
 
     `run_root`: the artifact store, a local folder or an s3:// or minio:// prefix (then
     `environment` holds the store's endpoint and keys). The secrets' variables (SECRET_VARIABLES:
     the model-signing keys, PGPASSWORD) come from `environment`, else this process's environment
     (key files read into PEM text), and each task gets only those its package's secrets name.
     `scratch`: a local folder for what stays in a pod (each task's executor output file
-    and log); default: `run_root` when local."""
+    and log); default: `run_root` when local. A failed task stops the launch of new ones; those
+    already running finish, and TaskFailed names the first that failed."""
     run_root = str(run_root)
     remote = "://" in run_root
     if remote and scratch is None:
         raise ValueError(f"run root {run_root} is an object store: give a local scratch folder for the task logs")
     scratch = Path(scratch or run_root)
     package = Package.read(path)
+    task_order(package)  # a cycle is refused before anything runs
     values = {name: p.get("defaultValue") for name, p in package.root_parameters.items()}
     values.update(parameters or {})
     shared = list(dict.fromkeys([str(scratch)] + ([] if remote else [run_root])))  # one volume per folder
     produced: dict[tuple[str, str], dict] = {}
     secrets = model_keys.key_environment(os.environ)  # key files as PEM text: a container cannot read them
     inherited = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
-    for task_id in task_order(package):
+
+    def start(task_id: str) -> tuple[dict[str, Any], Path, float, subprocess.Popen]:
         task_scratch = scratch / task_id
         task_scratch.mkdir(parents=True, exist_ok=True)
         invocation = executor_input(package, task_id, produced, values, f"{run_root}/{task_id}",
@@ -194,24 +212,56 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
             for folder in shared:
                 _open_to_the_image_user(folder)
         print(f"launch: {task_id}", file=log, flush=True)
-        started = time.monotonic()
         given = task_environment(package, task_id, {**secrets, **(environment or {})})
+        command = container_command(package, task_id, invocation, container, shared, sorted(given))
         with open(task_scratch / "log.txt", "w", encoding="utf-8") as task_log:
-            command = container_command(package, task_id, invocation, container, shared, sorted(given))
-            done = subprocess.run(command, stdout=task_log, stderr=subprocess.STDOUT,
-                                  env={**inherited, **given, "PYTHONPATH": _image_pythonpath()})
-        seconds = round(time.monotonic() - started, 1)
-        print(f"launch: {task_id} exited {done.returncode} after {seconds} s", file=log, flush=True)
-        if done.returncode != 0:
-            raise TaskFailed(f"{path}: task {task_id} exited with {done.returncode}; its log: {task_scratch}/log.txt",
-                             task_id, _by_name(produced))
-        result = json.loads(Path(invocation["outputs"]["outputFile"]).read_text())
-        for key, declared in invocation["outputs"]["artifacts"].items():
-            written = result.get("artifacts", {}).get(key, {}).get("artifacts", [])
-            # The executor's record (with its properties) when it wrote one, else the declared one.
-            produced[(task_id, key)] = {**declared["artifacts"][0], **(written[0] if written else {}),
-                                        "seconds": seconds}
+            process = subprocess.Popen(command, stdout=task_log, stderr=subprocess.STDOUT,
+                                       env={**inherited, **given, "PYTHONPATH": _image_pythonpath()})
+        return invocation, task_scratch, time.monotonic(), process
+
+    running: dict[str, tuple[dict[str, Any], Path, float, subprocess.Popen]] = {}
+    done: set[str] = set()
+    failed: list[tuple[str, int, Path]] = []
+    limit = max(1, parallelism or default_parallelism())
+    try:
+        while True:
+            if not failed:
+                for task_id in ready_tasks(package, done, set(running) | done)[:limit - len(running)]:
+                    running[task_id] = start(task_id)
+            if not running:
+                break
+            task_id, returncode = _wait_for_any({t: r[3] for t, r in running.items()})
+            invocation, task_scratch, started, _ = running.pop(task_id)
+            seconds = round(time.monotonic() - started, 1)
+            print(f"launch: {task_id} exited {returncode} after {seconds} s", file=log, flush=True)
+            if returncode != 0:
+                failed.append((task_id, returncode, task_scratch))
+                continue
+            result = json.loads(Path(invocation["outputs"]["outputFile"]).read_text())
+            for key, declared in invocation["outputs"]["artifacts"].items():
+                written = result.get("artifacts", {}).get(key, {}).get("artifacts", [])
+                # The executor's record (with its properties) when it wrote one, else the declared one.
+                produced[(task_id, key)] = {**declared["artifacts"][0], **(written[0] if written else {}),
+                                            "seconds": seconds}
+            done.add(task_id)
+    finally:  # interrupted (Ctrl-C, an error here): no task outlives the launch
+        for *_, process in running.values():
+            process.kill()
+            process.wait()
+    if failed:
+        task_id, returncode, task_scratch = failed[0]
+        raise TaskFailed(f"{path}: task {task_id} exited with {returncode}; its log: {task_scratch}/log.txt",
+                         task_id, _by_name(produced))
     return _by_name(produced)
+
+
+def _wait_for_any(processes: dict[str, subprocess.Popen], poll_s: float = 0.1) -> tuple[str, int]:
+    """The first of `processes` to exit (by name), and its exit status."""
+    while True:
+        for task_id, process in sorted(processes.items()):
+            if process.poll() is not None:
+                return task_id, process.returncode
+        time.sleep(poll_s)
 
 
 def launch_summary(outputs: dict[str, dict], run_root: str, registry_uri: str, scratch: str) -> dict[str, Any]:
