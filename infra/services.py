@@ -187,9 +187,7 @@ def postgres(root: Path, database: str = "mlflow") -> Iterator[str]:
         # SIGINT: PostgreSQL's fast shutdown (SIGTERM waits for every client to leave).
         with process_group(command, root / "postgres.log", stop_signal=signal.SIGINT) as process:
             wait_until(accepting, process, root / "postgres.log", "PostgreSQL")
-            subprocess.run([_postgres_tool("createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "mlflow", database],
-                           check=True, capture_output=True, env={**os.environ, "PGPASSWORD": password})
-            yield f"postgresql://mlflow:{password}@127.0.0.1:{port}/{database}"
+            yield create_database(f"postgresql://mlflow:{password}@127.0.0.1:{port}/postgres", database)
 
 
 def create_database(uri: str, name: str) -> str:

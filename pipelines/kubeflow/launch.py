@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -24,17 +24,21 @@ from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, Package, PackageError
 KFP_TYPES_DIR = REPO_ROOT / "infra" / "kfp_types"
 
 
+def ready_tasks(package: Package, done: set[str], started: set[str]) -> list[str]:
+    """The tasks not yet started whose dependencies have all finished, by name."""
+    return sorted(t for t, task in package.tasks.items()
+                  if t not in started and set(task.get("dependentTasks", [])) <= done)
+
+
 def task_order(package: Package) -> list[str]:
     """Tasks in dependency order (ties by name, so every launch runs them in the same order)."""
-    pending = {t: set(task.get("dependentTasks", [])) for t, task in package.tasks.items()}
     order: list[str] = []
-    while pending:
-        ready = sorted(t for t, deps in pending.items() if not deps - set(order))
+    while len(order) < len(package.tasks):
+        ready = ready_tasks(package, set(order), set(order))
         if not ready:
-            raise PackageError(f"{package.path}: the tasks {sorted(pending)} depend on each other in a cycle")
+            pending = sorted(set(package.tasks) - set(order))
+            raise PackageError(f"{package.path}: the tasks {pending} depend on each other in a cycle")
         order += ready
-        for t in ready:
-            del pending[t]
     return order
 
 
@@ -119,6 +123,13 @@ def container_command(package: Package, task_id: str, invocation: dict[str, Any]
     return [sys.executable if part == "python" else part for part in spec["command"]] + args
 
 
+class _Running(NamedTuple):
+    invocation: dict[str, Any]
+    scratch: Path
+    started: float  # time.monotonic()
+    process: subprocess.Popen
+
+
 class TaskFailed(RuntimeError):
     """A launched task exited non-zero; `outputs` holds what the tasks before it produced."""
 
@@ -160,12 +171,6 @@ def task_environment(package: Package, task_id: str, environment: dict[str, str]
     return {k: v for k, v in environment.items() if k not in SECRET_VARIABLES or k in named}
 
 
-def ready_tasks(package: Package, done: set[str], started: set[str]) -> list[str]:
-    """The tasks not yet started whose dependencies have all finished, by name."""
-    return sorted(t for t, task in package.tasks.items()
-                  if t not in started and set(task.get("dependentTasks", [])) <= done)
-
-
 def default_parallelism() -> int:
     """As many tasks at once as this machine has cores (KFP itself runs every ready task at once)."""
     return max(1, os.cpu_count() or 1)
@@ -200,7 +205,7 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
     secrets = model_keys.key_environment(os.environ)  # key files as PEM text: a container cannot read them
     inherited = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
-    def start(task_id: str) -> tuple[dict[str, Any], Path, float, subprocess.Popen]:
+    def start(task_id: str) -> _Running:
         task_scratch = scratch / task_id
         task_scratch.mkdir(parents=True, exist_ok=True)
         invocation = executor_input(package, task_id, produced, values, f"{run_root}/{task_id}",
@@ -217,25 +222,27 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
         with open(task_scratch / "log.txt", "w", encoding="utf-8") as task_log:
             process = subprocess.Popen(command, stdout=task_log, stderr=subprocess.STDOUT,
                                        env={**inherited, **given, "PYTHONPATH": _image_pythonpath()})
-        return invocation, task_scratch, time.monotonic(), process
+        return _Running(invocation, task_scratch, time.monotonic(), process)
 
-    running: dict[str, tuple[dict[str, Any], Path, float, subprocess.Popen]] = {}
+    running: dict[str, _Running] = {}
     done: set[str] = set()
-    failed: list[tuple[str, int, Path]] = []
+    failure: TaskFailed | None = None
     limit = max(1, parallelism or default_parallelism())
     try:
         while True:
-            if not failed:
+            if failure is None:
                 for task_id in ready_tasks(package, done, set(running) | done)[:limit - len(running)]:
                     running[task_id] = start(task_id)
             if not running:
                 break
-            task_id, returncode = _wait_for_any({t: r[3] for t, r in running.items()})
+            task_id, returncode = _wait_for_any({t: r.process for t, r in running.items()})
             invocation, task_scratch, started, _ = running.pop(task_id)
             seconds = round(time.monotonic() - started, 1)
             print(f"launch: {task_id} exited {returncode} after {seconds} s", file=log, flush=True)
             if returncode != 0:
-                failed.append((task_id, returncode, task_scratch))
+                if failure is None:  # the first to fail is the one named; `outputs` completed below
+                    failure = TaskFailed(f"{path}: task {task_id} exited with {returncode}; its log: "
+                                         f"{task_scratch}/log.txt", task_id, {})
                 continue
             result = json.loads(Path(invocation["outputs"]["outputFile"]).read_text())
             for key, declared in invocation["outputs"]["artifacts"].items():
@@ -245,13 +252,12 @@ def launch_locally(path: str | Path, run_root: str | Path, parameters: dict[str,
                                             "seconds": seconds}
             done.add(task_id)
     finally:  # interrupted (Ctrl-C, an error here): no task outlives the launch
-        for *_, process in running.values():
-            process.kill()
-            process.wait()
-    if failed:
-        task_id, returncode, task_scratch = failed[0]
-        raise TaskFailed(f"{path}: task {task_id} exited with {returncode}; its log: {task_scratch}/log.txt",
-                         task_id, _by_name(produced))
+        for launched in running.values():
+            launched.process.kill()
+            launched.process.wait()
+    if failure is not None:
+        failure.outputs = _by_name(produced)  # what every task that finished produced
+        raise failure
     return _by_name(produced)
 
 
