@@ -35,6 +35,7 @@ import torch
 from trainers import distributed
 from trainers.config import TrainConfig, learning_rate_at
 from trainers.torch_model import (
+    TensorBatches,
     build_model,
     count_parameters,
     data_parallel,
@@ -57,13 +58,6 @@ def read_idx(folder: str, name: str) -> np.ndarray:
     dims = data[3]
     shape = struct.unpack(f">{dims}I", data[4:4 + 4 * dims])
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
-
-
-def batches(images: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator | None):
-    order = torch.randperm(len(labels), generator=generator, device=images.device) if generator else None
-    for start in range(0, len(labels), batch_size):
-        index = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
-        yield images[index], labels[index]
 
 
 def driver_version() -> str:
@@ -146,12 +140,12 @@ def main() -> None:
         total = -(-len(train_y) // batch_size) * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: learning_rate_at(
             step, total, cfg.learning_rate, cfg.lr_schedule) / cfg.learning_rate)
-        generator = torch.Generator(device=device).manual_seed(cfg.seed + world.rank)
+        train_data = TensorBatches(train_x, train_y, batch_size, shuffle=True, seed=cfg.seed + world.rank)
         epoch_seconds = []
         for _ in range(cfg.epochs):
             synchronize(device)
             started = time.perf_counter()
-            train_epoch(trained, batches(train_x, train_y, batch_size, generator), optimizer, scheduler,
+            train_epoch(trained, train_data, optimizer, scheduler,
                         cfg.mixed_precision)
             synchronize(device)
             epoch_seconds.append(time.perf_counter() - started)
@@ -159,7 +153,7 @@ def main() -> None:
     if not world.is_chief:
         return
     seconds, images = sum(epoch_seconds), len(arrays["train_labels"])  # every worker's images together
-    _, accuracy = evaluate(model, batches(test_x, test_y, 1000, None), cfg.mixed_precision)
+    _, accuracy = evaluate(model, TensorBatches(test_x, test_y, 1000), cfg.mixed_precision)
     print(json.dumps({
         "framework": "pytorch", "device": "cpu" if args.cpu else torch.cuda.get_device_name(0),
         "driver": driver_version(),

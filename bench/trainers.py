@@ -11,6 +11,9 @@ Each contender runs in its own process, one after the other, on the same full MN
   `asseed` with every setting of the seed's (batch 32, constant learning rate 1e-3). Prints wall
   time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratios:
   medians of --rounds alternating rounds, with the CPU model and flags.
+- whole_run (a seed-part contender): the whole default pipeline (`python -m pipelines run`, a fresh
+  output root) as a round's last contender: the command's wall time against the two seed scripts'
+  training time together, its data phase's share and both models' test accuracy.
 - default part: our trainers with the pipeline's defaults (bn_cnn, its epochs, batch and
   one-cycle schedule) once per seed: test accuracy per seed, its spread, and training time.
 - busy part: our two trainers with the seed's settings, quiet and then with one competing CPU-bound
@@ -35,7 +38,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 
-from bench import machine
+from trainers import machine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -151,6 +154,31 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
             "augment_shift": meta["config"]["augment_shift"]}
 
 
+def whole_run(mnist: str, work: str) -> dict:
+    """The whole default pipeline (`make run`: both trainers with the default model and epochs) into a
+    fresh output root, as a fresh clone's first run: the command's wall time, and the lower of the
+    two models' test accuracies (the evaluator's) with each one's."""
+    root = tempfile.mkdtemp(prefix="whole-run-", dir=work)
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pipelines", "run", "--json", "--output-root", root,
+                           "--source", mnist], capture_output=True, text=True, cwd=REPO)
+    seconds = time.perf_counter() - started
+    if done.returncode:
+        sys.exit(f"whole_run failed:\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout)
+    stages = summary["stage_seconds"]
+    data = sum(stages.get(name, 0.0) for name in DATA_STAGES)
+    subprocess.run(["rm", "-rf", root], check=True)
+    return {"seconds": seconds, "examples": 0, "test_accuracy": min(summary["accuracy"].values()),
+            "accuracy": summary["accuracy"], "stage_seconds": stages, "data_seconds": round(data, 1),
+            "data_share": data / seconds}
+
+
+# Ingest, statistics and validation: the data phase of a run (issue #30: under 12 % of it).
+DATA_STAGES = ("ImportSchemaGen", "MnistExampleGen", "StatisticsGen", "ExampleValidator", "ImageValidator",
+               "DriftValidator", "DataGate")
+
+
 def ingest(mnist: str, work: str) -> tuple[str, str]:
     """The four files into the cache and our TFRecords, once (not timed): the pipeline's own
     MnistExampleGen executor, in this process."""
@@ -174,7 +202,8 @@ def ingest(mnist: str, work: str) -> tuple[str, str]:
     return cache, examples_dir
 
 
-SEED_CONTENDERS = ("seed_keras", "ours_keras", "asseed_keras", "seed_pytorch", "ours_pytorch", "asseed_pytorch")
+SEED_CONTENDERS = ("seed_keras", "ours_keras", "asseed_keras", "seed_pytorch", "ours_pytorch", "asseed_pytorch",
+                   "whole_run")
 DEFAULT_CONTENDERS = ("default_keras", "default_pytorch")
 
 
@@ -190,6 +219,8 @@ def seed_model(epochs: int) -> dict:
 
 
 def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, seed: int) -> dict:
+    if name == "whole_run":
+        return whole_run(args.mnist, args.work)
     kind, framework = name.split("_")
     if kind == "seed":
         return seed_keras(cache, args.epochs) if framework == "keras" else seed_pytorch(cache, args.epochs)
@@ -218,6 +249,10 @@ def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
     if done.returncode or not lines:
         sys.exit(f"{name} failed:\n{done.stderr[-3000:]}")
     r = json.loads(lines[-1][7:])
+    if name == "whole_run":
+        print(f"whole_run: {r['seconds']:.1f} s, test accuracy {r['accuracy']}, data phase {r['data_seconds']} s "
+              f"({r['data_share']:.1%}), stages {r['stage_seconds']}", flush=True)
+        return r
     print(f"{name} (seed {seed}): {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
           f"test accuracy {r['test_accuracy']:.4f}", flush=True)
     return r
@@ -257,6 +292,24 @@ def seed_rounds(args: argparse.Namespace) -> dict[str, list[dict]]:
         for name in args.contenders:
             results[name].append(_spawn(name, args, 42))
     return results
+
+
+def print_whole_run(results: dict[str, list[dict]]) -> None:
+    """The whole default run against the two seed scripts' training time together (medians)."""
+    runs = results.get("whole_run")
+    if not runs:
+        return
+    run = _median_run(runs)
+    rounds = " / ".join(f"{r['seconds']:.1f}" for r in runs)
+    shares = " / ".join(f"{r['data_share']:.1%}" for r in runs)
+    accuracies = " / ".join(f"{r['test_accuracy']:.4f}" for r in runs)
+    print(f"\nwhole run: median {run['seconds']:.1f} s (rounds {rounds}), data phase median "
+          f"{statistics.median(r['data_seconds'] for r in runs):.1f} s, share per round {shares}; "
+          f"lower test accuracy per round {accuracies}")
+    seeds = [_median_run(results.get(f"seed_{framework}", [])) for framework in ("keras", "pytorch")]
+    if all(seeds):
+        together = sum(s["seconds"] for s in seeds)
+        print(f"whole run / seed scripts' training ({together:.1f} s) = {run['seconds'] / together:.2f} (medians)")
 
 
 def _median_run(runs: list[dict]) -> dict:
@@ -305,6 +358,8 @@ def main() -> None:
               "test accuracy, median |")
         print("|---|---|---|---|---:|---|---:|---:|")
         for name, rs in results.items():
+            if name == "whole_run":
+                continue
             r, model = _median_run(rs), "seed_cnn" + (" (seed script)" if name.startswith("seed") else "")
             rounds = " / ".join(f"{x['seconds']:.1f}" for x in rs)
             accuracy = statistics.median(x["test_accuracy"] for x in rs)
@@ -321,6 +376,7 @@ def main() -> None:
         keras, pytorch = _median_run(results.get("ours_keras", [])), _median_run(results.get("ours_pytorch", []))
         if keras and pytorch:
             print(f"ours_pytorch / ours_keras throughput = {keras['seconds'] / pytorch['seconds']:.2f} (medians)")
+        print_whole_run(results)
     if args.part in ("all", "default"):
         contenders = [args.only] if args.only else DEFAULT_CONTENDERS
         runs = {name: [_spawn(name, args, seed) for seed in args.seeds] for name in contenders}

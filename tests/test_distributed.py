@@ -76,6 +76,12 @@ def test_worker_shards_are_disjoint_and_cover_the_split(small_examples, count):
             train, batch, shuffle=True, seed=1, shard=(index, count)).as_numpy_iterator()]
         assert len(seen) == common.shard_batches(len(whole), batch, count)
         assert len(part) - 1 <= sum(seen) <= len(part)
+        # PyTorch's batches of the same shard, decoded once: the same records, the same count.
+        torch_data = torch_trainer.split_batches(train, batch, shuffle=True, seed=1, shard=(index, count),
+                                                 steps=common.count_batches(train, batch, count))
+        torch_seen = [len(labels) for _, labels in torch_data]
+        assert len(torch_seen) == len(seen) and len(part) - 1 <= sum(torch_seen) <= len(part)
+        assert len(common.decode_split(train, (index, count))[1]) == len(part)
 
 
 def _accuracy(model_dir: Path, pattern: str) -> float:

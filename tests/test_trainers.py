@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trainers import common, keras_trainer, loader, model_format, torch_model, torch_trainer
+from trainers import common, keras_trainer, loader, machine, model_format, torch_model, torch_trainer
 
 FIVE_CLASSES = ["zero", "one", "two", "three", "four"]
 
@@ -41,12 +41,25 @@ def test_same_layers_in_the_same_order(name):
     assert _keras_layer_sequence(keras_trainer.build_model(name)) == torch_sequence
 
 
-def test_shift_images_moves_each_image_by_at_most_the_shift():
+def _tf_shift(images: np.ndarray, seed: int) -> np.ndarray:
     import tensorflow as tf
 
+    return common.shift_images(tf.constant(images), 2, tf.constant([seed, 3], tf.int64)).numpy()
+
+
+def _torch_shift(images: np.ndarray, seed: int) -> np.ndarray:
+    import torch
+
+    return torch_model.shift_images(torch.from_numpy(images), 2, torch.Generator().manual_seed(seed)).numpy()
+
+
+@pytest.mark.parametrize("shift", [_tf_shift, _torch_shift], ids=["tensorflow", "torch"])
+def test_shift_images_moves_each_image_by_at_most_the_shift(shift):
+    """The one augmentation in both frameworks (Keras' in tf.data, PyTorch's in torch)."""
     images = np.zeros((500, 28, 28), np.uint8)
     images[:, 10:18, 12:16] = (np.arange(500) % 250 + 1).astype(np.uint8)[:, None, None]
-    shifted = common.shift_images(tf.constant(images), 2, tf.constant([7, 3], tf.int64)).numpy()
+    shifted = shift(images, 7)
+    assert shifted.shape == images.shape and shifted.dtype == np.uint8
     offsets = set()
     for before, after in zip(images, shifted, strict=True):
         rows, cols = np.nonzero(after)
@@ -56,8 +69,45 @@ def test_shift_images_moves_each_image_by_at_most_the_shift():
         assert after.sum(dtype=np.int64) == before.sum(dtype=np.int64)  # only background moved out
         offsets.add((dy, dx))
     assert len(offsets) == 25  # every offset in [-2, 2]^2 occurs in 500 draws
-    again = common.shift_images(tf.constant(images), 2, tf.constant([7, 3], tf.int64)).numpy()
-    np.testing.assert_array_equal(shifted, again)
+    np.testing.assert_array_equal(shifted, shift(images, 7))
+    assert not np.array_equal(shifted, shift(images, 8))
+    # A digit at the border loses the pixels moved out, and nothing wraps around.
+    edge = np.zeros((200, 28, 28), np.uint8)
+    edge[:, :, 0] = 255
+    moved = shift(edge, 7)
+    assert moved[:, :, 26:].max() == 0 and moved.sum(dtype=np.int64) < edge.sum(dtype=np.int64)
+
+
+def test_torch_batches_are_the_decoded_split_reshuffled_each_pass(small_examples):
+    import torch
+
+    pattern = [str(small_examples.uri) + "/Split-train/*"]
+    images, labels = common.decode_split(pattern)
+    plain_images, plain_labels = next(common.make_dataset(pattern, len(labels), shuffle=False, seed=0)
+                                      .as_numpy_iterator())
+    np.testing.assert_array_equal(images, plain_images)  # the Keras input's records and parsing
+    np.testing.assert_array_equal(labels, plain_labels)
+
+    def passes(seed: int, shift: int = 0, steps: int | None = None, n: int = 2) -> list[list[np.ndarray]]:
+        data = torch_trainer.split_batches(pattern, 256, shuffle=True, seed=seed, shift=shift, steps=steps)
+        return [[torch.cat(part).numpy() for part in zip(*data, strict=True)] for _ in range(n)]
+
+    (first_images, first_labels), (second_images, second_labels) = passes(5)
+    assert sorted(first_labels) == sorted(labels) and len(first_images) == len(images)  # every image once
+    assert not np.array_equal(first_labels, second_labels)  # a new order each pass
+    np.testing.assert_array_equal(passes(5, n=1)[0][1], first_labels)  # the same seed, the same order
+    assert not np.array_equal(passes(6, n=1)[0][1], first_labels)
+    (shifted, shifted_labels), (shifted_again, _) = passes(5, shift=2)
+    np.testing.assert_array_equal(shifted_labels, first_labels)
+    assert not np.array_equal(shifted, first_images) and not np.array_equal(shifted, shifted_again)
+    np.testing.assert_array_equal(shifted.sum(axis=(1, 2)) <= first_images.sum(axis=(1, 2)), True)
+    (fewer, fewer_labels), _ = passes(5, steps=3)
+    assert len(fewer_labels) == 3 * 256 and len(fewer) == 3 * 256
+    evaluation = torch_trainer.split_batches(pattern, 1000, shuffle=False, seed=0)
+    assert len(evaluation) == -(-len(labels) // 1000)
+    np.testing.assert_array_equal(torch.cat([y for _, y in evaluation]).numpy(), labels)  # file order
+    with pytest.raises(ValueError, match="the same positive count"):
+        torch_model.TensorBatches(torch.zeros(0, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64), 8)
 
 
 def test_augmented_input_is_reproducible_and_new_each_epoch(small_examples):
@@ -81,6 +131,7 @@ def test_export_serves_raw_uint8_and_records_metadata(small_models, small_exampl
     predict, meta = loader.load_predictor(model_dir)
     assert meta["framework"] == {"keras_model": "keras", "pytorch_model": "pytorch"}[candidate]
     assert meta["device"] == "cpu" and meta["parameters"] == 54_410
+    assert meta["cpu"] == machine.cpu_description()  # the CPU it trained on, with its kernels' flags
     assert meta["class_names"] == [str(d) for d in range(10)] and meta["num_classes"] == 10
     images, labels = next(common.make_dataset(
         [str(small_examples.uri) + "/Split-test/*"], 500, shuffle=False, seed=0).as_numpy_iterator())
@@ -234,7 +285,7 @@ def test_the_loaded_pytorch_model_predicts_as_the_trained_one(small_examples, tm
     model = torch_model.placed(torch_model.build_model(name), cpu)  # channels-last, as run_fn trains on a CPU
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    train = common.make_dataset([str(small_examples.uri) + "/Split-train/*"], 64, shuffle=True, seed=0)
+    train = torch_trainer.split_batches([str(small_examples.uri) + "/Split-train/*"], 64, shuffle=True, seed=0)
     torch_model.train_epoch(model, itertools.islice(torch_trainer.batches(train, cpu), 20), optimizer, scheduler,
                             mixed=False)
     out = tmp_path / "export"
@@ -300,3 +351,15 @@ def test_class_names_come_from_the_custom_config():
     for bad in (["one"], [str(i) for i in range(11)], "0123", [1, 2]):
         with pytest.raises(ValueError, match="class_names must be a list of 2 to 10 strings"):
             common.class_names_from_custom_config({"class_names": bad})
+
+
+def test_the_cpu_description_names_the_model_and_the_flags_that_pick_the_kernels(tmp_path):
+    amx = tmp_path / "amx"
+    amx.write_text("model name\t: Intel(R) Xeon(R) Platinum 8481C\n"
+                   "flags\t\t: fpu sse2 avx2 fma avx512f amx_bf16 amx_tile\n")
+    described = machine.cpu_description(str(amx))
+    assert described.startswith("Intel(R) Xeon(R) Platinum 8481C, ") and described.endswith(
+        "flags: avx2 fma avx512f amx_tile amx_bf16")
+    old = tmp_path / "old"
+    old.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2\n")
+    assert machine.cpu_description(str(old)).endswith("flags: none of " + " ".join(machine.FLAGS))

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 from tfx.components.trainer.fn_args_utils import FnArgs
 
-from trainers import common, distributed, model_format
+from trainers import common, distributed, machine, model_format
 from trainers.trial import OnEpoch, TrialData, TrialResult
 
 # --- model -------------------------------------------------------------------------------
@@ -282,6 +282,7 @@ def run_fn(fn_args: FnArgs) -> None:
         "framework": "keras", "format": "tf_saved_model", "model": cfg.model, "width": cfg.width,
         "class_names": class_names, "num_classes": len(class_names),
         "parameters": count_trainable(model), "device": device, "mixed_precision": mixed,
+        "cpu": machine.cpu_description(),
         "world_size": world.size,
         "train_seconds": round(train_seconds, 2), "started_at": started_at,
         "epoch_seconds": epoch_log.epoch_seconds, "steps_per_epoch": steps_per_epoch,

@@ -1,7 +1,7 @@
-"""The PyTorch challenger's model and its training and evaluation steps, with no TensorFlow: the
-Trainer's run_fn (torch_trainer.py) feeds them batches from the shared tf.data input, and
-bench/gpu_check.py feeds them MNIST arrays read straight from the IDX files on a GPU machine that
-has PyTorch only."""
+"""The PyTorch challenger's model, its batches and its training and evaluation steps, with no
+TensorFlow: the Trainer's run_fn (torch_trainer.py) feeds them the split as the shared tf.data
+parsing decodes it, and bench/gpu_check.py MNIST arrays read straight from the IDX files on a GPU
+machine that has PyTorch only."""
 
 from __future__ import annotations
 
@@ -61,6 +61,46 @@ class Probabilities(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.model(x), dim=1)
+
+
+# --- data ----------------------------------------------------------------------------------
+def shift_images(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Moves each image of the uint8 batch [B, 28, 28] by its own random whole-pixel offset in
+    [-max_shift, max_shift] along each axis, filling with background (0): common.shift_images'
+    augmentation (the Keras trainer's, in tf.data), drawn from `generator`."""
+    count, height, width = images.shape
+    padded = nn.functional.pad(images, (max_shift, max_shift, max_shift, max_shift))
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, count), generator=generator, device=images.device)
+    rows = offsets[0][:, None] + torch.arange(height, device=images.device)[None, :]
+    cols = offsets[1][:, None] + torch.arange(width, device=images.device)[None, :]
+    return padded[torch.arange(count, device=images.device)[:, None, None], rows[:, :, None], cols[:, None, :]]
+
+
+class TensorBatches:
+    """(uint8 images [B, 28, 28], int64 labels [B]) batches of a split held as two tensors (decoded
+    once): each pass a new seeded order (shuffle) and new shifts (shift > 0). `steps` batches a
+    pass (default: every image, the last batch partial); fewer leave the last images of the order
+    out (data-parallel workers all take the same number, common.shard_batches)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, shuffle: bool = False,
+                 seed: int = 0, shift: int = 0, steps: int | None = None) -> None:
+        if len(images) != len(labels) or not len(labels):
+            raise ValueError(f"{len(images)} images and {len(labels)} labels: expected the same positive count")
+        self.images, self.labels, self.batch_size = images, labels, batch_size
+        self.shuffle, self.shift = shuffle, shift
+        self.steps = -(-len(labels) // batch_size) if steps is None else steps
+        self.generator = torch.Generator(device=images.device).manual_seed(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        order = (torch.randperm(len(self.labels), generator=self.generator, device=self.images.device)
+                 if self.shuffle else torch.arange(len(self.labels), device=self.images.device))
+        for step in range(self.steps):
+            index = order[step * self.batch_size:(step + 1) * self.batch_size]
+            images = self.images[index]
+            yield (shift_images(images, self.shift, self.generator) if self.shift else images), self.labels[index]
 
 
 def placed(model: nn.Module, device: torch.device) -> nn.Module:

@@ -1,7 +1,8 @@
 """The PyTorch challenger: a TFX Trainer run_fn that reads top to bottom.
 
-data (the same tf.data batches as Keras, handed over as tensors) -> model (normalization
-inside) -> placement -> train loop -> export the state dict (tensors only) and the metadata naming
+data (the same records as Keras', parsed once by the same tf.data code, then shuffled, batched
+and shifted in torch) -> model (normalization inside) -> placement -> train loop -> export the
+state dict (tensors only) and the metadata naming
 its architecture: trainers/loader.py builds that architecture from trainers/torch_model.py and
 loads the weights into it (uint8 images [N, 28, 28] -> probabilities [N, classes]). No TorchScript:
 its archive carries code, and torch 2.14 deprecates it.
@@ -21,8 +22,9 @@ from tfx.components.trainer.fn_args_utils import FnArgs
 from torch import nn
 from torch.utils.tensorboard import SummaryWriter
 
-from trainers import common, distributed, model_format
+from trainers import common, distributed, machine, model_format
 from trainers.torch_model import (
+    TensorBatches,
     build_model,
     count_parameters,
     data_parallel,
@@ -39,11 +41,21 @@ EXPORT_FORMAT = "state_dict"
 
 
 # --- data ----------------------------------------------------------------------------------
-def batches(dataset, device: torch.device):
-    """Streams (uint8 images, int64 labels) tensor batches; whole batches, no per-pixel objects."""
-    for images, labels in dataset.as_numpy_iterator():
-        yield (torch.from_numpy(images).to(device, non_blocking=True),
-               torch.from_numpy(labels).to(device, non_blocking=True))
+def split_batches(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int, shift: int = 0,
+                  shard: tuple[int, int] | None = None, schema_path: str | None = None, limit: int = 0,
+                  steps: int | None = None) -> TensorBatches:
+    """The split's records parsed once (common.decode_split: the Keras input's parsing) and held as
+    two tensors (~45 MB for MNIST's training split), batched in torch each pass. Iterating tf.data
+    from Python every epoch, its threads beside torch's on the same cores, cost the seed model's
+    training 25-35 % of its throughput on the 2-core CPU (bench/README.md)."""
+    images, labels = common.decode_split(file_patterns, shard, schema_path, limit)
+    return TensorBatches(torch.from_numpy(images), torch.from_numpy(labels), batch_size, shuffle, seed, shift, steps)
+
+
+def batches(data: TensorBatches, device: torch.device):
+    """The batches of `data` on `device`."""
+    for images, labels in data:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
 # --- placement -----------------------------------------------------------------------------
@@ -88,8 +100,11 @@ def architecture_meta(model_name: str, class_names: list[str], width: float = 1.
 # --- train loop ----------------------------------------------------------------------------
 def optimizer_and_schedule(model: nn.Module, cfg: common.TrainConfig,
                            total_steps: int) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """Adam and the shared learning-rate schedule over `total_steps` steps."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    """Adam and the shared learning-rate schedule over `total_steps` steps. Adam's fused kernel on
+    a CPU or CUDA device (one pass over all parameters, not a dozen small ops each): a seed-model
+    step's optimizer time 2.8 -> 1.0 ms on the 2-core CPU (bench/README.md)."""
+    fused = next(model.parameters()).device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, fused=fused)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: common.learning_rate_at(
         step, total_steps, cfg.learning_rate, cfg.lr_schedule) / cfg.learning_rate)
     return optimizer, scheduler
@@ -104,7 +119,7 @@ def train_epochs(model: nn.Module, train_ds, eval_ds, device: torch.device, cfg:
     and each epoch's seconds."""
     # One step is one global batch, whatever the number of workers: every worker's shard has
     # the same number of batches (common.make_dataset).
-    steps_per_epoch = int(train_ds.cardinality())
+    steps_per_epoch = len(train_ds)
     optimizer, scheduler = optimizer_and_schedule(model, cfg, steps_per_epoch * epochs)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
     epoch_seconds: list[float] = []
@@ -137,14 +152,13 @@ def run_fn(fn_args: FnArgs) -> None:
     device, device_name = choose_device(cfg.accelerator)
     mixed = common.mixed_precision_applies(cfg, on_cpu=device.type == "cpu")
 
-    # The serialized records held in memory after the first pass, as Keras' input does (streaming
-    # them from the GZIP files every epoch cost the seed model's training 10 % of its throughput);
-    # each pass reshuffles (seeded), as Keras' fit does. Each worker trains on its own shard of the
-    # split at its part of the global batch; every worker evaluates the whole eval split.
-    train_ds = common.make_dataset(fn_args.train_files, batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift, shard=world.shard, schema_path=fn_args.schema_path)
-    eval_ds = common.make_dataset(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed,
-                                  schema_path=fn_args.schema_path)
+    # Each pass reshuffles (seeded), as Keras' fit does. Each worker trains on its own shard of the
+    # split at its part of the global batch, all of them the same number of batches; every worker
+    # evaluates the whole eval split.
+    steps = common.count_batches(fn_args.train_files, batch_size, world.size) if world.shard else None
+    train_ds = split_batches(fn_args.train_files, batch_size, shuffle=True, seed=cfg.seed, shift=cfg.augment_shift,
+                             shard=world.shard, schema_path=fn_args.schema_path, steps=steps)
+    eval_ds = split_batches(fn_args.eval_files, 256, shuffle=False, seed=cfg.seed, schema_path=fn_args.schema_path)
     with joined(world, device) as device:
         model = data_parallel(placed(build_model(cfg.model, len(class_names), cfg.width), device), world, device)
         if world.rank:
@@ -164,6 +178,7 @@ def run_fn(fn_args: FnArgs) -> None:
     common.write_json(os.path.join(fn_args.serving_model_dir, common.MODEL_META_FILE), {
         **architecture_meta(cfg.model, class_names, cfg.width), "parameters": count_parameters(model),
         "device": device_name, "mixed_precision": mixed, "threads": threads, "world_size": world.size,
+        "cpu": machine.cpu_description(),
         "train_seconds": round(train_seconds, 2), "started_at": started_at, "epoch_seconds": epoch_seconds,
         **({"ddp_step_ms": step_ms} if step_ms else {}),
         "config": dataclasses.asdict(cfg),
@@ -183,9 +198,9 @@ def tune_trial(cfg: common.TrainConfig, data: TrialData, on_epoch: OnEpoch) -> T
         use_container_cores()
     device, device_name = choose_device(cfg.accelerator)
     mixed = common.mixed_precision_applies(cfg, on_cpu=device.type == "cpu")
-    train_ds = common.make_dataset(data.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                   shift=cfg.augment_shift, schema_path=data.schema_path, limit=data.examples)
-    eval_ds = common.make_dataset(data.eval_files, 256, shuffle=False, seed=cfg.seed, schema_path=data.schema_path)
+    train_ds = split_batches(data.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.augment_shift,
+                             schema_path=data.schema_path, limit=data.examples)
+    eval_ds = split_batches(data.eval_files, 256, shuffle=False, seed=cfg.seed, schema_path=data.schema_path)
     model = placed(build_model(cfg.model, len(data.class_names) or model_format.NUM_CLASSES, cfg.width), device)
     started = time.monotonic()
     history, _ = train_epochs(model, train_ds, eval_ds, device, cfg, data.epochs, mixed, on_epoch=on_epoch)

@@ -1,4 +1,5 @@
-"""What a benchmark ran on: the CPU model and the instruction sets that decide its fast paths."""
+"""What a training run or a benchmark ran on: the CPU model and the instruction sets that decide
+TensorFlow's and PyTorch's fast paths (both trainers record it in the model's metadata)."""
 
 from __future__ import annotations
 
