@@ -1,8 +1,10 @@
 """What both trainers share: the TFRecord input pipeline (its feature spec derived from the
 schema), the learning-rate schedule, placement helpers, and the model's metadata files.
 
-Both frameworks read the same TFRecords through the same tf.data code (whole batches parsed and
-decoded at once), so any accuracy difference comes from the model and the training, not the data.
+Both frameworks read the same TFRecords through the same tf.data parsing (whole batches parsed and
+decoded at once), so any accuracy difference comes from the model and the training, not the data:
+Keras batches with make_dataset every epoch, PyTorch decodes its split once (decode_split) and
+batches in torch (torch_model.TensorBatches).
 """
 
 from __future__ import annotations
@@ -212,15 +214,20 @@ def shift_images(images: tf.Tensor, max_shift: int, seed: tf.Tensor) -> tf.Tenso
     return tf.gather(shifted, cols, axis=2, batch_dims=1)
 
 
-def records(file_patterns: list[str], shard: tuple[int, int] | None = None) -> tf.data.Dataset:
+def records(file_patterns: list[str], shard: tuple[int, int] | None = None, limit: int = 0) -> tf.data.Dataset:
     """The serialized records of these files; shard=(index, count): every count-th record from the
     index-th. Parallel reads keep one deterministic order, the same in every worker, so the shards
-    of (0, count) ... (count - 1, count) are disjoint and cover the records."""
+    of (0, count) ... (count - 1, count) are disjoint and cover the records. limit > 0: the first
+    `limit` records only (not with a shard)."""
+    if limit and shard:
+        raise ValueError("limit and shard together are not supported")
     if shard and not 0 <= shard[0] < shard[1]:
         raise ValueError(f"shard {shard}: the index must be in 0..count-1")
     ds = tf.data.TFRecordDataset(expand_patterns(file_patterns), compression_type="GZIP",
                                  num_parallel_reads=tf.data.AUTOTUNE)
-    return ds.shard(shard[1], shard[0]) if shard else ds
+    if shard:
+        ds = ds.shard(shard[1], shard[0])
+    return ds.take(limit) if limit else ds
 
 
 def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed: int,
@@ -239,12 +246,8 @@ def make_dataset(file_patterns: list[str], batch_size: int, shuffle: bool, seed:
     limit > 0: the first `limit` records only, in file order (a tuning trial's subset: the same
     records for both frameworks).
     """
-    if limit and shard:
-        raise ValueError("make_dataset: limit and shard together are not supported")
     spec = image_and_label_spec(schema_path)
-    ds = records(file_patterns, shard)
-    if limit:
-        ds = ds.take(limit)
+    ds = records(file_patterns, shard, limit)
     if cache:
         ds = ds.cache()
         # This pass over the data fills the cache: the first epoch then reads memory, not files.
@@ -272,12 +275,8 @@ def decode_split(file_patterns: list[str], shard: tuple[int, int] | None = None,
     cost its training a quarter of its throughput, see bench/README)."""
     import numpy as np
 
-    if limit and shard:
-        raise ValueError("decode_split: limit and shard together are not supported")
     spec = image_and_label_spec(schema_path)
-    ds = records(file_patterns, shard)
-    if limit:
-        ds = ds.take(limit)
+    ds = records(file_patterns, shard, limit)
     parsed = list(ds.batch(4096).map(lambda batch: parse_batch(batch, spec)).as_numpy_iterator())
     if not parsed:
         raise ValueError(f"no records in {file_patterns}" + (f" for shard {shard}" if shard else ""))
