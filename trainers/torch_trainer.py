@@ -118,7 +118,7 @@ def train_epochs(model: nn.Module, train_ds, eval_ds, device: torch.device, cfg:
     `on_epoch` (a tuning trial's report: False stops the training). Returns the per-epoch history
     and each epoch's seconds."""
     # One step is one global batch, whatever the number of workers: every worker's shard has
-    # the same number of batches (common.make_dataset).
+    # the same number of batches (run_fn passes common.count_batches as the steps).
     steps_per_epoch = len(train_ds)
     optimizer, scheduler = optimizer_and_schedule(model, cfg, steps_per_epoch * epochs)
     history: dict[str, list[float]] = {"loss": [], "accuracy": [], "val_loss": [], "val_accuracy": []}
