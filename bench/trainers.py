@@ -151,7 +151,7 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
     return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
             "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
             "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
-            "augment_shift": meta["config"]["augment_shift"]}
+            "augment_shift": meta["config"]["augment_shift"], "mixed_precision": meta["mixed_precision"]}
 
 
 def whole_run(mnist: str, work: str) -> dict:
@@ -224,9 +224,9 @@ def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, 
     kind, framework = name.split("_")
     if kind == "seed":
         return seed_keras(cache, args.epochs) if framework == "keras" else seed_pytorch(cache, args.epochs)
-    # default: the pipeline's defaults, with --set overrides
-    config = {"ours": seed_model(args.epochs), "asseed": seed_like(args.epochs)}.get(kind, dict(args.set))
-    return ours(framework, examples_dir, {**config, "seed": seed})
+    # default: the pipeline's defaults; --set overrides apply to each of our contenders
+    config = {"ours": seed_model(args.epochs), "asseed": seed_like(args.epochs)}.get(kind, {})
+    return ours(framework, examples_dir, {**config, **dict(args.set), "seed": seed})
 
 
 def contender_environment(name: str) -> dict[str, str]:
@@ -254,7 +254,8 @@ def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
               f"({r['data_share']:.1%}), stages {r['stage_seconds']}", flush=True)
         return r
     print(f"{name} (seed {seed}): {r['seconds']:.1f} s, {r['examples'] / r['seconds']:.0f} ex/s, "
-          f"test accuracy {r['test_accuracy']:.4f}", flush=True)
+          f"test accuracy {r['test_accuracy']:.4f}, {'bfloat16' if r.get('mixed_precision') else 'float32'}",
+          flush=True)
     return r
 
 
@@ -338,7 +339,7 @@ def main() -> None:
                         help="seed part: the contenders of each round, in this order")
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 1, 2], help="seeds of the default model's runs")
     parser.add_argument("--set", nargs="+", default=[], type=_setting, metavar="FIELD=JSON",
-                        help="default part: override a TrainConfig field, e.g. augment_shift=0 epochs=5")
+                        help="override a TrainConfig field of our contenders, e.g. cpu_bfloat16=\"off\" epochs=5")
     parser.add_argument("--only", choices=DEFAULT_CONTENDERS, help="default part: run only this contender")
     parser.add_argument("--one", choices=SEED_CONTENDERS + DEFAULT_CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, default=42, help=argparse.SUPPRESS)

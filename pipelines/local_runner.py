@@ -13,6 +13,7 @@ from tfx.proto.orchestration import pipeline_pb2
 from pipelines import recovery, summary
 from pipelines.config import PipelineConfig
 from pipelines.pipeline import NEVER_CACHED, create_pipeline
+from trainers import machine
 
 
 def beam_worker_image_arg(cfg: PipelineConfig) -> str:
@@ -31,7 +32,7 @@ def local_beam_args(cfg: PipelineConfig) -> list[str]:
 def local_pipeline(cfg: PipelineConfig, code_version: str = "") -> tfx.dsl.Pipeline:
     return create_pipeline(cfg, registry_uri=cfg.resolved_registry_uri(), pipeline_root=cfg.pipeline_root,
                            metadata_path=cfg.metadata_path, beam_pipeline_args=local_beam_args(cfg),
-                           code_version=code_version)
+                           code_version=code_version, cpu_precision=machine.cpu_precision(cfg.train.cpu_bfloat16))
 
 
 def compiled(pipeline: tfx.dsl.Pipeline) -> pipeline_pb2.Pipeline:

@@ -100,12 +100,16 @@ def resolve_champion(registry_uri: str, model_name: str, reuse_unchanged_champio
 
 def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: str,
                     metadata_path: str | None = None,
-                    beam_pipeline_args: list[str] | None = None, code_version: str = "",
+                    beam_pipeline_args: list[str] | None = None, code_version: str = "", cpu_precision: str = "",
                     kserve_deploy: bool = False, reuse_unchanged_champion: bool = True,
                     trainer_launch: TrainerLaunch = in_step_container,
                     parallel_tuner_tasks: bool = False) -> tfx.dsl.Pipeline:
     """`code_version` (local runs): a fingerprint of the trainers' code, part of their cache key, so
-    editing a trainer retrains instead of reusing a model the old code made. `kserve_deploy`
+    editing a trainer retrains instead of reusing a model the old code made. `cpu_precision` (local
+    runs): what the trainers compute in on this machine's CPU (trainers/machine.cpu_precision), also
+    part of their cache key, so a model trained in float32 is not reused where they would train in
+    bfloat16, nor the other way round (on a cluster the node decides; its model_meta.json says what
+    it chose). `kserve_deploy`
     (Kubeflow target only): a last step applies the InferenceService of the version the pusher
     promoted. `reuse_unchanged_champion`: SameChampion between the champion's resolution and its
     consumers (local runs; TFX's Kubeflow compiler cannot build it). `trainer_launch`: the Trainer
@@ -143,7 +147,8 @@ def create_pipeline(cfg: PipelineConfig, *, registry_uri: str, pipeline_root: st
 
     def custom_config(seed: int) -> dict[str, Any]:
         return {**cfg.trainer_config(), "seed": seed, "class_names": list(cfg.class_names),
-                **({"code_version": code_version} if code_version else {})}
+                **({"code_version": code_version} if code_version else {}),
+                **({"cpu_precision": cpu_precision} if cpu_precision else {})}
 
     # Independent trainers (one per framework, or per framework and seed): none depends on another,
     # so orchestrators run them in parallel. They start only after the gate passed (an explicit

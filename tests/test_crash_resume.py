@@ -44,6 +44,7 @@ from conftest import FAST_TRAINING
 from pipelines import recovery, revision, summary
 from pipelines.config import REPO_ROOT, load_config
 from tests.test_secrets import SECRET_VARIABLES, files_holding
+from trainers import machine
 
 Execution = metadata_store_pb2.Execution
 KILL_ORDER = ("MnistExampleGen", "pytorch_trainer", "RegistryPusher")
@@ -249,6 +250,7 @@ def test_killed_runs_resume_reruns_are_cached_and_three_runs_stay_consistent(mni
     (keras_exec,) = [store.get_executions_by_id([eid])[0] for eid, _ in states["keras_trainer"]]
     trainer_config = json.loads(keras_exec.custom_properties["custom_config"].string_value)
     assert trainer_config["code_version"] == revision.code_fingerprint()
+    assert trainer_config["cpu_precision"] == machine.cpu_precision("auto")  # and what they compute in
 
     # No planted secret in the runs' logs or anything they wrote (the scan does find the
     # model's name, so it reads the real files).

@@ -240,13 +240,69 @@ def test_thread_count_follows_the_container_cpu_limit(tmp_path, files, expected)
     assert common.container_cores(str(tmp_path)) == min(affinity, expected or affinity)
 
 
-def test_mixed_precision_on_cpu_trains_in_float32_and_says_so(small_examples, tmp_path, caplog):
+def _computes_in_bfloat16(saved_model_dir) -> bool:
+    """Whether a Keras export casts anything to bfloat16 (mixed_bfloat16 compute)."""
+    from tensorflow.core.framework import types_pb2
+
+    from trainers import savedmodel_ops
+
+    saved_model = savedmodel_ops.read_saved_model(str(saved_model_dir))
+    return any(node.op == "Cast" and node.attr["DstT"].type == types_pb2.DT_BFLOAT16
+               for meta_graph in saved_model.meta_graphs for function in meta_graph.graph_def.library.function
+               for node in function.node_def)
+
+
+@pytest.mark.parametrize("framework", ["keras", "pytorch"])
+def test_cpu_bfloat16_on_and_off_decide_the_cpu_compute_and_the_metadata_says_which(
+        framework, small_examples, tmp_path, caplog):
+    """Forced both ways on whatever CPU runs the test ("auto" follows the CPU: test_cpu_precision_*).
+    mixed_precision (a GPU/TPU setting) does not switch bfloat16 on for a CPU, and says so."""
     from conftest import train
 
-    out = train(torch_trainer.run_fn, small_examples, tmp_path / "torch", mixed_precision=True)
-    meta = json.loads((out / "Format-Serving" / common.MODEL_META_FILE).read_text())
-    assert meta["mixed_precision"] is False and meta["config"]["mixed_precision"] is True
-    assert "mixed_precision asked for, but training runs on the CPU" in caplog.text
+    run_fn = keras_trainer.run_fn if framework == "keras" else torch_trainer.run_fn
+    metas, accuracies = {}, {}
+    for setting in ("on", "off"):
+        out = train(run_fn, small_examples, tmp_path / setting, cpu_bfloat16=setting, mixed_precision=True)
+        metas[setting] = json.loads((out / "Format-Serving" / common.MODEL_META_FILE).read_text())
+        accuracies[setting] = json.loads((out / "Format-Serving" / common.HISTORY_FILE).read_text())["accuracy"]
+    assert metas["on"]["mixed_precision"] is True and metas["off"]["mixed_precision"] is False
+    assert metas["on"]["config"]["cpu_bfloat16"] == "on" and metas["off"]["config"]["mixed_precision"] is True
+    assert accuracies["on"] != accuracies["off"]  # another arithmetic, not the same run twice
+    if framework == "keras":
+        assert _computes_in_bfloat16(tmp_path / "on" / "Format-Serving")
+        assert not _computes_in_bfloat16(tmp_path / "off" / "Format-Serving")
+    assert "mixed_precision is for a GPU or TPU; on the CPU cpu_bfloat16=off decides: float32" in caplog.text
+
+
+def test_cpu_precision_is_bfloat16_where_the_cpu_has_it_in_hardware(tmp_path):
+    cpus = {"amx": "avx2 fma avx512f amx_tile amx_bf16", "zen4": "avx2 fma avx512f avx512_bf16 avx512_vnni",
+            "avx512": "avx2 fma avx512f avx512_vnni", "avx2": "avx2 fma"}
+    for name, flags in cpus.items():
+        (tmp_path / name).write_text(f"model name\t: {name}\nflags\t\t: fpu sse2 {flags}\n")
+    auto = {name: machine.cpu_precision("auto", str(tmp_path / name)) for name in cpus}
+    assert auto == {"amx": "bfloat16", "zen4": "bfloat16", "avx512": "float32", "avx2": "float32"}
+    assert machine.cpu_precision("on", str(tmp_path / "avx2")) == "bfloat16"
+    assert machine.cpu_precision("off", str(tmp_path / "amx")) == "float32"
+    with pytest.raises(ValueError, match="cpu_bfloat16 'yes' is not one of"):
+        machine.cpu_precision("yes")
+    with pytest.raises(ValueError, match="cpu_bfloat16 'yes' is not one of"):
+        common.TrainConfig(cpu_bfloat16="yes")
+
+
+def test_local_runs_key_the_trainers_cache_on_the_cpu_precision(tmp_path):
+    """A store trained in float32 is not reused where the trainers would now compute in bfloat16."""
+    from pipelines.config import load_config
+    from pipelines.local_runner import local_pipeline
+
+    def trainer_configs(setting: str) -> list[dict]:
+        cfg = load_config(output_root=str(tmp_path)).replace(cpu_bfloat16=setting)
+        return [json.loads(c.exec_properties["custom_config"]) if isinstance(c.exec_properties["custom_config"], str)
+                else c.exec_properties["custom_config"]
+                for c in local_pipeline(cfg).components if c.id.endswith("_trainer")]
+
+    for setting, precision in (("on", "bfloat16"), ("off", "float32"), ("auto", machine.cpu_precision("auto"))):
+        configs = trainer_configs(setting)
+        assert len(configs) == 2 and all(c["cpu_precision"] == precision for c in configs), configs
 
 
 def test_the_feature_spec_comes_from_the_schema(small_examples, tmp_path):

@@ -20,6 +20,7 @@ from typing import Any
 
 import tensorflow as tf
 
+from trainers import machine
 from trainers.config import (  # noqa: F401  (re-exported for the trainer modules)
     MODEL_NAMES,
     WARMUP_FRACTION,
@@ -71,10 +72,18 @@ def log_batches(done: int, total: int | None, epoch: int, epochs: int) -> None:
 
 
 def mixed_precision_applies(cfg: TrainConfig, on_cpu: bool) -> bool:
-    """bfloat16 compute when asked for and not on a CPU; said in the log when it is not applied."""
-    if cfg.mixed_precision and on_cpu:
-        logging.warning("mixed_precision asked for, but training runs on the CPU: float32 instead")
-    return cfg.mixed_precision and not on_cpu
+    """bfloat16 compute (float32 weights): on a GPU or TPU when mixed_precision asks for it, on a
+    CPU as cpu_bfloat16 decides (machine.cpu_precision); the choice is said in the log."""
+    if not on_cpu:
+        return cfg.mixed_precision
+    precision = machine.cpu_precision(cfg.cpu_bfloat16)
+    if cfg.mixed_precision:
+        logging.warning("mixed_precision is for a GPU or TPU; on the CPU cpu_bfloat16=%s decides: %s",
+                        cfg.cpu_bfloat16, precision)
+    else:
+        logging.info("training on the CPU in %s (cpu_bfloat16=%s; %s)", precision, cfg.cpu_bfloat16,
+                     machine.cpu_description())
+    return precision == "bfloat16"
 
 
 def container_cores(cgroup_root: str = "/sys/fs/cgroup") -> int:

@@ -18,6 +18,7 @@ MODEL_NAMES = ("seed_cnn", "bn_cnn")
 WIDTH_RANGE = (0.25, 4.0)
 LR_SCHEDULES = ("constant", "one_cycle")
 ACCELERATORS = ("auto", "cpu", "gpu", "tpu")
+CPU_BFLOAT16 = ("auto", "on", "off")
 
 
 def setting(default: Any, help_text: str, choices: tuple[str, ...] | None = None) -> Any:
@@ -44,7 +45,9 @@ class TrainConfig:
     seed: int = setting(42, "training seed, both trainers")
     accelerator: str = setting("auto", "where the trainers run: auto, cpu, gpu or tpu (asking for an absent "
                                 "device is an error)", ACCELERATORS)
-    mixed_precision: bool = setting(False, "bfloat16 compute on a GPU or TPU (ignored, and recorded so, on CPU)")
+    mixed_precision: bool = setting(False, "bfloat16 compute on a GPU or TPU (on a CPU, cpu_bfloat16 decides)")
+    cpu_bfloat16: str = setting("auto", "bfloat16 compute (float32 weights) on a CPU: auto (where the CPU has it "
+                                "in hardware: AMX or AVX-512 BF16), on or off", CPU_BFLOAT16)
     steps_per_execution: int = setting(50, "Keras: training steps per compiled call (~1.5x faster for small "
                                         "models on CPU)")
     width: float = setting(1.0, "model width, both trainers: every conv layer's channels and the dense layer's "
@@ -55,6 +58,8 @@ class TrainConfig:
             raise ValueError(f"model {self.model!r} is not one of {MODEL_NAMES}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule {self.lr_schedule!r} is not one of {LR_SCHEDULES}")
+        if self.cpu_bfloat16 not in CPU_BFLOAT16:
+            raise ValueError(f"cpu_bfloat16 {self.cpu_bfloat16!r} is not one of {CPU_BFLOAT16}")
         if self.accelerator not in ACCELERATORS:
             raise ValueError(f"accelerator {self.accelerator!r} is not one of {ACCELERATORS}")
         if not 0 <= self.augment_shift <= 8:

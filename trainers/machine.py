@@ -1,17 +1,22 @@
 """What a training run or a benchmark ran on: the CPU model and the instruction sets that decide
-TensorFlow's and PyTorch's fast paths (both trainers record it in the model's metadata)."""
+TensorFlow's and PyTorch's fast paths (both trainers record it in the model's metadata), and the
+numeric choice that follows from them (bfloat16 where the CPU computes it natively)."""
 
 from __future__ import annotations
 
 import os
 import platform
 
+from trainers.config import CPU_BFLOAT16
+
 # The flags that choose TensorFlow's and PyTorch's CPU kernels (oneDNN: AVX2/FMA, AVX-512, AMX).
 FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16", "amx_int8")
+# bfloat16 dot products in hardware: oneDNN's bf16 convolutions and matmuls run on these, and
+# emulate bf16 (slower than float32) on every other CPU.
+NATIVE_BFLOAT16 = ("amx_bf16", "avx512_bf16")
 
 
-def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
-    """"<model name>, N cores, flags: ..." (of FLAGS, those the CPU has; "none of ..." if none)."""
+def _cpuinfo(cpuinfo: str) -> tuple[str, set[str]]:
     model, flags = platform.processor() or platform.machine(), set()
     if os.path.exists(cpuinfo):
         with open(cpuinfo, encoding="utf-8") as f:
@@ -21,5 +26,26 @@ def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
                     model = value.strip()
                 elif key.strip() == "flags":
                     flags = set(value.split())
+    return model, flags
+
+
+def cpu_description(cpuinfo: str = "/proc/cpuinfo") -> str:
+    """"<model name>, N cores, flags: ..." (of FLAGS, those the CPU has; "none of ..." if none)."""
+    model, flags = _cpuinfo(cpuinfo)
     have = [flag for flag in FLAGS if flag in flags]
     return f"{model}, {os.cpu_count()} cores, flags: {' '.join(have) if have else 'none of ' + ' '.join(FLAGS)}"
+
+
+def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 dot products in hardware (AMX or AVX-512 BF16)."""
+    return any(flag in _cpuinfo(cpuinfo)[1] for flag in NATIVE_BFLOAT16)
+
+
+def cpu_precision(cpu_bfloat16: str, cpuinfo: str = "/proc/cpuinfo") -> str:
+    """What a trainer computes in on this CPU: "bfloat16" (mixed: float32 weights) or "float32".
+    `cpu_bfloat16` is the train section's setting: "on", "off", or "auto" (bfloat16 where the CPU
+    has it in hardware). One rule for both trainers, their tuning trials and the local cache key."""
+    if cpu_bfloat16 not in CPU_BFLOAT16:
+        raise ValueError(f"cpu_bfloat16 {cpu_bfloat16!r} is not one of {CPU_BFLOAT16}")
+    native = cpu_bfloat16 == "auto" and native_bfloat16(cpuinfo)
+    return "bfloat16" if cpu_bfloat16 == "on" or native else "float32"

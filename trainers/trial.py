@@ -34,7 +34,7 @@ class TrialResult:
     examples: int  # training records per epoch
     seconds: float
     device: str
-    mixed_precision: bool  # applied (False on a CPU even when asked for)
+    mixed_precision: bool  # bfloat16 compute applied (on a CPU: as cpu_bfloat16 decided)
     parameters: int
 
     def to_dict(self) -> dict[str, Any]:

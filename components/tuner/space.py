@@ -67,7 +67,7 @@ SHARED_DIMENSIONS: Space = (
 def search_space(train: TrainConfig) -> Space:
     """The space of a run: the shared dimensions, and mixed precision, searched where it applies
     (an accelerator set explicitly: gpu or tpu) and fixed at the train section's value elsewhere
-    (on a CPU both frameworks compute in float32 whatever it says)."""
+    (on a CPU, cpu_bfloat16 decides the compute whatever it says)."""
     searched = train.accelerator in ("gpu", "tpu")
     return (*SHARED_DIMENSIONS,
             Dimension("mixed_precision", choices=(False, True) if searched else (train.mixed_precision,)))
