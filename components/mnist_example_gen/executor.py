@@ -1,9 +1,12 @@
 """MnistExampleGen's executor: verified IDX files -> sharded GZIP TFRecords of tf.Examples.
 
 The Beam pipeline works on ranges of records: each element names a file pair and a range, a
-worker reads only that range from disk, so no step holds the dataset in one worker's memory.
-`eval` is held out of the training file by a stable hash of the record index: the same records
-every run, whatever the number of workers.
+worker reads only that range from disk and writes it as one GZIP TFRecord file per split, named by
+the range (a retried range writes the same file again), so no step holds the dataset in one
+worker's memory and no record goes through a shuffle: writing each record through Beam's
+WriteToTFRecord (a group-by-key over 70,000 elements) took 17 s of the stage on two cores; the
+ranges take 5. `eval` is held out of the training file by a stable hash of the record index: the
+same records every run, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import tensorflow as tf
 from tfx import types
 from tfx.components.util import examples_utils
 from tfx.dsl.components.base import base_beam_executor
+from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
@@ -52,42 +56,74 @@ def split_counts(n_train: int, n_test: int, eval_ratio: float) -> dict[str, int]
 
 def to_example(image: np.ndarray, label: int) -> bytes:
     """One record: raw pixels plus cheap summaries that let TFDV see pixel statistics."""
-    pixels = image.tobytes()
+    return next(range_examples(image[np.newaxis], np.array([label])))
+
+
+def _example(image: np.ndarray, label: int, pixel_mean: float, ink_fraction: float) -> bytes:
     feature = {
-        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels])),
-        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
-        "pixel_mean": tf.train.Feature(float_list=tf.train.FloatList(value=[float(image.mean())])),
-        "ink_fraction": tf.train.Feature(
-            float_list=tf.train.FloatList(value=[float(np.count_nonzero(image)) / image.size])),
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[image.tobytes()])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[label])),
+        "pixel_mean": tf.train.Feature(float_list=tf.train.FloatList(value=[pixel_mean])),
+        "ink_fraction": tf.train.Feature(float_list=tf.train.FloatList(value=[ink_fraction])),
     }
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
-class _ReadRange(beam.DoFn):
-    """(part, start, stop) -> (split, serialized tf.Example) for every record in the range."""
+def range_examples(images: np.ndarray, labels: np.ndarray) -> Iterator[bytes]:
+    """to_example for every record of a range, its summaries computed for the range at once."""
+    pixels = images.reshape(len(images), -1)
+    # Integer sums: the same mean whichever way numpy would group a float sum.
+    means = (pixels.sum(axis=1, dtype=np.int64) / pixels.shape[1]).tolist()
+    ink = (np.count_nonzero(pixels, axis=1) / pixels.shape[1]).tolist()
+    for image, label, mean, fraction in zip(images, labels.tolist(), means, ink, strict=True):
+        yield _example(image, label, mean, fraction)
 
-    def __init__(self, headers: dict[str, idx.IdxHeader], eval_ratio: float, num_classes: int) -> None:
+
+def range_file(split_dir: str, part: str, start: int) -> str:
+    """The file a range's records of one split go to: named by the range, so a retry rewrites it."""
+    return os.path.join(split_dir, f"data_tfrecord-{part}-{start:06d}.gz")
+
+
+class _WriteRange(beam.DoFn):
+    """(part, start, stop) -> the range's records written, one GZIP file per split it holds;
+    yields (split, records written)."""
+
+    def __init__(self, headers: dict[str, idx.IdxHeader], eval_ratio: float, num_classes: int,
+                 split_dirs: dict[str, str]) -> None:
         self._headers = headers
         self._eval_ratio = eval_ratio
         self._num_classes = num_classes
+        self._split_dirs = split_dirs
 
-    def process(self, shard: tuple[str, int, int]) -> Iterator[tuple[str, bytes]]:
+    def process(self, shard: tuple[str, int, int]) -> Iterator[tuple[str, int]]:
         part, start, stop = shard
         images = idx.read_records(self._headers[f"{part}_images"], start, stop)
         labels_header = self._headers[f"{part}_labels"]
         labels = idx.read_records(labels_header, start, stop)
         idx.check_labels(labels_header.name, labels, start, self._num_classes)
-        for offset, (image, label) in enumerate(zip(images, labels, strict=True)):
-            index = start + offset
-            if part == "test":
-                split = "test"
-            else:
-                split = "eval" if is_eval(index, self._eval_ratio) else "train"
-            yield split, to_example(image, label)
+        if part == "test":
+            splits = np.array(["test"] * len(labels))
+        else:
+            held_out = np.array([is_eval(i, self._eval_ratio) for i in range(start, stop)], dtype=bool)
+            splits = np.where(held_out, "eval", "train")
+        for split in ("test",) if part == "test" else ("train", "eval"):
+            chosen = splits == split
+            if chosen.any():
+                with tf.io.TFRecordWriter(range_file(self._split_dirs[split], part, start), options="GZIP") as writer:
+                    for record in range_examples(images[chosen], labels[chosen]):
+                        writer.write(record)
+            yield split, int(chosen.sum())  # zeros too: every split's total is checked
 
 
 def _shards(part: str, count: int) -> list[tuple[str, int, int]]:
     return [(part, s, min(s + RECORDS_PER_SHARD, count)) for s in range(0, count, RECORDS_PER_SHARD)]
+
+
+def _check_count(split_written: tuple[str, int], expected: dict[str, int]) -> None:
+    """Every record of a split written once: a lost or doubled range fails the stage."""
+    split, written = split_written
+    if written != expected[split]:
+        raise RuntimeError(f"MnistExampleGen wrote {written} {split} records, expected {expected[split]}")
 
 
 def read_headers(paths: dict[str, str], origins: dict[str, str] | None = None) -> dict[str, idx.IdxHeader]:
@@ -122,24 +158,20 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                      n_train, n_test, len(shards))
 
         examples.split_names = artifact_utils.encode_split_names(list(SPLITS))
+        split_dirs = {split: artifact_utils.get_split_uri([examples], split) for split in SPLITS}
+        for split_dir in split_dirs.values():
+            fileio.makedirs(split_dir)
+        counts = split_counts(n_train, n_test, eval_ratio)
         with self._make_beam_pipeline() as pipeline:
-            records = (pipeline
+            written = (pipeline
                        | "Shards" >> beam.Create(shards)
                        | "Redistribute" >> beam.Reshuffle()
-                       | "ReadRanges" >> beam.ParDo(_ReadRange(headers, eval_ratio, len(class_names))))
-            by_split = records | "BySplit" >> beam.Partition(
-                lambda kv, _: SPLITS.index(kv[0]), len(SPLITS))
-            for split, pcoll in zip(SPLITS, by_split, strict=True):
-                prefix = os.path.join(artifact_utils.get_split_uri([examples], split), "data_tfrecord")
-                _ = (pcoll
-                     | f"Values[{split}]" >> beam.Values()
-                     | f"Write[{split}]" >> beam.io.WriteToTFRecord(
-                         prefix, file_name_suffix=".gz",
-                         compression_type=beam.io.filesystem.CompressionTypes.GZIP))
+                       | "WriteRanges" >> beam.ParDo(_WriteRange(headers, eval_ratio, len(class_names), split_dirs))
+                       | "CountPerSplit" >> beam.CombinePerKey(sum))
+            _ = written | "CheckCounts" >> beam.Map(_check_count, counts)
 
         examples_utils.set_payload_format(examples, example_gen_pb2.PayloadFormat.FORMAT_TF_EXAMPLE)
         examples_utils.set_file_format(examples, "tfrecords_gzip")
-        counts = split_counts(n_train, n_test, eval_ratio)
         examples.set_string_custom_property("split_counts", json.dumps(counts, sort_keys=True))
         examples.set_string_custom_property(
             "source_sha256", json.dumps({sources.MNIST_FILES[k].name: sources.file_digest(p, "sha256")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components.mnist_example_gen import executor, idx
+from components.mnist_example_gen import executor, idx, sources
 from conftest import SMALL, run_example_gen
 
 
@@ -77,3 +77,38 @@ def test_truncated_images_fail_ingest_naming_the_file(corrupt_source, mnist_cach
     folder = corrupt_source(name, (mnist_cache / name).read_bytes()[:50_000])
     with pytest.raises(idx.IdxFormatError, match=rf"^{re.escape(str(folder))}/{name}.*\): truncated"):
         run_example_gen(tmp_path / "out", tmp_path / "cache", source=str(folder), verify_checksums=0)
+
+
+def test_each_range_writes_its_own_files_and_a_retry_rewrites_them(small_examples, mnist_cache, tmp_path):
+    """A range's records go to files named by the range, in index order, each record what to_example
+    makes of it (the range's summaries computed at once); running the range again (a retried
+    worker) leaves the same files with the same records."""
+    headers = executor.read_headers({key: str(mnist_cache / spec.name) for key, spec in
+                                     sources.MNIST_FILES.items()})
+    split_dirs = {split: str(tmp_path / split) for split in executor.SPLITS}
+    for folder in split_dirs.values():
+        os.makedirs(folder)
+    write = executor._WriteRange(headers, SMALL["eval_ratio"], 10, split_dirs)
+    first = list(write.process(("train", 100, 300)))
+    names = {split: sorted(os.listdir(folder)) for split, folder in split_dirs.items()}
+    records = {split: [r.numpy() for r in tf.data.TFRecordDataset(
+        [os.path.join(split_dirs[split], n) for n in names[split]], compression_type="GZIP")] for split in names}
+    assert list(write.process(("train", 100, 300))) == first
+    assert {split: sorted(os.listdir(folder)) for split, folder in split_dirs.items()} == names
+    assert names == {"train": ["data_tfrecord-train-000100.gz"], "eval": ["data_tfrecord-train-000100.gz"],
+                     "test": []}
+    images = idx.read_records(headers["train_images"], 100, 300)
+    labels = idx.read_records(headers["train_labels"], 100, 300)
+    held_out = [executor.is_eval(i, SMALL["eval_ratio"]) for i in range(100, 300)]
+    for split, want_eval in (("train", False), ("eval", True)):
+        expected = [executor.to_example(image, label) for image, label, e in zip(images, labels, held_out, strict=True)
+                    if e == want_eval]
+        parsed = [tf.train.Example.FromString(r) for r in records[split]]  # a map's bytes come in any order
+        assert parsed == [tf.train.Example.FromString(r) for r in expected] and dict(first)[split] == len(expected)
+
+
+def test_a_split_with_a_lost_or_doubled_range_fails_the_stage():
+    executor._check_count(("eval", 4), {"train": 9, "eval": 4})
+    for written in (3, 5):
+        with pytest.raises(RuntimeError, match=f"MnistExampleGen wrote {written} eval records, expected 4"):
+            executor._check_count(("eval", written), {"train": 9, "eval": 4})
