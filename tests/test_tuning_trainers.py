@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from trainers import common, keras_trainer, loader, torch_model, torch_trainer
+from trainers import common, keras_trainer, loader, machine, torch_model, torch_trainer
 from trainers.trial import TrialData
 
 TRIAL_SETTINGS = {"model": "seed_cnn", "batch_size": 32, "learning_rate": 1e-3, "lr_schedule": "constant",
@@ -60,7 +60,8 @@ def test_a_trial_reports_every_epoch_and_stops_when_told(small_examples, trainer
     assert result.epochs_run == 2 and result.examples == 320
     assert result.history["val_accuracy"] == [accuracy for _, accuracy in reports]
     assert all(0.0 <= accuracy <= 1.0 for _, accuracy in reports)
-    assert result.parameters == 54_410 and result.device == "cpu" and not result.mixed_precision
+    assert result.parameters == 54_410 and result.device == "cpu"
+    assert result.mixed_precision == (machine.cpu_precision("auto") == "bfloat16")  # as run_fn decides
 
     finished = trainer.tune_trial(common.TrainConfig(**TRIAL_SETTINGS, width=0.5), data, lambda epoch, m: True)
     assert finished.epochs_run == 3 and finished.parameters < 54_410

@@ -128,7 +128,9 @@ def train_epochs(model: nn.Module, train_ds, eval_ds, device: torch.device, cfg:
         on_batch = functools.partial(common.log_batches, total=steps_per_epoch or None, epoch=epoch + 1,
                                      epochs=epochs)
         loss, acc = train_epoch(model, batches(train_ds, device), optimizer, scheduler, mixed, on_batch)
-        val_loss, val_acc = evaluate(getattr(model, "module", model), batches(eval_ds, device), mixed)
+        # In float32, as the export (float32 weights, no autocast) computes: the recorded val_accuracy
+        # is the served model's, whatever the training's precision.
+        val_loss, val_acc = evaluate(getattr(model, "module", model), batches(eval_ds, device))
         for key, value in zip(history, (loss, acc, val_loss, val_acc), strict=True):
             history[key].append(value)
             if writer:
