@@ -102,12 +102,11 @@ class _WriteRange(beam.DoFn):
         labels = idx.read_records(labels_header, start, stop)
         idx.check_labels(labels_header.name, labels, start, self._num_classes)
         if part == "test":
-            splits = np.array(["test"] * len(labels))
+            groups = {"test": np.ones(len(labels), dtype=bool)}
         else:
             held_out = np.array([is_eval(i, self._eval_ratio) for i in range(start, stop)], dtype=bool)
-            splits = np.where(held_out, "eval", "train")
-        for split in ("test",) if part == "test" else ("train", "eval"):
-            chosen = splits == split
+            groups = {"train": ~held_out, "eval": held_out}
+        for split, chosen in groups.items():
             if chosen.any():
                 with tf.io.TFRecordWriter(range_file(self._split_dirs[split], part, start), options="GZIP") as writer:
                     for record in range_examples(images[chosen], labels[chosen]):
