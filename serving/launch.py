@@ -18,7 +18,10 @@ REST (`Guard`, pure ASGI, outermost middleware of the app MLServer creates), per
     other than gzip or identity 415, a body that is not gzip data 400;
   - a body nested deeper than `max_json_depth` arrays/objects gets 400 before anything parses it;
   - `/v2/repository/*` gets 403 unless a repository token is configured and the request carries
-    `Authorization: Bearer <token>` (401 if it is wrong).
+    `Authorization: Bearer <token>` (401 if it is wrong). A repository call that has the token is
+    answered within `repository_deadline_s` (600 s) instead: loading a model (torch, its signature check)
+    took over 30 s on a busy 2-core CI machine, and a load cut off by the inference deadline
+    answered 504 while MLServer went on loading it.
 gRPC (`GrpcGuard`, a server interceptor): the repository methods (of both
 `inference.GRPCInferenceService` and the deprecated `inference.model_repository.ModelRepositoryService`)
 get PERMISSION_DENIED / UNAUTHENTICATED the same way, and unary calls get DEADLINE_EXCEEDED
@@ -54,6 +57,7 @@ REPOSITORY_PREFIX = "/v2/repository"
 REPOSITORY_TOKEN_VARIABLE = "MNIST_REPOSITORY_TOKEN"
 DEFAULT_MAX_JSON_DEPTH = 32
 DEFAULT_DEADLINE_S = 30.0
+REPOSITORY_DEADLINE_S = 600.0
 # The gRPC repository methods: on the inference service and on the deprecated repository service.
 GRPC_REPOSITORY_SERVICE = "inference.model_repository.ModelRepositoryService"
 GRPC_REPOSITORY_METHODS = ("RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload")
@@ -65,6 +69,7 @@ class GuardSettings:
     max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
     deadline_s: float = DEFAULT_DEADLINE_S
     repository_token: str = ""  # empty: the repository API is off
+    repository_deadline_s: float = REPOSITORY_DEADLINE_S
 
 
 class Refused(Exception):
@@ -178,6 +183,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         started = False
+        deadline_s = deadline_of(self.settings, is_repository_path(scope.get("path", "")))
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
@@ -185,20 +191,19 @@ class Guard:
             await send(message)
 
         try:
-            await asyncio.wait_for(self._guarded(scope, receive, tracking_send), self.settings.deadline_s)
+            await asyncio.wait_for(self._guarded(scope, receive, tracking_send), deadline_s)
         except Refused as refusal:
             await _answer(send, refusal.status, refusal.message)
         except ClientGone:
             pass
         except asyncio.TimeoutError:
             if not started:  # else the client sees the connection close mid-answer
-                await _answer(send, 504, f"request not answered within this server's deadline of "
-                                         f"{self.settings.deadline_s:g} s")
+                await _answer(send, 504, f"request not answered within this server's deadline of {deadline_s:g} s")
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = list(scope.get("headers") or [])
         path = scope.get("path", "")
-        if path == REPOSITORY_PREFIX or path.startswith(REPOSITORY_PREFIX + "/"):
+        if is_repository_path(path):
             check_repository_access(headers, self.settings.repository_token)
         coding = content_coding([v for k, v in headers if k == b"content-encoding"])
         body = await self._read_body(headers, receive)
@@ -263,6 +268,15 @@ async def _answer(send: Send, status: int, message: str) -> None:
 
 
 # --- gRPC -----------------------------------------------------------------------------------------
+def is_repository_path(path: str) -> bool:
+    return path == REPOSITORY_PREFIX or path.startswith(REPOSITORY_PREFIX + "/")
+
+
+def deadline_of(settings: GuardSettings, repository_call: bool) -> float:
+    """How long a request may take: a repository call (it has passed the token check) may load a model."""
+    return max(settings.deadline_s, settings.repository_deadline_s) if repository_call else settings.deadline_s
+
+
 def is_grpc_repository_method(method: str) -> bool:
     service, _, name = method.lstrip("/").rpartition("/")
     return service == GRPC_REPOSITORY_SERVICE or name in GRPC_REPOSITORY_METHODS
@@ -279,13 +293,13 @@ def grpc_guard(settings: GuardSettings) -> Any:
         return grpc.unary_unary_rpc_method_handler(refuse, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
 
-    def with_deadline(handler: Any) -> Any:
+    def with_deadline(handler: Any, deadline_s: float) -> Any:
         async def call(request: Any, context: Any) -> Any:
             try:
-                return await asyncio.wait_for(handler.unary_unary(request, context), settings.deadline_s)
+                return await asyncio.wait_for(handler.unary_unary(request, context), deadline_s)
             except asyncio.TimeoutError:
                 await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                    f"request not answered within this server's deadline of {settings.deadline_s:g} s")
+                                    f"request not answered within this server's deadline of {deadline_s:g} s")
 
         return grpc.unary_unary_rpc_method_handler(call, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
@@ -295,7 +309,8 @@ def grpc_guard(settings: GuardSettings) -> Any:
             handler = await continuation(details)
             if handler is None:
                 return handler
-            if is_grpc_repository_method(details.method):
+            repository_call = is_grpc_repository_method(details.method)
+            if repository_call:
                 try:
                     metadata = [(k.encode(), v.encode() if isinstance(v, str) else v)
                                 for k, v in (details.invocation_metadata or ())]
@@ -306,7 +321,7 @@ def grpc_guard(settings: GuardSettings) -> Any:
                         code = grpc.StatusCode.UNAUTHENTICATED
                     return refusing(handler, code, refusal.message)
             if handler.unary_unary is not None and asyncio.iscoroutinefunction(handler.unary_unary):
-                return with_deadline(handler)
+                return with_deadline(handler, deadline_of(settings, repository_call))
             return handler
 
     return GrpcGuard()

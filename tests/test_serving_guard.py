@@ -11,6 +11,7 @@ is tried on `serve`'s own server in tests/test_serving.py.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import http.client
 import json
@@ -343,3 +344,36 @@ def test_inflate_gzip_reads_every_member_within_the_bound():
         with pytest.raises(launch.Refused) as refused:
             launch.inflate_gzip(body, 4)
         assert refused.value.status == status and words in refused.value.message, refused.value.message
+
+
+def test_a_repository_call_with_the_token_has_the_longer_deadline():
+    """The guard's deadline rule, in front of an app that takes 0.6 s to answer (as a model load
+    may take longer than an inference may): with a 0.2 s deadline an inference gets 504, and so
+    does a repository call if the repository deadline is as short; with the token and a longer
+    repository deadline the same call is answered by the app."""
+
+    async def slow_app(scope, receive, send) -> None:
+        await receive()
+        await asyncio.sleep(0.6)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def status_of(path: str, repository_deadline_s: float) -> int:
+        settings = launch.GuardSettings(MAX_BODY_BYTES, deadline_s=0.2, repository_token=TOKEN,
+                                        repository_deadline_s=repository_deadline_s)
+        sent: list[dict] = []
+
+        async def receive() -> dict:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        scope = {"type": "http", "path": path, "headers": [(b"authorization", f"Bearer {TOKEN}".encode())]}
+        asyncio.run(launch.Guard(slow_app, settings)(scope, receive, send))
+        return sent[0]["status"]
+
+    load = f"/v2/repository/models/{NAME}/load"
+    assert status_of(f"/v2/models/{NAME}/infer", repository_deadline_s=5.0) == 504
+    assert status_of(load, repository_deadline_s=0.2) == 504
+    assert status_of(load, repository_deadline_s=5.0) == 200
