@@ -170,6 +170,15 @@ def check_repository_access(headers: list[tuple[bytes, bytes]], token: str) -> N
                            "(Authorization: Bearer <token>)")
 
 
+def is_repository_path(path: str) -> bool:
+    return path == REPOSITORY_PREFIX or path.startswith(REPOSITORY_PREFIX + "/")
+
+
+def deadline_of(settings: GuardSettings, repository_call: bool) -> float:
+    """How long a request may take: a repository call (it has passed the token check) may load a model."""
+    return max(settings.deadline_s, settings.repository_deadline_s) if repository_call else settings.deadline_s
+
+
 # --- REST -----------------------------------------------------------------------------------------
 class Guard:
     """Pure ASGI middleware in front of MLServer's REST app (see the module's docstring)."""
@@ -268,15 +277,6 @@ async def _answer(send: Send, status: int, message: str) -> None:
 
 
 # --- gRPC -----------------------------------------------------------------------------------------
-def is_repository_path(path: str) -> bool:
-    return path == REPOSITORY_PREFIX or path.startswith(REPOSITORY_PREFIX + "/")
-
-
-def deadline_of(settings: GuardSettings, repository_call: bool) -> float:
-    """How long a request may take: a repository call (it has passed the token check) may load a model."""
-    return max(settings.deadline_s, settings.repository_deadline_s) if repository_call else settings.deadline_s
-
-
 def is_grpc_repository_method(method: str) -> bool:
     service, _, name = method.lstrip("/").rpartition("/")
     return service == GRPC_REPOSITORY_SERVICE or name in GRPC_REPOSITORY_METHODS
