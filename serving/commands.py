@@ -40,17 +40,17 @@ def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTT
     except (mlserver.ServingError, OSError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 1
-    version = server.version.version
-    print(f"serving {name} version {version} (models:/{name}@champion, its signed files verified) with MLServer, "
-          f"the project's runtime, v2 protocol\n"
-          f"  REST  {server.infer_url}\n"
-          f"        {server.http_url}/v2/models/{name}/versions/{version}/infer\n"
-          f"  gRPC  {server.grpc_address}  (inference.GRPCInferenceService/ModelInfer, model_name {name!r})\n"
-          f"  metadata {server.http_url}/v2/models/{name}   metrics http://{server.host}:{server.metrics_port}/metrics\n"
-          f"input: UINT8 [N, 28, 28] raw pixels; output: FP32 [N, K] probabilities over the model's classes "
-          f"(their names: the answer's parameters.class_names). Ctrl-C stops it.",
-          file=out, flush=True)
-    try:
+    try:  # from here on, a Ctrl-C at any point (even during this banner) stops the server
+        version = server.version.version
+        print(f"serving {name} version {version} (models:/{name}@champion, its signed files verified) with MLServer, "
+              f"the project's runtime, v2 protocol\n"
+              f"  REST  {server.infer_url}\n"
+              f"        {server.http_url}/v2/models/{name}/versions/{version}/infer\n"
+              f"  gRPC  {server.grpc_address}  (inference.GRPCInferenceService/ModelInfer, model_name {name!r})\n"
+              f"  metadata {server.http_url}/v2/models/{name}   metrics http://{server.host}:{server.metrics_port}/metrics\n"
+              f"input: UINT8 [N, 28, 28] raw pixels; output: FP32 [N, K] probabilities over the model's classes "
+              f"(their names: the answer's parameters.class_names). Ctrl-C stops it.",
+              file=out, flush=True)
         status = server.process.wait()
         print(f"MLServer exited with status {status}", file=out, flush=True)
         return status or 1

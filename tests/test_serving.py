@@ -12,8 +12,10 @@ broken bootstrap or server fails these tests, it never skips them.
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -270,15 +272,107 @@ def test_serve_command_prints_the_urls_and_stops_cleanly_on_ctrl_c(small_models,
         assert client.infer_rest(f"http://127.0.0.1:{http_port}/v2/models/{NAME}/infer", images).shape == (2, 10)
         process.send_signal(2)  # SIGINT
         t0 = time.monotonic()
-        rest, _ = process.communicate(timeout=60)
+        try:
+            rest, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired as e:  # say who still holds the output pipe open, and in what state
+            pytest.fail(f"no end of output 60 s after Ctrl-C; `serve` exit status {process.poll()}; its processes:\n"
+                        f"{_process_tree(process.pid)}\noutput so far:\n{printed}{e.output or ''}")
         print(f"stopped {time.monotonic() - t0:.1f} s after Ctrl-C")
     finally:
         if process.poll() is None:
-            process.kill()
+            _kill_tree(process.pid)
     assert process.returncode == 0, printed + rest
     assert "stopped" in rest, rest
     with pytest.raises(OSError):  # nothing listens any more
         urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
+
+
+class _CtrlCDuringBanner(io.StringIO):
+    """An output stream that gets Ctrl-C while `serve` prints its banner, once: the race a loaded
+    machine opens between the banner and the wait for MLServer."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = False
+
+    def write(self, text: str) -> int:
+        if "Ctrl-C stops it" in text and not self.interrupted:
+            self.interrupted = True
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_ctrl_c_while_serve_prints_its_banner_still_stops_the_server(small_models, serving_venv, keys, tmp_path):
+    """The server is up and the banner is being printed when Ctrl-C comes: `serve` stops MLServer
+    (nothing listens afterwards, no child is left) and exits 0, as for a Ctrl-C later on."""
+    private, public = keys
+    uri = embedded_uri(str(tmp_path / "registry"))
+    _register_signed(MlflowRegistry(uri, NAME), small_models, "pytorch", private)
+    (tmp_path / "public.pem").write_bytes(public)
+    http_port, grpc_port, metrics_port = mlserver.free_ports(3)
+    out = _CtrlCDuringBanner()
+    before = set(_children(os.getpid()))
+    try:
+        try:
+            status = commands.serve(uri, NAME, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port,
+                                    venv=serving_venv, public_key_file=str(tmp_path / "public.pem"), out=out)
+        except KeyboardInterrupt:  # caught: pytest would take it for the user's own Ctrl-C and stop the session
+            status = "KeyboardInterrupt escaped serve()"
+        left = set(_children(os.getpid())) - before
+    finally:
+        for pid in set(_children(os.getpid())) - before:
+            _kill_tree(pid)
+    assert out.interrupted, out.getvalue()
+    assert status == 0 and "stopped (MLServer exit status" in out.getvalue(), (status, out.getvalue())
+    assert not left, f"left running after serve returned: {left}"
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return []
+    found = []
+    for task in tasks:
+        try:
+            found += [int(c) for c in Path(f"/proc/{pid}/task/{task}/children").read_text().split()]
+        except FileNotFoundError:
+            pass
+    return found
+
+
+def _descendants(pid: int) -> list[int]:
+    found = []
+    for child in _children(pid):
+        found += [child, *_descendants(child)]
+    return found
+
+
+def _process_tree(pid: int) -> str:
+    lines = []
+    for p in [pid, *_descendants(pid)]:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            command = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, IndexError):
+            continue
+        lines.append(f"  {p} {state} {command[:200]}")
+    return "\n".join(lines) or "  (none left)"
+
+
+def _kill_tree(pid: int) -> None:
+    """Kills `pid` and what it started, by pid (a failed test leaves no server behind)."""
+    for p in [*_descendants(pid), pid]:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass
 
 
 def test_serve_refuses_a_champion_whose_files_do_not_match_their_signature(small_models, serving_venv, keys,
