@@ -46,6 +46,7 @@ from components.image_validator import contamination, drift, geometry
 from components.image_validator import executor as image_executor
 from components.mnist_example_gen import idx, sources
 from pipelines.config import PipelineConfig, load_config
+from pipelines.local_runner import local_beam_args
 
 SIMILARITIES = (0.99, 0.995, 0.997)
 
@@ -67,8 +68,8 @@ def image_settings(cfg: PipelineConfig) -> dict:
 
 
 def run_image_validator(cfg: PipelineConfig, examples, out: Path, champion_statistics=None):
-    context = base_beam_executor.BaseBeamExecutor.Context(
-        beam_pipeline_args=["--runner=FnApiRunner", "--direct_running_mode=in_memory"], tmp_dir=str(out / "tmp"))
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=local_beam_args(cfg),
+                                                          tmp_dir=str(out / "tmp"))
     statistics = _artifact(standard_artifacts.ExampleStatistics, out / "image_statistics")
     checks = _artifact(standard_artifacts.ExampleAnomalies, out / "image_checks")
     inputs = {image_executor.EXAMPLES: [examples]}
@@ -92,7 +93,7 @@ def champion_of(image_statistics: Path, out: Path):
 
 def data_phase(cfg: PipelineConfig, work: Path) -> dict:
     """Part 1: every stage's seconds, ImageValidator's results, and the image statistics it wrote."""
-    seconds, statistics_dir = ingest.run_once(cfg, "in_memory", 2, work)
+    seconds, statistics_dir = ingest.run_once(cfg, cfg.beam_direct_running_mode, cfg.beam_direct_workers, work)
     examples = _artifact(standard_artifacts.Examples, work / "examples")
     examples.split_names = artifact_utils.encode_split_names(["train", "eval", "test"])
     seconds["image checks (ImageValidator)"], image_statistics, checks = run_image_validator(

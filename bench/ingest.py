@@ -1,6 +1,6 @@
 """Ingest + statistics + validation on full MNIST with the Beam DirectRunner, per running mode.
 
-    PYTHONPATH=. python bench/ingest.py [--source DIR] [--modes in_memory multi_processing]
+    PYTHONPATH=. python -m bench.ingest [--source DIR] [--modes in_memory multi_processing]
         [--workers 2] [--baseline-out schema/baseline_statistics.pbtxt]
 
 Runs the pipeline's own executors (MnistExampleGen, StatisticsGen with the curated schema,
@@ -12,6 +12,7 @@ writes the statistics of the first mode's run as the pinned drift baseline.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -27,6 +28,7 @@ from tfx.types import standard_artifacts, standard_component_specs
 from components.drift_validator import executor as drift_executor
 from components.mnist_example_gen import executor as example_gen_executor
 from pipelines.config import PipelineConfig, load_config
+from pipelines.local_runner import local_beam_args
 from pipelines.schema_tool import write_baseline
 
 STEPS = ("ingest", "statistics", "schema validation", "drift/skew validation")
@@ -42,7 +44,9 @@ def _artifact(cls, uri: Path, split_names: str | None = None):
 
 
 def run_once(cfg: PipelineConfig, mode: str, workers: int, work: Path) -> tuple[dict[str, float], Path]:
-    beam_args = ["--runner=FnApiRunner", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+    # The pipeline's own Beam arguments (with this mode and worker count): without its
+    # --sdk_container_image, TFX would build an sdist of the project at every Beam step.
+    beam_args = local_beam_args(dataclasses.replace(cfg, beam_direct_running_mode=mode, beam_direct_workers=workers))
     context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=beam_args, tmp_dir=str(work / "tmp"))
     schema = _artifact(standard_artifacts.Schema, work / "schema")
     (work / "schema" / "schema.pbtxt").write_text(Path(cfg.schema_path).read_text())
