@@ -10,12 +10,27 @@ resolves them) plus their own options.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import TextIO
 
 from components.kserve_deployer import inference_service as kserve
 from serving import server as mlserver
+
+WAKE_S = 0.5  # how often the wait for MLServer returns to Python, so a pending Ctrl-C is handled
+
+
+def wait_interruptibly(process: subprocess.Popen, wake_s: float = WAKE_S) -> int:
+    """`process.wait()` that a Ctrl-C always interrupts. A blocking waitpid is interrupted only when
+    the kernel hands SIGINT to the main thread; handed to another thread (mlflow's and tqdm's start
+    some), Python only flags it, and the main thread would sleep on until MLServer exits."""
+    while True:
+        try:
+            return process.wait(timeout=wake_s)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTTP_PORT,
@@ -26,6 +41,8 @@ def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTT
           out: TextIO = sys.stdout) -> int:
     """Serves `models:/<name>@champion` until Ctrl-C (exit status 0) or until MLServer exits (its
     status); 1 with one line on stderr when it cannot start (e.g. the version does not verify)."""
+    # A signal mask survives exec: a Ctrl-C must reach `serve` even when its parent blocked SIGINT.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     print(f"resolving models:/{name}@champion at {registry_uri} and starting MLServer "
           "(the first start creates the serving environment: serving/bootstrap.sh)", file=out, flush=True)
     try:
@@ -51,7 +68,7 @@ def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTT
               f"input: UINT8 [N, 28, 28] raw pixels; output: FP32 [N, K] probabilities over the model's classes "
               f"(their names: the answer's parameters.class_names). Ctrl-C stops it.",
               file=out, flush=True)
-        status = server.process.wait()
+        status = wait_interruptibly(server.process)
         print(f"MLServer exited with status {status}", file=out, flush=True)
         return status or 1
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -329,6 +330,41 @@ def test_ctrl_c_while_serve_prints_its_banner_still_stops_the_server(small_model
         urllib.request.urlopen(f"http://127.0.0.1:{http_port}/v2/health/live", timeout=5)
 
 
+def test_a_ctrl_c_handed_to_another_thread_still_interrupts_the_wait_for_mlserver():
+    """The kernel may give a process's SIGINT to any thread; Python then only flags it for the main
+    thread. The wait must come back to Python to act on it, not sleep on until MLServer exits."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(15)"])
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    timer = threading.Timer(1.0, signal.pthread_kill, (other.ident, signal.SIGINT))
+    start = time.monotonic()
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            commands.wait_interruptibly(child)
+        waited = time.monotonic() - start
+    finally:
+        timer.cancel()
+        release.set()
+        child.kill()
+        child.wait()
+    assert waited < 5, f"the Ctrl-C was acted on only after {waited:.1f} s (the child's exit ends a blocking wait)"
+
+
+def test_serve_unblocks_a_ctrl_c_its_parent_blocked(tmp_path):
+    """A signal mask survives exec: started with SIGINT blocked, `serve` would never see a Ctrl-C."""
+    script = ("import signal, sys\nfrom serving import commands\n"
+              f"status = commands.serve({embedded_uri(str(tmp_path / 'registry'))!r}, {NAME!r}, venv=sys.executable)\n"
+              "blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+              "print('status', status, 'SIGINT blocked', blocked)")
+    repo = str(Path(mlserver.SERVING_DIR).parent)
+    done = subprocess.run([sys.executable, "-c", script], cwd=repo, env={**os.environ, "PYTHONPATH": repo},
+                          preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}),
+                          capture_output=True, text=True, timeout=300)
+    assert "status 1 SIGINT blocked False" in done.stdout, (done.stdout, done.stderr[-2000:])
+
+
 def _children(pid: int) -> list[int]:
     try:
         tasks = os.listdir(f"/proc/{pid}/task")
@@ -358,7 +394,11 @@ def _process_tree(pid: int) -> str:
             command = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (FileNotFoundError, IndexError):
             continue
-        lines.append(f"  {p} {state} {command[:200]}")
+        status = {k: v.strip() for k, v in (line.split(":", 1) for line in
+                                            Path(f"/proc/{p}/status").read_text().splitlines() if ":" in line)}
+        signals = " ".join(f"{k}={status.get(k, '?')}" for k in ("Threads", "SigPnd", "ShdPnd", "SigBlk", "SigIgn"))
+        wchan = Path(f"/proc/{p}/wchan").read_text() if os.path.exists(f"/proc/{p}/wchan") else "?"
+        lines.append(f"  {p} {state} {signals} wchan={wchan} {command[:200]}")
     return "\n".join(lines) or "  (none left)"
 
 
