@@ -338,6 +338,7 @@ def test_a_ctrl_c_handed_to_another_thread_still_interrupts_the_wait_for_mlserve
     other = threading.Thread(target=release.wait, daemon=True)
     other.start()
     timer = threading.Timer(1.0, signal.pthread_kill, (other.ident, signal.SIGINT))
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as serve sets it
     start = time.monotonic()
     try:
         timer.start()
@@ -346,6 +347,7 @@ def test_a_ctrl_c_handed_to_another_thread_still_interrupts_the_wait_for_mlserve
         waited = time.monotonic() - start
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
         release.set()
         child.kill()
         child.wait()
@@ -353,16 +355,23 @@ def test_a_ctrl_c_handed_to_another_thread_still_interrupts_the_wait_for_mlserve
 
 
 def test_serve_unblocks_a_ctrl_c_its_parent_blocked(tmp_path):
-    """A signal mask survives exec: started with SIGINT blocked, `serve` would never see a Ctrl-C."""
+    """Started as a shell's background job (SIGINT ignored) by a parent that blocked SIGINT (a mask
+    survives exec), `serve` would never see a Ctrl-C; it sets both back."""
     script = ("import signal, sys\nfrom serving import commands\n"
               f"status = commands.serve({embedded_uri(str(tmp_path / 'registry'))!r}, {NAME!r}, venv=sys.executable)\n"
               "blocked = signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
-              "print('status', status, 'SIGINT blocked', blocked)")
+              "handled = signal.getsignal(signal.SIGINT) is signal.default_int_handler\n"
+              "print('status', status, 'SIGINT blocked', blocked, 'handled', handled)")
     repo = str(Path(mlserver.SERVING_DIR).parent)
     done = subprocess.run([sys.executable, "-c", script], cwd=repo, env={**os.environ, "PYTHONPATH": repo},
-                          preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}),
+                          preexec_fn=_as_a_background_job_with_sigint_blocked,
                           capture_output=True, text=True, timeout=300)
-    assert "status 1 SIGINT blocked False" in done.stdout, (done.stdout, done.stderr[-2000:])
+    assert "status 1 SIGINT blocked False handled True" in done.stdout, (done.stdout, done.stderr[-2000:])
+
+
+def _as_a_background_job_with_sigint_blocked() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
 
 
 def _children(pid: int) -> list[int]:
