@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 import time
 import urllib.request
@@ -19,7 +18,7 @@ from pathlib import Path
 from infra.services import process_group, wait_until
 from pipelines import summary
 from pipelines.config import PipelineConfig
-from serving.server import free_ports
+from serving.server import free_ports, stop_on_signals
 
 
 def tensorboard_logdirs(cfg: PipelineConfig, run_id: str | None = None) -> dict[str, str]:
@@ -103,16 +102,9 @@ def open_ui(cfg: PipelineConfig, run_id: str | None = None) -> Iterator[dict[str
         yield {**mlflow_pages(base, evaluation, registered), "TensorBoard (training curves)": board}
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C, and a TERM (a supervisor, `kill`), end the wait below so both servers are stopped;
-    INT is ignored in a shell's background job unless set here."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-
-
 def serve(cfg: PipelineConfig, run_id: str | None = None) -> int:
     """Serves both UIs until Ctrl-C."""
-    _stop_on_signals()
+    stop_on_signals()
     with open_ui(cfg, run_id) as pages:
         for what, url in pages.items():
             print(f"{what + ':':<36} {url}")

@@ -10,7 +10,6 @@ resolves them) plus their own options.
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,15 +32,6 @@ def wait_interruptibly(process: subprocess.Popen, wake_s: float = WAKE_S) -> int
             continue
 
 
-def _stop_on_signals() -> None:
-    """Ctrl-C, and a TERM (a supervisor, `kill`), raise KeyboardInterrupt, so MLServer (in its own
-    session) is stopped too. Both are set here: a shell's background job starts with INT ignored,
-    and a signal mask survives exec (a parent that blocked INT)."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-
-
 def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTTP_PORT,
           grpc_port: int = mlserver.DEFAULT_GRPC_PORT, metrics_port: int = mlserver.DEFAULT_METRICS_PORT,
           max_body_mb: float = mlserver.DEFAULT_MAX_BODY_BYTES / 2**20, max_batch: int = mlserver.DEFAULT_MAX_BATCH,
@@ -50,7 +40,7 @@ def serve(registry_uri: str, name: str, *, http_port: int = mlserver.DEFAULT_HTT
           out: TextIO = sys.stdout) -> int:
     """Serves `models:/<name>@champion` until Ctrl-C (exit status 0) or until MLServer exits (its
     status); 1 with one line on stderr when it cannot start (e.g. the version does not verify)."""
-    _stop_on_signals()
+    mlserver.stop_on_signals()
     print(f"resolving models:/{name}@champion at {registry_uri} and starting MLServer "
           "(the first start creates the serving environment: serving/bootstrap.sh)", file=out, flush=True)
     try:

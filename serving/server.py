@@ -114,6 +114,14 @@ def fetch_champion(registry: MlflowRegistry, dst_dir: str, public_pem: str) -> t
     return champion, verified.signed_dir
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C, and a TERM (a supervisor, `kill`), raise KeyboardInterrupt in the caller, so the
+    servers it started (MLServer runs in its own session) are stopped too. Both are set here: a
+    shell's background job starts with INT ignored, and a signal mask survives exec."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
 @dataclasses.dataclass
 class Server:
     """A running MLServer serving one registered version; `stop()` ends it (and its workers)."""
