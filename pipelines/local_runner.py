@@ -10,23 +10,14 @@ from tfx import v1 as tfx
 from tfx.dsl.compiler import compiler
 from tfx.proto.orchestration import pipeline_pb2
 
-from pipelines import recovery, summary
+from pipelines import beam_options, recovery, summary
 from pipelines.config import PipelineConfig
 from pipelines.pipeline import NEVER_CACHED, create_pipeline
 from trainers import machine
 
 
-def beam_worker_image_arg(cfg: PipelineConfig) -> str:
-    # Remote Beam workers would run the pipeline's own image, which has all the code; naming it
-    # also stops TFX from building and attaching an sdist of itself at every Beam step (~4 s each).
-    return f"--sdk_container_image={cfg.image}"
-
-
 def local_beam_args(cfg: PipelineConfig) -> list[str]:
-    # FnApiRunner is the engine DirectRunner picks for batch pipelines; naming it stops Beam
-    # >= 2.6x from first trying to download its Prism runner binary.
-    return ["--runner=FnApiRunner", f"--direct_running_mode={cfg.beam_direct_running_mode}",
-            f"--direct_num_workers={cfg.beam_direct_workers}", beam_worker_image_arg(cfg)]
+    return beam_options.direct_args(cfg, cfg.beam_direct_running_mode, cfg.beam_direct_workers)
 
 
 def local_pipeline(cfg: PipelineConfig, code_version: str = "") -> tfx.dsl.Pipeline:

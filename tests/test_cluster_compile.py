@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -117,8 +118,9 @@ def test_beam_args_per_runner(compiled):
     for package, expected in ((vertex, dataflow), (kubeflow, flink)):
         for task_id in ("MnistExampleGen", "StatisticsGen", "BakeoffEvaluator"):  # TFX appends them to the args
             assert _container(package, task_id)["args"][-len(expected):] == expected, task_id
-    assert kfp_compile.beam_args(load_config()) == ["--direct_running_mode=multi_processing", "--direct_num_workers=0",
-                                                     f"--sdk_container_image={load_config().image}"]
+    direct = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0",
+              f"--sdk_container_image={load_config().image}"]
+    assert kfp_compile.beam_args(load_config()) == direct
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -243,4 +245,5 @@ def test_dataflow_needs_a_cloud_storage_root_and_flink_warns_of_an_s3_one(compil
 def test_committed_package_is_single_container_and_direct():
     spec = yaml.safe_load_all(Path(kfp_compile.__file__).parents[2].joinpath("pipeline.yaml").read_text())
     text = json.dumps(next(spec))
-    assert "--runner=" not in text and "VertexExecutor" not in text and job.JOB_KEY not in text
+    runners = set(re.findall(r"--runner=(\w+)", text))
+    assert runners == {"FnApiRunner"} and "VertexExecutor" not in text and job.JOB_KEY not in text

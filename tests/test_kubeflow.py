@@ -580,7 +580,9 @@ def launched(mnist_dir, deployed_services, tmp_path_factory) -> SimpleNamespace:
         outputs, failure = e.outputs, e
     return SimpleNamespace(package=Package.read(package), outputs=outputs, registry_uri=registry_uri,
                            failure=failure, store=store, storage=storage, password=password["PGPASSWORD"],
-                           log=(root / "launch.log").read_text())
+                           log=(root / "launch.log").read_text(),
+                           task_logs={d.name: (d / "log.txt").read_text() for d in (root / "scratch").iterdir()
+                                      if (d / "log.txt").exists()})
 
 
 def _started_and_exited(log: str) -> list[tuple[str, str]]:
@@ -642,6 +644,22 @@ def test_the_launcher_runs_independent_tasks_at_once_and_each_after_its_dependen
             exited = {t for k, t in events[:position] if k == "exit"}
             ready = {t for t in tasks if t not in started and set(tasks[t].get("dependentTasks", [])) <= exited}
             assert not ready or len(started - exited) == 2, (position, sorted(started - exited), sorted(ready))
+
+
+BEAM_TASKS = ("MnistExampleGen", "StatisticsGen", "ImageValidator", "BakeoffEvaluator")
+
+
+def test_the_beam_steps_run_the_engine_they_were_given_and_fetch_no_runner(launched):
+    """Each Beam step runs on the FnApiRunner it names, its workers in subprocesses. Given Beam's
+    DirectRunner instead, Beam 2.74 first tries its Prism runner: it starts a worker pool and
+    downloads Prism's binary from GitHub at every Beam step (here the download fails and it falls
+    back; in a cluster with internet it would run an executable nobody verified)."""
+    logs = launched.task_logs
+    assert set(BEAM_TASKS) <= set(logs), sorted(logs)
+    for task_id in BEAM_TASKS:  # the Beam pipeline ran, on worker subprocesses
+        assert "starting control server on port" in logs[task_id], task_id
+    tried_prism = {task_id for task_id, text in logs.items() if "PrismRunner" in text or "Downloading prism" in text}
+    assert tried_prism == set()
 
 
 def test_a_failed_task_stops_the_launch_and_names_its_log(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any
 
 from tfx import v1 as tfx
 
-from pipelines import validation
+from pipelines import beam_options, validation
 from pipelines.config import PipelineConfig
 from pipelines.kubeflow import entrypoint, placement, training_jobs
 from pipelines.kubeflow.package import IMAGE_PROJECT_DIR, TRAINER_CONFIG_PARAMETER, Package, PackageError
@@ -20,17 +20,16 @@ from pipelines.pipeline import NEVER_CACHED, create_pipeline, trainer_ids, tuner
 RuntimeParameter = tfx.dsl.experimental.RuntimeParameter
 
 
-# beam_runner -> Beam's runner class (direct: Beam's default, named by no flag).
+# beam_runner -> Beam's runner class (direct: pipelines/beam_options.py).
 BEAM_RUNNERS = {"dataflow": "DataflowRunner", "flink": "PortableRunner"}
 
 
 def beam_args(cfg: PipelineConfig) -> list[str]:
     """The Beam steps' pipeline args (TFX appends them to each Beam executor's container args). The
-    workers of a remote runner run the pipeline's own image as the SDK container (it has all the
-    code; infra/Dockerfile.beam-sdk adds Beam's boot entrypoint); naming it also stops TFX from
-    building and attaching an sdist of itself at every Beam step. Dataflow turns on Runner v2,
-    which custom containers need, by itself (Beam >= 2.45)."""
-    image = f"--sdk_container_image={cfg.image}"
+    workers of a remote runner run the pipeline's own image as the SDK container
+    (infra/Dockerfile.beam-sdk adds Beam's boot entrypoint). Dataflow turns on Runner v2, which
+    custom containers need, by itself (Beam >= 2.45)."""
+    image = beam_options.worker_image_arg(cfg)
     if cfg.beam_runner == "dataflow":
         return [f"--runner={BEAM_RUNNERS['dataflow']}", f"--project={cfg.gcp_project}", f"--region={cfg.gcp_region}",
                 f"--temp_location={cfg.dataflow_temp_location}", image,
@@ -41,7 +40,8 @@ def beam_args(cfg: PipelineConfig) -> list[str]:
         return [f"--runner={BEAM_RUNNERS['flink']}", f"--job_endpoint={cfg.flink_job_endpoint}",
                 "--environment_type=DOCKER", f"--environment_config={cfg.image}", image,
                 *([f"--parallelism={cfg.beam_max_workers}"] if cfg.beam_max_workers else [])]
-    return ["--direct_running_mode=multi_processing", "--direct_num_workers=0", image]
+    # A pod's Beam: a worker subprocess per core.
+    return beam_options.direct_args(cfg, "multi_processing", 0)
 
 
 def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
