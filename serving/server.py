@@ -122,6 +122,7 @@ def stop_on_signals() -> None:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
+
 @dataclasses.dataclass
 class Server:
     """A running MLServer serving one registered version; `stop()` ends it (and its workers)."""
