@@ -17,7 +17,16 @@ def worker_image_arg(cfg: PipelineConfig) -> str:
     return f"--sdk_container_image={cfg.image}"
 
 
-def direct_args(cfg: PipelineConfig, running_mode: str, workers: int) -> list[str]:
-    """Beam in the step's own process (or its subprocesses): `workers` 0 is one per core."""
-    return [f"--runner={DIRECT_ENGINE}", f"--direct_running_mode={running_mode}",
-            f"--direct_num_workers={workers}", worker_image_arg(cfg)]
+def direct_args(cfg: PipelineConfig, in_pods: bool = False) -> list[str]:
+    """Beam in the step's own process (or its subprocesses), as beam_direct_running_mode and
+    beam_direct_workers say, locally and in the package's pods alike. Workers 0 (one per core)
+    is refused for pods' subprocesses: Beam counts the cores with multiprocessing.cpu_count(),
+    which in a Kubernetes pod is the node's (a 2-CPU pod on a 96-core node would start 96 worker
+    processes, each importing TensorFlow)."""
+    mode, workers = cfg.beam_direct_running_mode, cfg.beam_direct_workers
+    if in_pods and mode == "multi_processing" and workers == 0:
+        raise ValueError("beam_direct_running_mode multi_processing with beam_direct_workers 0 (one per core): in a "
+                         "pod Beam counts the node's cores, not the pod's; set beam_direct_workers to the worker "
+                         "processes each Beam pod may start")
+    return [f"--runner={DIRECT_ENGINE}", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}",
+            worker_image_arg(cfg)]

@@ -313,7 +313,11 @@ def _config_command(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     if args.command == "compile":
         from pipelines.kubeflow.compile import compile_kubeflow
 
-        print(compile_kubeflow(cfg, args.output))
+        try:
+            print(compile_kubeflow(cfg, args.output))
+        except ValueError as e:  # a setting the cluster cannot run, said before anything is written
+            print(f"error: cannot compile {args.output}: {e}", file=sys.stderr)
+            return 2
     elif args.command == "show":
         from components.artifacts import REPORT_FILE
         from components.bakeoff_evaluator import report

@@ -44,8 +44,8 @@ several values, `--seeds 42 1 2`); settings marked *YAML only* have no flag. An 
 bad value is one line naming it (and the file). `python -m pipelines run --help` lists the flags.
 
 `<checkout>` is this clone, `~` the user's home. Local runs write under `output_root`; the
-`kfp_*`, `vertex_*`, `gcp_*`, `beam_*` (but `beam_direct_*`) and `kserve_*` settings are read by
-`python -m pipelines compile` ([Kubeflow and Vertex AI](kubeflow-and-vertex.md),
+`kfp_*`, `vertex_*`, `gcp_*`, `beam_*` and `kserve_*` settings are read by `python -m pipelines
+compile` (`beam_direct_*` by local runs too) ([Kubeflow and Vertex AI](kubeflow-and-vertex.md),
 [multi-worker trainers and Beam runners](multi-worker-and-beam.md)) and, for `kserve_*`, by
 `python -m pipelines kserve` ([serving](serving.md)).
 """

@@ -17,7 +17,7 @@ from trainers import machine
 
 
 def local_beam_args(cfg: PipelineConfig) -> list[str]:
-    return beam_options.direct_args(cfg, cfg.beam_direct_running_mode, cfg.beam_direct_workers)
+    return beam_options.direct_args(cfg)
 
 
 def local_pipeline(cfg: PipelineConfig, code_version: str = "") -> tfx.dsl.Pipeline:

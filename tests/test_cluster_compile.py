@@ -118,9 +118,30 @@ def test_beam_args_per_runner(compiled):
     for package, expected in ((vertex, dataflow), (kubeflow, flink)):
         for task_id in ("MnistExampleGen", "StatisticsGen", "BakeoffEvaluator"):  # TFX appends them to the args
             assert _container(package, task_id)["args"][-len(expected):] == expected, task_id
-    direct = ["--runner=FnApiRunner", "--direct_running_mode=multi_processing", "--direct_num_workers=0",
+    direct = ["--runner=FnApiRunner", "--direct_running_mode=in_memory", "--direct_num_workers=0",
               f"--sdk_container_image={load_config().image}"]
     assert kfp_compile.beam_args(load_config()) == direct
+    processes = load_config(beam_direct_running_mode="multi_processing", beam_direct_workers=2)
+    assert kfp_compile.beam_args(processes)[1:3] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def test_a_package_whose_beam_pods_would_start_a_worker_per_node_core_is_refused(tmp_path, capsys):
+    """Beam's workers 0 is multiprocessing.cpu_count(): in a pod, the node's cores. A local run may
+    ask for it; a package may not, and nothing is written."""
+    from pipelines import cli
+    from pipelines.local_runner import local_beam_args
+
+    settings = ["--beam-direct-running-mode", "multi_processing", "--beam-direct-workers", "0"]
+    out = tmp_path / "pipeline.yaml"
+    assert cli.main(["compile", "--output", str(out), *settings]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: cannot compile {out}: beam_direct_running_mode multi_processing with "
+                            "beam_direct_workers 0"), error
+    assert "the node's cores" in error and not out.exists()
+    cfg = load_config(beam_direct_running_mode="multi_processing", beam_direct_workers=0)
+    assert "--direct_num_workers=0" in local_beam_args(cfg)
+    assert cli.main(["compile", "--output", str(out), *settings[:-1], "2"]) == 0
+    assert "--direct_num_workers=2" in out.read_text()
 
 
 @pytest.mark.parametrize("settings, message", [

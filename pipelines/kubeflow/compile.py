@@ -40,8 +40,9 @@ def beam_args(cfg: PipelineConfig) -> list[str]:
         return [f"--runner={BEAM_RUNNERS['flink']}", f"--job_endpoint={cfg.flink_job_endpoint}",
                 "--environment_type=DOCKER", f"--environment_config={cfg.image}", image,
                 *([f"--parallelism={cfg.beam_max_workers}"] if cfg.beam_max_workers else [])]
-    # A pod's Beam: a worker subprocess per core.
-    return beam_options.direct_args(cfg, "multi_processing", 0)
+    # A pod's Beam runs as a local run's does (in_memory by default: MNIST's steps are faster in
+    # one process than with worker subprocesses that each import TensorFlow, bench/README.md).
+    return beam_options.direct_args(cfg, in_pods=True)
 
 
 def kubeflow_config(cfg: PipelineConfig) -> PipelineConfig:
