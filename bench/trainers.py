@@ -8,7 +8,8 @@ Each contender runs in its own process, one after the other, on the same full MN
   downloaded and, for PyTorch, the last layer's input fixed from 32*12*12 to 32*13*13: as written
   it crashes on 28x28 input; nothing else changed) against our trainers' run_fn with the seed's
   model and epochs: `ours` with our trainers' batch and schedule (128, one-cycle peaking at 3e-3),
-  `asseed` with every setting of the seed's (batch 32, constant learning rate 1e-3). Prints wall
+  `asseed` with every setting of the seed's (batch 32, constant learning rate 1e-3, and its 60,000
+  training images: our train and eval splits together; `ours` trains on the train split). Prints wall
   time of the training loop, examples/s and test accuracy, and the ours/seed throughput ratios:
   medians of --rounds alternating rounds, with the CPU model and flags.
 - whole_run (a seed-part contender): the whole default pipeline (`python -m pipelines run`, a fresh
@@ -123,7 +124,9 @@ def seed_pytorch(cache: str, epochs: int) -> dict:
     return {"seconds": seconds, "examples": epochs * len(trainset), "test_accuracy": correct / len(testset)}
 
 
-def ours(framework: str, examples_dir: str, config: dict) -> dict:
+def ours(framework: str, examples_dir: str, config: dict, splits: tuple[str, ...] = ("train",)) -> dict:
+    """Our trainer's run_fn trained on `splits` (validating on the eval split each epoch), then its
+    export's test accuracy."""
     from tfx.components.trainer.fn_args_utils import FnArgs
 
     from trainers import loader
@@ -131,7 +134,7 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
 
     module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
     out = tempfile.mkdtemp()
-    fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
+    fn_args = FnArgs(train_files=[os.path.join(examples_dir, f"Split-{split}", "*") for split in splits],
                      eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
                      serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
                      custom_config={"accelerator": "auto", **config})
@@ -147,7 +150,8 @@ def ours(framework: str, examples_dir: str, config: dict) -> dict:
     examples.split_names = '["train", "eval", "test"]'
     images, labels = load_split(examples, "test")
     accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
-    n_train = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())["train"]
+    counts = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())
+    n_train = sum(counts[split] for split in splits)
     return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
             "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
             "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
@@ -226,16 +230,16 @@ def run_one(name: str, args: argparse.Namespace, cache: str, examples_dir: str, 
         return seed_keras(cache, args.epochs) if framework == "keras" else seed_pytorch(cache, args.epochs)
     # default: the pipeline's defaults; --set overrides apply to each of our contenders
     config = {"ours": seed_model(args.epochs), "asseed": seed_like(args.epochs)}.get(kind, {})
-    return ours(framework, examples_dir, {**config, **dict(args.set), "seed": seed})
+    # asseed: the seed's 60,000 training images as well (the train and eval splits together).
+    splits = ("train", "eval") if kind == "asseed" else ("train",)
+    return ours(framework, examples_dir, {**config, **dict(args.set), "seed": seed}, splits)
 
 
 def contender_environment(name: str) -> dict[str, str]:
     """Our trainers get the environment `python -m pipelines` gives them; the seed scripts run in
     the environment as it is."""
-    from trainers.distributed import OPENMP_ENVIRONMENT
-
-    ours = {} if name.startswith("seed_") else {k: os.environ.get(k, v) for k, v in OPENMP_ENVIRONMENT.items()}
-    return {**os.environ, **ours, "PYTHONPATH": REPO}
+    environment = dict(os.environ) if name.startswith("seed_") else machine.with_runtime_defaults(os.environ)
+    return {**environment, "PYTHONPATH": REPO}
 
 
 def _spawn(name: str, args: argparse.Namespace, seed: int) -> dict:

@@ -125,13 +125,12 @@ def final(framework: str, examples_dir: str, hyperparameters_file: str | None, e
 
 
 def _spawn(step: str, args: argparse.Namespace, *extra: str) -> dict:
-    from trainers.distributed import OPENMP_ENVIRONMENT
+    from trainers.machine import with_runtime_defaults
 
     command = [sys.executable, "-m", "bench.tuning", "--one", step, "--mnist", args.mnist, "--work", args.work,
                "--trials", str(args.trials), "--epochs", str(args.epochs), "--examples", str(args.examples),
                "--final-epochs", str(args.final_epochs), "--pruner", args.pruner, *extra]
-    environment = {**os.environ, **{k: os.environ.get(k, v) for k, v in OPENMP_ENVIRONMENT.items()},
-                   "PYTHONPATH": REPO}
+    environment = {**with_runtime_defaults(os.environ), "PYTHONPATH": REPO}
     started = time.monotonic()
     done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, env=environment)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]

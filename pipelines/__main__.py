@@ -2,10 +2,10 @@
 
 import os
 
-from trainers.distributed import OPENMP_ENVIRONMENT
+from trainers.machine import runtime_defaults
 
-# Before anything imports torch (see OPENMP_ENVIRONMENT); a user's own setting wins.
-for _name, _value in OPENMP_ENVIRONMENT.items():
+# Before anything imports TensorFlow or torch (see runtime_defaults); a user's own setting wins.
+for _name, _value in runtime_defaults().items():
     os.environ.setdefault(_name, _value)
 
 from components.object_store import exit_process  # noqa: E402

@@ -147,18 +147,40 @@ def test_images_run_as_a_non_root_user(dockerfile):
         assert uid and int(uid.group(1)) != 0, f"{dockerfile}: {user} must get a non-zero --uid ({created[-1]})"
 
 
-def test_image_and_entry_point_set_the_openmp_environment():
-    """PyTorch's OpenMP runtime reads its wait policy once, when torch loads: the image's
-    environment and `python -m pipelines` (before any import of torch) both set it."""
-    from trainers.distributed import OPENMP_ENVIRONMENT
+def test_image_and_entry_point_set_the_runtime_environment():
+    """PyTorch's OpenMP runtime reads its wait policy, TensorFlow whether it uses oneDNN, once, when
+    each loads: the image's environment and `python -m pipelines` (before any import of either) set
+    both, a user's own setting winning."""
+    from trainers.machine import runtime_defaults, with_runtime_defaults
 
     dockerfile = re.sub(r"\\\n\s*", " ", (REPO_ROOT / "infra" / "Dockerfile").read_text())
     env_lines = " ".join(line for line in dockerfile.splitlines() if line.startswith("ENV "))
     entry_point = (REPO_ROOT / "pipelines" / "__main__.py").read_text()
-    assert "OPENMP_ENVIRONMENT" in entry_point.split("import exit_process")[0]
-    # What the entry point imports before setting it must not load torch.
-    loaded = subprocess.run([sys.executable, "-c", "import sys, trainers.distributed; print('torch' in sys.modules)"],
-                            capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout.strip()
-    assert loaded == "False"
-    for name, value in OPENMP_ENVIRONMENT.items():
+    assert "runtime_defaults" in entry_point.split("import exit_process")[0]
+    # What the entry point imports before setting them must load neither framework.
+    loaded = subprocess.run([sys.executable, "-c", "import sys, trainers.machine; "
+                             "print('torch' in sys.modules, 'tensorflow' in sys.modules)"],
+                            capture_output=True, text=True, cwd=REPO_ROOT, check=True).stdout.split()
+    assert loaded == ["False", "False"]
+    # The image is x86-64 (linux/amd64): both variables.
+    assert set(runtime_defaults("x86_64")) == {"OMP_WAIT_POLICY", "TF_ENABLE_ONEDNN_OPTS"}
+    for name, value in runtime_defaults("x86_64").items():
         assert f"{name}={value}" in env_lines.split(), f"infra/Dockerfile does not set {name}={value}"
+    # Where TensorFlow's own default differs by CPU family, it stands outside x86-64.
+    assert "TF_ENABLE_ONEDNN_OPTS" not in runtime_defaults("aarch64")
+    assert with_runtime_defaults({"TF_ENABLE_ONEDNN_OPTS": "0"})["TF_ENABLE_ONEDNN_OPTS"] == "0"
+
+
+def test_the_entry_point_turns_tensorflows_onednn_on_unless_the_user_says_otherwise():
+    """`python -m pipelines` starts TensorFlow with oneDNN on (its own log line says so), and off when
+    the user's environment turns it off."""
+    script = ("import runpy, sys; sys.argv = ['pipelines', '--help']\n"
+              "try:\n    runpy.run_module('pipelines', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+              "from tensorflow.python.util import _pywrap_util_port\nprint('ONEDNN', _pywrap_util_port.IsMklEnabled())")
+    for setting, expected in ((None, "True"), ("0", "False")):
+        env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+        if setting is not None:
+            env["TF_ENABLE_ONEDNN_OPTS"] = setting
+        done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO_ROOT, env=env,
+                              timeout=300)
+        assert f"ONEDNN {expected}" in done.stdout, done.stderr[-2000:]

@@ -89,15 +89,6 @@ def per_worker_batch(batch_size: int, world: World) -> int:
     return batch_size // world.size
 
 
-# PyTorch's OpenMP threads spin while they wait for each other (libgomp's default policy): with
-# another busy process on the machine one of them is descheduled and the others spin through its
-# time slice (the PyTorch trainer 2.35x slower beside one busy process on 2 cores; 1.24x waiting
-# passively, bench/README.md). libgomp reads the policy once, when PyTorch loads it, so the
-# processes' entry points (python -m pipelines, the bench) put it in their environment before
-# anything imports torch. TensorFlow's own thread pools do not read it.
-OPENMP_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def threads_per_worker(cores: int, world: World) -> int:
     """Workers sharing a machine share its cores: each takes its part, so they do not oversubscribe."""
     return max(1, cores // world.local_size)

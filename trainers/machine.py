@@ -1,11 +1,13 @@
 """What a training run or a benchmark ran on: the CPU model and the instruction sets that decide
-TensorFlow's and PyTorch's fast paths (both trainers record it in the model's metadata), and the
-numeric choice that follows from them (bfloat16 where the CPU computes it natively)."""
+TensorFlow's and PyTorch's fast paths (both trainers record it in the model's metadata), the
+numeric choice that follows from them (bfloat16 where the CPU computes it natively), and the
+runtime settings that TensorFlow and PyTorch read from the environment when they load."""
 
 from __future__ import annotations
 
 import os
 import platform
+from collections.abc import Mapping
 
 from trainers.config import CPU_BFLOAT16
 
@@ -49,3 +51,30 @@ def cpu_precision(cpu_bfloat16: str, cpuinfo: str = "/proc/cpuinfo") -> str:
         raise ValueError(f"cpu_bfloat16 {cpu_bfloat16!r} is not one of {CPU_BFLOAT16}")
     native = cpu_bfloat16 == "auto" and native_bfloat16(cpuinfo)
     return "bfloat16" if cpu_bfloat16 == "on" or native else "float32"
+
+
+def runtime_defaults(machine: str | None = None) -> dict[str, str]:
+    """The environment variables TensorFlow and PyTorch read once, when they load: the processes'
+    entry points (python -m pipelines, the image, the benches) set them before anything imports
+    either (with_runtime_defaults: a user's own setting wins).
+
+    - OMP_WAIT_POLICY=PASSIVE: PyTorch's OpenMP threads spin while they wait for each other
+      (libgomp's default policy): with another busy process on the machine one of them is
+      descheduled and the others spin through its time slice (the PyTorch trainer 2.35x slower
+      beside one busy process on 2 cores; 1.24x waiting passively, bench/README.md). TensorFlow's
+      own thread pools do not read it.
+    - TF_ENABLE_ONEDNN_OPTS=1 (x86-64): TensorFlow's oneDNN kernels. TensorFlow turns them on by
+      itself only on CPUs with AVX-512 VNNI or BF16, AVX-VNNI or AMX (tensorflow/core/util/port.cc,
+      DefaultOneDnnPolicy); on an AVX2 CPU without them its own kernels trained the Keras models
+      1.6-1.9x slower (bench/README.md). On the CPUs TensorFlow already enables them for, this
+      changes nothing; elsewhere (ARM) TensorFlow's own choice stands.
+    """
+    defaults = {"OMP_WAIT_POLICY": "PASSIVE"}
+    if (machine or platform.machine()).lower() in ("x86_64", "amd64"):
+        defaults["TF_ENABLE_ONEDNN_OPTS"] = "1"
+    return defaults
+
+
+def with_runtime_defaults(environ: Mapping[str, str]) -> dict[str, str]:
+    """`environ` with runtime_defaults() for each variable it does not set."""
+    return {**runtime_defaults(), **environ}
