@@ -30,3 +30,12 @@ def direct_args(cfg: PipelineConfig, in_pods: bool = False) -> list[str]:
                          "processes each Beam pod may start")
     return [f"--runner={DIRECT_ENGINE}", f"--direct_running_mode={mode}", f"--direct_num_workers={workers}",
             worker_image_arg(cfg)]
+
+
+def statistics_args(cfg: PipelineConfig) -> list[str]:
+    """StatisticsGen's own Beam arguments (TFX puts a step's own after the pipeline's: these win):
+    with the direct runner, one worker where the config leaves the count to Beam (0, one per core).
+    TFDV's graph is some twenty Beam stages per split, and each worker sets up every stage again
+    (its DoFns unpickled and bz2-decompressed): on MNIST's 70,000 records that costs more than a
+    second worker gains (bench/README.md, "The AVX2 EPYC, after oneDNN")."""
+    return ["--direct_num_workers=1"] if cfg.beam_runner == "direct" and cfg.beam_direct_workers == 0 else []

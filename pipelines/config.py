@@ -218,8 +218,9 @@ class PipelineConfig:
     # in_memory: measured faster than multi_processing for MNIST on 2 cores (bench/README.md).
     beam_direct_running_mode: BeamRunningMode = setting("in_memory", "Beam DirectRunner mode, locally and in the "
                                                         "package's Beam pods (beam_runner direct)")
-    beam_direct_workers: int = setting(0, "Beam DirectRunner workers (0: one per core; a package with "
-                                       "multi_processing must name them: a pod sees its node's cores)")
+    beam_direct_workers: int = setting(0, "Beam DirectRunner workers (0: one per core, StatisticsGen "
+                                       "one; a package with multi_processing must name them: a pod sees "
+                                       "its node's cores)")
 
     def __post_init__(self) -> None:
         if not 0.0 < self.eval_ratio < 1.0:

@@ -125,6 +125,26 @@ def test_beam_args_per_runner(compiled):
     assert kfp_compile.beam_args(processes)[1:3] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 
+def test_statistics_gen_asks_the_direct_runner_for_one_worker_unless_the_count_is_named(compiled, tmp_path):
+    """TFDV's stages are set up again by every DirectRunner worker: StatisticsGen's own Beam argument,
+    after the pipeline's (the last wins), asks for one where the config leaves the count to Beam
+    (0); the other Beam steps keep the pipeline's, and a named count or another runner is left as
+    it is."""
+    default = Package.read(kfp_compile.compile_kubeflow(load_config(kfp_pipeline_root=BUCKET),
+                                                        str(tmp_path / "default.yaml")))
+    named = Package.read(kfp_compile.compile_kubeflow(load_config(kfp_pipeline_root=BUCKET, beam_direct_workers=2),
+                                                      str(tmp_path / "named.yaml")))
+
+    def workers(package: Package, task_id: str) -> list[str]:
+        return [arg for arg in _container(package, task_id)["args"] if arg.startswith("--direct_num_workers")]
+
+    assert workers(default, "StatisticsGen") == ["--direct_num_workers=0", "--direct_num_workers=1"]
+    assert workers(default, "ImageValidator") == workers(default, "MnistExampleGen") == ["--direct_num_workers=0"]
+    assert workers(named, "StatisticsGen") == ["--direct_num_workers=2"]
+    flink = Package.read(compiled["kubeflow_workers_flink"])
+    assert workers(flink, "StatisticsGen") == []
+
+
 def test_a_package_whose_beam_pods_would_start_a_worker_per_node_core_is_refused(tmp_path, capsys):
     """Beam's workers 0 is multiprocessing.cpu_count(): in a pod, the node's cores. A local run may
     ask for it; a package may not, and nothing is written."""

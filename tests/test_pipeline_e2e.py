@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from components.data_gate.executor import DataAnomaliesError
 from components.mnist_example_gen.idx import IdxFormatError
 from components.registry import MlflowRegistry
 from conftest import FAST_TRAINING, bakeoff_runs, load_champion_pyfunc, read_live_page
-from pipelines import local_runner, ui
+from pipelines import local_runner, recovery, ui
 from pipelines.config import load_config
 from pipelines.pipeline import TRAINER_IDS
 from pipelines.summary import open_store
@@ -69,6 +70,37 @@ def test_run_registers_the_winner_as_champion(e2e):
     images, labels = example_data.load_split(examples, "test")
     accuracy = float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
     assert accuracy == summary["accuracy"][summary["winner"]]
+
+
+def test_statistics_count_every_label_exactly(e2e):
+    """StatisticsGen ran with TFDV's sketch-based top-k (one combiner with the other statistics, not
+    a Beam graph of its own per split), and for the label's ten values the sketch is exact: each
+    split's label counts and distinct labels are the split's own."""
+    import tensorflow_data_validation as tfdv
+
+    cfg, summary, _ = e2e
+    store = open_store(cfg)
+    first_run = min(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
+    [execution] = [e for e in store.get_executions_by_context(first_run.id)
+                   if recovery.node_id(store, e.id) == "StatisticsGen"]
+    assert json.loads(execution.custom_properties["stats_options_json"].string_value)[
+        "_use_sketch_based_topk_uniques"] is True
+    [statistics] = [a for a in store.get_artifacts_by_context(first_run.id)
+                    if store.get_artifact_types_by_id([a.type_id])[0].name == "ExampleStatistics"
+                    and "StatisticsGen" in a.uri]
+    with open(summary["evaluation"]) as f:
+        examples_uri = json.load(f)["data"]["examples_uri"]
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_uri
+    examples.split_names = '["train", "eval", "test"]'
+    for split in ("train", "eval", "test"):
+        _, labels = example_data.load_split(examples, split)
+        stats = tfdv.load_stats_binary(f"{statistics.uri}/Split-{split}/FeatureStats.pb").datasets[0]
+        label = tfdv.get_feature_stats(stats, tfdv.FeaturePath(["label"])).string_stats
+        assert {int(v.value): v.frequency for v in label.top_values} == dict(Counter(labels.tolist())), split
+        assert label.unique == len(set(labels.tolist())), split
 
 
 def test_the_bakeoff_is_tracked_in_mlflow_and_the_version_links_to_it(e2e):

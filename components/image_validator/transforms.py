@@ -48,13 +48,17 @@ def describe_record(record: int, files: int = 1) -> str:
 
 class _ReadFile(beam.DoFn):
     """(split, file index, path) -> batches {split, images uint8 [B, 28, 28], labels, ids}, parsed as
-    the trainers parse them."""
+    the trainers parse them (common.parse_batch), op by op: a tf.data map per file would trace its
+    function anew for each of the split's files (0.6 s of the stage's 5 on full MNIST)."""
+
+    def setup(self) -> None:
+        self._spec = common.image_and_label_spec()
 
     def process(self, element: tuple[str, int, str]) -> Iterator[dict[str, Any]]:
         split, file_index, path = element
         row = 0
-        dataset = common.make_dataset([path], BATCH, shuffle=False, seed=0, cache=False)
-        for images, labels in dataset.as_numpy_iterator():
+        for serialized in tf.data.TFRecordDataset([path], compression_type="GZIP").batch(BATCH):
+            images, labels = (tensor.numpy() for tensor in common.parse_batch(serialized, self._spec))
             yield {"split": split, "images": images, "labels": labels,
                    "ids": record_id(file_index, np.arange(row, row + len(labels)))}
             row += len(labels)

@@ -79,10 +79,37 @@ def test_truncated_images_fail_ingest_naming_the_file(corrupt_source, mnist_cach
         run_example_gen(tmp_path / "out", tmp_path / "cache", source=str(folder), verify_checksums=0)
 
 
+def _expected_example(image: np.ndarray, label: int) -> tf.train.Example:
+    """The record the trainers, TFDV and the schema expect, built field by field as a tf.train.Example."""
+    pixels = image.reshape(-1)
+    return tf.train.Example(features=tf.train.Features(feature={
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[pixels.tobytes()])),
+        "label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(label)])),
+        "pixel_mean": tf.train.Feature(float_list=tf.train.FloatList(value=[int(pixels.sum()) / pixels.size])),
+        "ink_fraction": tf.train.Feature(float_list=tf.train.FloatList(
+            value=[np.count_nonzero(pixels) / pixels.size]))}))
+
+
+def test_a_record_is_the_tf_example_the_schema_describes(mnist_cache):
+    """The batch encoder (tfx_bsl, from Arrow) writes what the record built field by field holds:
+    pixels, label and both summaries (as float32), for every image of a range, blank and full ones too."""
+    headers = executor.read_headers({key: str(mnist_cache / spec.name) for key, spec in
+                                     sources.MNIST_FILES.items()})
+    images = np.concatenate([idx.read_records(headers["train_images"], 0, 50),
+                             np.zeros((1, 28, 28), np.uint8), np.full((1, 28, 28), 255, np.uint8)])
+    labels = np.concatenate([idx.read_records(headers["train_labels"], 0, 50), [0, 9]]).astype(np.uint8)
+    encoded = executor.range_examples(images, labels)
+    assert len(encoded) == len(labels)
+    for record, image, label in zip(encoded, images, labels, strict=True):
+        assert tf.train.Example.FromString(record) == _expected_example(image, label)
+    assert tf.train.Example.FromString(executor.to_example(images[7], int(labels[7]))) == \
+        _expected_example(images[7], labels[7])
+
+
 def test_each_range_writes_its_own_files_and_a_retry_rewrites_them(small_examples, mnist_cache, tmp_path):
-    """A range's records go to files named by the range, in index order, each record what to_example
-    makes of it (the range's summaries computed at once); running the range again (a retried
-    worker) leaves the same files with the same records."""
+    """A range's records go to files named by the range, in index order, each record the tf.Example
+    of its image and label (the range's summaries computed at once); running the range again (a
+    retried worker) leaves the same files with the same records."""
     headers = executor.read_headers({key: str(mnist_cache / spec.name) for key, spec in
                                      sources.MNIST_FILES.items()})
     split_dirs = {split: str(tmp_path / split) for split in executor.SPLITS}
@@ -101,10 +128,10 @@ def test_each_range_writes_its_own_files_and_a_retry_rewrites_them(small_example
     labels = idx.read_records(headers["train_labels"], 100, 300)
     held_out = [executor.is_eval(i, SMALL["eval_ratio"]) for i in range(100, 300)]
     for split, want_eval in (("train", False), ("eval", True)):
-        expected = [executor.to_example(image, label) for image, label, e in zip(images, labels, held_out, strict=True)
+        expected = [_expected_example(image, label) for image, label, e in zip(images, labels, held_out, strict=True)
                     if e == want_eval]
         parsed = [tf.train.Example.FromString(r) for r in records[split]]  # a map's bytes come in any order
-        assert parsed == [tf.train.Example.FromString(r) for r in expected] and dict(first)[split] == len(expected)
+        assert parsed == expected and dict(first)[split] == len(expected)
 
 
 def test_a_split_with_a_lost_or_doubled_range_fails_the_stage():
