@@ -17,11 +17,15 @@ from trainers.model_format import NUM_CLASSES, PIXEL_MEAN, PIXEL_STD
 
 
 class Normalize(nn.Module):
-    """uint8 [N, 28, 28] -> normalized float [N, 1, 28, 28], as the Keras model does."""
+    """uint8 [N, 28, 28] -> normalized float [N, 1, 28, 28]: x * scale + offset, Keras' Rescaling layer
+    in the Keras model. One multiply (uint8 times a float: float32) and one in-place add, two passes
+    over the batch instead of four (convert, divide, subtract, divide): 6 % of the seed model's
+    training steps per second on the 2-core CPU (bench/README.md)."""
+
+    SCALE, OFFSET = 1.0 / (255.0 * PIXEL_STD), -PIXEL_MEAN / PIXEL_STD
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.to(torch.float32).unsqueeze(1) / 255.0
-        return (x - PIXEL_MEAN) / PIXEL_STD
+        return torch.mul(x.unsqueeze(1), self.SCALE).add_(self.OFFSET)
 
 
 def build_model(name: str, num_classes: int = NUM_CLASSES, width: float = 1.0) -> nn.Module:
