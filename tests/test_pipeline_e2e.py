@@ -12,7 +12,9 @@ from collections import Counter
 
 import numpy as np
 import pytest
+import tensorflow_data_validation as tfdv
 from ml_metadata.proto import metadata_store_pb2
+from tfx.types import standard_artifacts
 
 from components import examples as example_data
 from components.data_gate.executor import DataAnomaliesError
@@ -61,23 +63,23 @@ def test_run_registers_the_winner_as_champion(e2e):
 
     # Serving check: the champion, loaded by alias, scores what the evaluator recorded.
     model = load_champion_pyfunc(registry)
-    examples_uri = evaluation["data"]["examples_uri"]
-    from tfx.types import standard_artifacts
-
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = '["train", "eval", "test"]'
-    images, labels = example_data.load_split(examples, "test")
+    images, labels = example_data.load_split(_run_examples(evaluation), "test")
     accuracy = float((np.asarray(model.predict(images)).argmax(1) == labels).mean())
     assert accuracy == summary["accuracy"][summary["winner"]]
+
+
+def _run_examples(evaluation: dict) -> standard_artifacts.Examples:
+    """The Examples artifact the run's evaluation read (evaluation.json's data.examples_uri)."""
+    examples = standard_artifacts.Examples()
+    examples.uri = evaluation["data"]["examples_uri"]
+    examples.split_names = '["train", "eval", "test"]'
+    return examples
 
 
 def test_statistics_count_every_label_exactly(e2e):
     """StatisticsGen ran with TFDV's sketch-based top-k (one combiner with the other statistics, not
     a Beam graph of its own per split), and for the label's ten values the sketch is exact: each
     split's label counts and distinct labels are the split's own."""
-    import tensorflow_data_validation as tfdv
-
     cfg, summary, _ = e2e
     store = open_store(cfg)
     first_run = min(store.get_contexts_by_type("pipeline_run"), key=lambda c: c.id)
@@ -89,12 +91,7 @@ def test_statistics_count_every_label_exactly(e2e):
                     if store.get_artifact_types_by_id([a.type_id])[0].name == "ExampleStatistics"
                     and "StatisticsGen" in a.uri]
     with open(summary["evaluation"]) as f:
-        examples_uri = json.load(f)["data"]["examples_uri"]
-    from tfx.types import standard_artifacts
-
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_uri
-    examples.split_names = '["train", "eval", "test"]'
+        examples = _run_examples(json.load(f))
     for split in ("train", "eval", "test"):
         _, labels = example_data.load_split(examples, split)
         stats = tfdv.load_stats_binary(f"{statistics.uri}/Split-{split}/FeatureStats.pb").datasets[0]
