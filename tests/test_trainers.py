@@ -37,8 +37,45 @@ def _keras_layer_sequence(model) -> list[str]:
 @pytest.mark.parametrize("name", common.MODEL_NAMES)
 def test_same_layers_in_the_same_order(name):
     # The served Keras model ends in softmax; torch's trains on logits and its export adds softmax.
-    torch_sequence = [type(m).__name__ for m in torch_model.build_model(name)]
+    # torch flattens inside MapLinear: the Identity stands where Flatten stood (the state dict's keys).
+    as_keras = {"Identity": "Flatten", "MapLinear": "Linear"}
+    torch_sequence = [as_keras.get(type(m).__name__, type(m).__name__) for m in torch_model.build_model(name)]
     assert _keras_layer_sequence(keras_trainer.build_model(name)) == torch_sequence
+
+
+# Exports in registries were trained with these keys: an architecture that renames one cannot load them.
+STATE_DICT_KEYS = {
+    "seed_cnn": ["1.weight", "1.bias", "5.weight", "5.bias"],
+    "bn_cnn": ["1.weight", "3.weight", "3.bias", "3.running_mean", "3.running_var", "3.num_batches_tracked",
+               "5.weight", "7.weight", "7.bias", "7.running_mean", "7.running_var", "7.num_batches_tracked",
+               "11.weight", "11.bias", "14.weight", "14.bias"],
+}
+
+
+@pytest.mark.parametrize("name", common.MODEL_NAMES)
+def test_the_state_dict_keeps_the_keys_of_earlier_exports(name):
+    assert list(torch_model.build_model(name).state_dict()) == STATE_DICT_KEYS[name]
+
+
+@pytest.mark.parametrize("name", common.MODEL_NAMES)
+def test_a_channels_last_model_computes_what_the_served_layout_computes(name):
+    """MapLinear reads a channels-last map in place: the same logits and gradients as Flatten +
+    Linear over the (C, H, W) features, which the loader's model (contiguous) computes."""
+    import torch
+
+    torch.manual_seed(0)
+    served = torch_model.build_model(name).eval()
+    trained = torch_model.placed(torch_model.build_model(name), torch.device("cpu")).eval()
+    trained.load_state_dict(served.state_dict())
+    images = torch.randint(0, 256, (16, *common.IMAGE_SHAPE), dtype=torch.uint8)
+    served_logits, trained_logits = served(images), trained(images)
+    features = trained[:-1 if name == "seed_cnn" else -5](images)
+    assert features.is_contiguous(memory_format=torch.channels_last) and not features.is_contiguous()
+    torch.testing.assert_close(trained_logits, served_logits, rtol=1e-5, atol=1e-5)
+    served_logits.square().sum().backward()
+    trained_logits.square().sum().backward()
+    for (key, served_param), trained_param in zip(served.named_parameters(), trained.parameters(), strict=True):
+        torch.testing.assert_close(trained_param.grad, served_param.grad, rtol=1e-4, atol=1e-5, msg=key)
 
 
 def _tf_shift(images: np.ndarray, seed: int) -> np.ndarray:
@@ -419,3 +456,50 @@ def test_the_cpu_description_names_the_model_and_the_flags_that_pick_the_kernels
     old = tmp_path / "old"
     old.write_text("model name\t: AMD EPYC\nflags\t\t: fpu sse2\n")
     assert machine.cpu_description(str(old)).endswith("flags: none of " + " ".join(machine.FLAGS))
+
+
+def _where_malloc_puts_feature_maps(keep_freed_memory: bool) -> dict[str, int]:
+    """In a fresh process with torch loaded, glibc's own account (mallinfo2) of three seed-model
+    feature maps (128 x 32 x 26 x 26 floats, 11 MB: a step's output and gradients) malloc'ed, written
+    and freed, as PyTorch's CPU allocator does: bytes in blocks of their own mmap while held, and
+    free bytes the heap keeps after they are freed."""
+    import os
+    import subprocess
+    import sys
+
+    script = f"""
+import ctypes, torch
+from trainers import machine
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                     "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype, libc.malloc.restype, libc.free.argtypes = MallInfo2, ctypes.c_void_p, [ctypes.c_void_p]
+assert {keep_freed_memory} is False or machine.keep_freed_memory()
+size = 128 * 32 * 26 * 26 * 4
+mapped_before = libc.mallinfo2().hblkhd
+blocks = [libc.malloc(size) for _ in range(3)]
+for block in blocks:
+    ctypes.memset(block, 1, size)
+mapped = libc.mallinfo2().hblkhd - mapped_before
+for block in blocks:
+    libc.free(block)
+print(mapped, libc.mallinfo2().fordblks)
+"""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=repo,
+                          env={**os.environ, "PYTHONPATH": repo}, timeout=300)
+    mapped, kept_free = done.stdout.split()[-2:]
+    return {"own_mmap_bytes": int(mapped), "heap_free_bytes": int(kept_free)}
+
+
+def test_the_pytorch_trainer_keeps_freed_memory_for_the_next_step():
+    """By default glibc gives an 11 MB block its own mmap, handed back to the OS when freed, so the
+    next step's block is fresh pages, one fault each (4,000-5,000 a step, bench/README.md); after
+    keep_freed_memory the blocks come from the heap, and the heap keeps them when freed (the mmap
+    threshold alone: heap blocks, trimmed back to the OS at each free, 5.6 million faults a run)."""
+    feature_maps = 3 * 128 * 32 * 26 * 26 * 4
+    default = _where_malloc_puts_feature_maps(keep_freed_memory=False)
+    assert default["own_mmap_bytes"] >= feature_maps and default["heap_free_bytes"] < feature_maps
+    kept = _where_malloc_puts_feature_maps(keep_freed_memory=True)
+    assert kept["own_mmap_bytes"] == 0 and kept["heap_free_bytes"] >= feature_maps

@@ -28,6 +28,23 @@ class Normalize(nn.Module):
         return torch.mul(x.unsqueeze(1), self.SCALE).add_(self.OFFSET)
 
 
+class MapLinear(nn.Linear):
+    """nn.Flatten() then nn.Linear, over a feature map [B, C, H, W]: the weight's columns are the map's
+    features in (C, H, W) order, whatever the map's memory layout. A channels-last map (the CPU's,
+    see `placed`) is read in place as (H, W, C) rows against the weight's columns in that order;
+    flattening it in (C, H, W) order copied it, and ReLU's backward then met two layouts: 10-15 %
+    of a seed-model training step on the 2-core CPU (bench/README.md). The module sits where Linear
+    was, after an Identity where Flatten was: an export's state dict keeps its keys and meaning."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+            return super().forward(x.flatten(1))
+        count, channels, height, width = x.shape
+        weight = self.weight.view(self.out_features, channels, height, width).permute(0, 2, 3, 1)
+        return nn.functional.linear(x.permute(0, 2, 3, 1).reshape(count, -1),
+                                    weight.reshape(self.out_features, -1), self.bias)
+
+
 def build_model(name: str, num_classes: int = NUM_CLASSES, width: float = 1.0) -> nn.Module:
     """Logits model with `num_classes` outputs. Same layers and trainable parameter count as
     keras_trainer.build_model at the same `width` (channels and units scaled by config.scaled; 1:
@@ -41,7 +58,7 @@ def build_model(name: str, num_classes: int = NUM_CLASSES, width: float = 1.0) -
         return nn.Sequential(
             Normalize(),
             nn.Conv2d(1, conv, 3), nn.MaxPool2d(2), nn.ReLU(),
-            nn.Flatten(), nn.Linear(conv * 13 * 13, num_classes),
+            nn.Identity(), MapLinear(conv * 13 * 13, num_classes),  # Flatten + Linear, see MapLinear
         )
     if name == "bn_cnn":
         first, second, dense = scaled(24, width), scaled(48, width), scaled(128, width)
@@ -50,7 +67,7 @@ def build_model(name: str, num_classes: int = NUM_CLASSES, width: float = 1.0) -
             # Conv -> MaxPool -> BatchNorm -> ReLU, as in Keras (see keras_trainer._conv_block).
             nn.Conv2d(1, first, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(first), nn.ReLU(),
             nn.Conv2d(first, second, 3, bias=False), nn.MaxPool2d(2), nn.BatchNorm2d(second), nn.ReLU(),
-            nn.Flatten(), nn.Dropout(0.25), nn.Linear(second * 5 * 5, dense), nn.ReLU(),
+            nn.Identity(), nn.Dropout(0.25), MapLinear(second * 5 * 5, dense), nn.ReLU(),
             nn.Dropout(0.25), nn.Linear(dense, num_classes),
         )
     raise ValueError(f"unknown model {name!r}")

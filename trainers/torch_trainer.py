@@ -151,6 +151,7 @@ def run_fn(fn_args: FnArgs) -> None:
     batch_size = distributed.per_worker_batch(cfg.batch_size, world)
     torch.manual_seed(cfg.seed)
     threads = use_container_cores(world)
+    machine.keep_freed_memory()
     device, device_name = choose_device(cfg.accelerator)
     mixed = common.mixed_precision_applies(cfg, on_cpu=device.type == "cpu")
 
@@ -198,6 +199,7 @@ def tune_trial(cfg: common.TrainConfig, data: TrialData, on_epoch: OnEpoch) -> T
         torch.set_num_threads(data.threads)
     else:
         use_container_cores()
+    machine.keep_freed_memory()
     device, device_name = choose_device(cfg.accelerator)
     mixed = common.mixed_precision_applies(cfg, on_cpu=device.type == "cpu")
     train_ds = split_batches(data.train_files, cfg.batch_size, shuffle=True, seed=cfg.seed, shift=cfg.augment_shift,
