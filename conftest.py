@@ -11,6 +11,9 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -82,6 +85,22 @@ def mnist_file(mnist_dir: Path, name: str) -> Path:
     """One of the four files in `mnist_dir`, as it is stored there (`NAME.gz` or `NAME`)."""
     compressed = mnist_dir / f"{name}.gz"
     return compressed if compressed.is_file() else mnist_dir / name
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_tfx_sdist_left_in_tmp() -> Iterator[None]:
+    """Given Beam args that name no worker image, TFX builds an sdist of itself at every Beam
+    executor's start (3 s) and never deletes its 49 MB folder (tfx/utils/dependency_utils.py);
+    a CI machine's disk filled up that way. Any such sdist made during the session, by the tests
+    or a process they started, is removed and fails the session."""
+    started = time.time()
+    yield
+    made = [sdist for sdist in Path(tempfile.gettempdir()).glob("tmp*/build/tfx/dist/tfx_ephemeral-*")
+            if sdist.stat().st_mtime >= started]
+    for sdist in made:
+        shutil.rmtree(sdist.parents[3], ignore_errors=True)
+    assert not made, (f"TFX built {len(made)} sdist(s) of itself for Beam, e.g. {made[0]}: some Beam args lack "
+                      f"--sdk_container_image (TEST_BEAM_ARGS, pipelines/beam_options.py)")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -218,7 +237,7 @@ def run_evaluator(small_examples, small_models, tmp_path, min_accuracy, registry
     evaluation.uri, blessing.uri = str(tmp_path / "evaluation"), str(tmp_path / "blessing")
     (tmp_path / "evaluation").mkdir()
     (tmp_path / "blessing").mkdir()
-    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=["--direct_running_mode=in_memory"],
+    context = base_beam_executor.BaseBeamExecutor.Context(beam_pipeline_args=TEST_BEAM_ARGS,
                                                           pipeline_run_id=pipeline_run_id)
     executor.Executor(context).Do(
         inputs, {"evaluation": [evaluation], "blessing": [blessing]},

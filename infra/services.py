@@ -102,10 +102,27 @@ def weed_binary() -> str:
     return found
 
 
+# Below this much free space on its disk, weed turns every volume read-only and S3 writes fail
+# with "InternalError". Its default is 1 % of the disk, whatever the disk's size (2.5 GiB on a
+# 252 GiB CI disk), so the floor is set here; seaweedfs() starts only with room above it.
+WEED_MIN_FREE_GIB = 1
+WEED_NEEDS_FREE_GIB = 2
+
+
+def refuse_a_full_disk(folder: Path, what: str, needs_gib: float) -> None:
+    free_gib = shutil.disk_usage(folder).free / 2**30
+    if free_gib < needs_gib:
+        raise ServiceError(f"{what} at {folder}: {free_gib:.1f} GiB free on its disk, it needs {needs_gib:g} GiB "
+                           f"(free some space, or put it on another disk)")
+
+
 @contextlib.contextmanager
-def seaweedfs(root: Path, bucket: str = "mnist-pipeline") -> Iterator[S3Store]:
-    """`weed server -s3` on 127.0.0.1 with one identity (fresh keys) and `bucket` created."""
+def seaweedfs(root: Path, bucket: str = "mnist-pipeline", needs_free_gib: float = WEED_NEEDS_FREE_GIB
+              ) -> Iterator[S3Store]:
+    """`weed server -s3` on 127.0.0.1 with one identity (fresh keys) and `bucket` created, if
+    `root`'s disk has `needs_free_gib` free."""
     root.mkdir(parents=True, exist_ok=True)
+    refuse_a_full_disk(root, "SeaweedFS", needs_free_gib)
     (root / "data").mkdir(exist_ok=True)
     access_key, secret_key = "pipeline" + secrets.token_hex(4), secrets.token_hex(20)
     config = root / "s3.json"
@@ -117,6 +134,7 @@ def seaweedfs(root: Path, bucket: str = "mnist-pipeline") -> Iterator[S3Store]:
     ports = dict(zip(names, free_ports(len(names)), strict=True))
     command = [weed_binary(), "server", f"-dir={root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
                "-filer", "-s3", f"-s3.config={config}", "-master.volumeSizeLimitMB=256", "-volume.max=0",
+               f"-volume.minFreeSpace={WEED_MIN_FREE_GIB}GiB",
                *(f"-{name}={port}" for name, port in ports.items())]
     store = S3Store(f"http://127.0.0.1:{ports['s3.port']}", access_key, secret_key, bucket)
 

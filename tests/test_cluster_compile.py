@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,25 @@ def test_beam_args_per_runner(compiled):
     assert kfp_compile.beam_args(load_config()) == direct
     processes = load_config(beam_direct_running_mode="multi_processing", beam_direct_workers=2)
     assert kfp_compile.beam_args(processes)[1:3] == ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+
+
+def test_no_beam_args_of_the_project_make_tfx_build_an_sdist_of_itself(tmp_path, monkeypatch):
+    """TFX attaches an sdist of itself to Beam args that name no worker image, built again at every
+    Beam executor's start (3 s) and left in the temp dir (49 MB each): every runner's args here,
+    and the tests' own, name one."""
+    from tfx.utils import dependency_utils
+
+    from conftest import TEST_BEAM_ARGS
+    from pipelines.local_runner import local_beam_args
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    bare = ["--runner=FnApiRunner", "--direct_running_mode=in_memory"]
+    assert dependency_utils.make_beam_dependency_flags(bare)[-1].startswith(f"--extra_package={tmp_path}/")
+    built = list(tmp_path.iterdir())
+    runners = [load_config(image=IMAGE, **changes) for _, changes in VARIANTS.values()]
+    for args in (TEST_BEAM_ARGS, local_beam_args(load_config()), *map(kfp_compile.beam_args, runners)):
+        assert dependency_utils.make_beam_dependency_flags(args) == args
+    assert list(tmp_path.iterdir()) == built
 
 
 def test_statistics_gen_asks_the_direct_runner_for_one_worker_unless_the_count_is_named(compiled, tmp_path):

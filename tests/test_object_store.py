@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -51,6 +52,21 @@ def test_kfp_minio_uris_reach_the_executor_as_s3_and_go_back_as_minio(tmp_path):
 def test_executor_command_without_the_invocation_is_a_clear_error(capsys):
     assert entrypoint.run_executor(["--executor_class_path", "x.Executor"], {}) == 2
     assert "--json_serialized_invocation_args" in capsys.readouterr().err
+
+
+def test_seaweedfs_does_not_start_on_a_disk_without_room(tmp_path):
+    """Short of room weed turns every volume read-only, and each S3 write fails with "InternalError"
+    (one CI run spent an hour on that): it is refused before it starts, in one line naming the folder."""
+    from infra import services
+
+    free_gib = shutil.disk_usage(tmp_path).free / 2**30
+    services.refuse_a_full_disk(tmp_path, "SeaweedFS", needs_gib=free_gib / 2)  # room: no error
+    with pytest.raises(services.ServiceError) as refused, \
+            services.seaweedfs(tmp_path / "s3", needs_free_gib=free_gib + 1024):
+        pass
+    assert str(refused.value).startswith(f"SeaweedFS at {tmp_path / 's3'}: ")
+    assert "GiB free on its disk, it needs" in str(refused.value) and "\n" not in str(refused.value)
+    assert not (tmp_path / "s3" / "weed.log").exists()  # weed never started
 
 
 @pytest.fixture(scope="module")
