@@ -128,34 +128,32 @@ def ours(framework: str, examples_dir: str, config: dict, splits: tuple[str, ...
     """Our trainer's run_fn trained on `splits` (validating on the eval split each epoch), then its
     export's test accuracy."""
     from tfx.components.trainer.fn_args_utils import FnArgs
+    from tfx.types import standard_artifacts
 
+    from components.examples import load_split
     from trainers import loader
     from trainers.model_format import read_model_meta
 
     module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
-    out = tempfile.mkdtemp()
-    fn_args = FnArgs(train_files=[os.path.join(examples_dir, f"Split-{split}", "*") for split in splits],
-                     eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
-                     serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
-                     custom_config={"accelerator": "auto", **config})
-    module.run_fn(fn_args)
-    meta = read_model_meta(fn_args.serving_model_dir)
-    predict, _ = loader.load_predictor(fn_args.serving_model_dir)
-    from tfx.types import standard_artifacts
-
-    from components.examples import load_split
-
-    examples = standard_artifacts.Examples()
-    examples.uri = examples_dir
-    examples.split_names = '["train", "eval", "test"]'
-    images, labels = load_split(examples, "test")
-    accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
-    counts = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())
-    n_train = sum(counts[split] for split in splits)
-    return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
-            "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
-            "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
-            "augment_shift": meta["config"]["augment_shift"], "mixed_precision": meta["mixed_precision"]}
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as out:  # the model is read back, then dropped
+        fn_args = FnArgs(train_files=[os.path.join(examples_dir, f"Split-{split}", "*") for split in splits],
+                         eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
+                         serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
+                         custom_config={"accelerator": "auto", **config})
+        module.run_fn(fn_args)
+        meta = read_model_meta(fn_args.serving_model_dir)
+        predict, _ = loader.load_predictor(fn_args.serving_model_dir)
+        examples = standard_artifacts.Examples()
+        examples.uri = examples_dir
+        examples.split_names = '["train", "eval", "test"]'
+        images, labels = load_split(examples, "test")
+        accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
+        counts = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())
+        n_train = sum(counts[split] for split in splits)
+        return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
+                "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
+                "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
+                "augment_shift": meta["config"]["augment_shift"], "mixed_precision": meta["mixed_precision"]}
 
 
 def whole_run(mnist: str, work: str) -> dict:

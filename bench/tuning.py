@@ -109,19 +109,19 @@ def final(framework: str, examples_dir: str, hyperparameters_file: str | None, e
         with open(hyperparameters_file) as f:
             hyperparameters = json.load(f)
     module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
-    out = tempfile.mkdtemp()
-    fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
-                     eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
-                     serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
-                     custom_config={**PipelineConfig().trainer_config(), "epochs": epochs},
-                     hyperparameters=hyperparameters)
-    module.run_fn(fn_args)
-    meta = read_model_meta(fn_args.serving_model_dir)
-    predict, _ = loader.load_predictor(fn_args.serving_model_dir)
-    images, labels = load_split(examples_artifact(examples_dir), "test")
-    accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
-    return {"seconds": meta["train_seconds"], "test_accuracy": accuracy, "config": meta["config"],
-            "parameters": meta["parameters"]}
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as out:  # the model is read back, then dropped
+        fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
+                         eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
+                         serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
+                         custom_config={**PipelineConfig().trainer_config(), "epochs": epochs},
+                         hyperparameters=hyperparameters)
+        module.run_fn(fn_args)
+        meta = read_model_meta(fn_args.serving_model_dir)
+        predict, _ = loader.load_predictor(fn_args.serving_model_dir)
+        images, labels = load_split(examples_artifact(examples_dir), "test")
+        accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
+        return {"seconds": meta["train_seconds"], "test_accuracy": accuracy, "config": meta["config"],
+                "parameters": meta["parameters"]}
 
 
 def _spawn(step: str, args: argparse.Namespace, *extra: str) -> dict:
