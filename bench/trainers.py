@@ -124,36 +124,43 @@ def seed_pytorch(cache: str, epochs: int) -> dict:
     return {"seconds": seconds, "examples": epochs * len(trainset), "test_accuracy": correct / len(testset)}
 
 
-def ours(framework: str, examples_dir: str, config: dict, splits: tuple[str, ...] = ("train",)) -> dict:
-    """Our trainer's run_fn trained on `splits` (validating on the eval split each epoch), then its
-    export's test accuracy."""
+def train_and_score(framework: str, examples, train_splits: tuple[str, ...], custom_config: dict,
+                    hyperparameters: dict | None = None) -> tuple[dict, float]:
+    """Our trainer's run_fn on `examples`' `train_splits` (validating on its eval split each epoch),
+    in a temporary folder removed after; returns the export's metadata and its test accuracy."""
     from tfx.components.trainer.fn_args_utils import FnArgs
-    from tfx.types import standard_artifacts
 
     from components.examples import load_split
     from trainers import loader
     from trainers.model_format import read_model_meta
 
     module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
-    with tempfile.TemporaryDirectory(prefix="bench-model-") as out:  # the model is read back, then dropped
-        fn_args = FnArgs(train_files=[os.path.join(examples_dir, f"Split-{split}", "*") for split in splits],
-                         eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as out:
+        fn_args = FnArgs(train_files=[os.path.join(examples.uri, f"Split-{split}", "*") for split in train_splits],
+                         eval_files=[os.path.join(examples.uri, "Split-eval", "*")],
                          serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
-                         custom_config={"accelerator": "auto", **config})
+                         custom_config=custom_config, hyperparameters=hyperparameters)
         module.run_fn(fn_args)
-        meta = read_model_meta(fn_args.serving_model_dir)
         predict, _ = loader.load_predictor(fn_args.serving_model_dir)
-        examples = standard_artifacts.Examples()
-        examples.uri = examples_dir
-        examples.split_names = '["train", "eval", "test"]'
         images, labels = load_split(examples, "test")
         accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
-        counts = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())
-        n_train = sum(counts[split] for split in splits)
-        return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
-                "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
-                "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
-                "augment_shift": meta["config"]["augment_shift"], "mixed_precision": meta["mixed_precision"]}
+        return read_model_meta(fn_args.serving_model_dir), accuracy
+
+
+def ours(framework: str, examples_dir: str, config: dict, splits: tuple[str, ...] = ("train",)) -> dict:
+    """Our trainer trained on `splits`, and its export's test accuracy."""
+    from tfx.types import standard_artifacts
+
+    examples = standard_artifacts.Examples()
+    examples.uri = examples_dir
+    examples.split_names = '["train", "eval", "test"]'
+    meta, accuracy = train_and_score(framework, examples, splits, {"accelerator": "auto", **config})
+    counts = json.loads(open(os.path.join(examples_dir, "split_counts.json")).read())
+    n_train = sum(counts[split] for split in splits)
+    return {"seconds": meta["train_seconds"], "examples": meta["config"]["epochs"] * n_train,
+            "test_accuracy": accuracy, "device": meta["device"], "model": meta["model"],
+            "epochs": meta["config"]["epochs"], "batch_size": meta["config"]["batch_size"],
+            "augment_shift": meta["config"]["augment_shift"], "mixed_precision": meta["mixed_precision"]}
 
 
 def whole_run(mnist: str, work: str) -> dict:

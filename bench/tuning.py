@@ -95,33 +95,17 @@ def tune(framework: str, examples_dir: str, work: str, args: argparse.Namespace)
 def final(framework: str, examples_dir: str, hyperparameters_file: str | None, epochs: int) -> dict:
     """The Trainer's run_fn with the pipeline's defaults (and the study's values, when given), then
     its export scored on the test split."""
-    import importlib
-
-    from tfx.components.trainer.fn_args_utils import FnArgs
-
-    from components.examples import load_split
+    from bench.trainers import train_and_score
     from pipelines.config import PipelineConfig
-    from trainers import loader
-    from trainers.model_format import read_model_meta
 
     hyperparameters = None
     if hyperparameters_file:
         with open(hyperparameters_file) as f:
             hyperparameters = json.load(f)
-    module = importlib.import_module(f"trainers.{'keras' if framework == 'keras' else 'torch'}_trainer")
-    with tempfile.TemporaryDirectory(prefix="bench-model-") as out:  # the model is read back, then dropped
-        fn_args = FnArgs(train_files=[os.path.join(examples_dir, "Split-train", "*")],
-                         eval_files=[os.path.join(examples_dir, "Split-eval", "*")],
-                         serving_model_dir=os.path.join(out, "serving"), model_run_dir=os.path.join(out, "run"),
-                         custom_config={**PipelineConfig().trainer_config(), "epochs": epochs},
-                         hyperparameters=hyperparameters)
-        module.run_fn(fn_args)
-        meta = read_model_meta(fn_args.serving_model_dir)
-        predict, _ = loader.load_predictor(fn_args.serving_model_dir)
-        images, labels = load_split(examples_artifact(examples_dir), "test")
-        accuracy = float((loader.predict_in_batches(predict, images).argmax(1) == labels).mean())
-        return {"seconds": meta["train_seconds"], "test_accuracy": accuracy, "config": meta["config"],
-                "parameters": meta["parameters"]}
+    meta, accuracy = train_and_score(framework, examples_artifact(examples_dir), ("train",),
+                                     {**PipelineConfig().trainer_config(), "epochs": epochs}, hyperparameters)
+    return {"seconds": meta["train_seconds"], "test_accuracy": accuracy, "config": meta["config"],
+            "parameters": meta["parameters"]}
 
 
 def _spawn(step: str, args: argparse.Namespace, *extra: str) -> dict:
